@@ -1,0 +1,1 @@
+"""QuirkScope database: SQLAlchemy models, sessions, migrations and the artifact store."""

@@ -1,0 +1,1 @@
+"""QuirkScope service: Flask API, report pages and the command-line client. Kept import-light: no Flask here."""
