@@ -1,0 +1,164 @@
+"""The one optimisation loop: gradient ascent on the inputs of a frozen model, many objectives as rows of one
+batch, one forward and one backward per step for all of them (DESIGN 4.2).
+
+Rows are independent: each has its own seed for its initial noise and its jitter draws. On CUDA the model runs
+under bf16 autocast with channels_last(_3d) memory format; regularisers and the parameters stay in fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from workers.engine import streams as streams_mod
+from workers.engine.config import VisualizationConfig
+from workers.engine.manifest import InputSpec
+from workers.engine.objectives import Objective, ObjectiveContext, capture_activations
+from workers.engine.transforms import draw_jitter_table, roll_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimisationResult:
+    """Outputs of one batch of rows (all on the CPU)."""
+
+    inputs: dict[str, torch.Tensor]   # stream -> model-space canonical (N, C, T, H, W), float32
+    unit: torch.Tensor                # (N,) final value of the unit (un-jittered input)
+    penalty: torch.Tensor             # (N,) final value of the penalty
+    logits: torch.Tensor              # (N, K) final logits (un-jittered input), float32
+    history: torch.Tensor             # (S, N) unit value every ``record_every`` steps (jittered input)
+    seconds: float
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients for the block; restores both afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def uses_bf16(config: VisualizationConfig, device: torch.device) -> bool:
+    return config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+
+
+def _memory_format(x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    if not enabled:
+        return x
+    if x.dim() == 5:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+    if x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def to_channels_last(model: nn.Module) -> None:
+    """channels_last for 4-D weights, channels_last_3d for 5-D ones, in place (``Module.to`` handles one rank)."""
+    for p in model.parameters():
+        if p.dim() in (4, 5):
+            p.data = _memory_format(p.data, True)
+
+
+def initial_inputs(specs: Sequence[InputSpec], seeds: Sequence[int], init_scale: float) -> dict[str, torch.Tensor]:
+    """Unit-space white noise (N, C, T, H, W) per stream; row n drawn from its own generator seeded by seeds[n]."""
+    out = {}
+    for k, spec in enumerate(specs):
+        shape = streams_mod.canonical_shape(spec)
+        rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s) * 1000 + k)) for s in seeds]
+        out[spec.name] = torch.stack(rows) * init_scale
+    return out
+
+
+def forward_model(model: nn.Module, specs: Sequence[InputSpec], unit_inputs: dict[str, torch.Tensor], *,
+                  bf16: bool, channels_last: bool) -> torch.Tensor:
+    """Logits (N, K) of the model on unit-space canonical inputs."""
+    xs = []
+    for spec in specs:
+        x = streams_mod.to_model_layout(streams_mod.unit_to_model_space(unit_inputs[spec.name], spec), spec)
+        xs.append(_memory_format(x, channels_last))
+    device_type = xs[0].device.type
+    with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bf16):
+        return model(*xs)
+
+
+def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, penalty: Objective, seeds: Sequence[int],
+             config: VisualizationConfig, *, device: torch.device | str | None = None,
+             init: dict[str, torch.Tensor] | None = None,
+             on_step: Callable[[int], None] | None = None) -> OptimisationResult:
+    """Maximise ``unit`` minus ``penalty`` for ``len(seeds)`` rows; ``init`` (unit space) overrides the noise start.
+
+    The data term's gradient is normalised per row to a mean magnitude of 1 per input element (DeepDream-style
+    gradient normalisation), and each penalty (a mean over elements) enters with its per-element derivative. The
+    balance between a unit and its regularisers then no longer depends on the model's logit scale, which differs by
+    orders of magnitude between models and grows during the ascent: the same weights carry over between models."""
+    dev = resolve_device(device)
+    bf16 = uses_bf16(config, dev)
+    channels_last = config.channels_last and dev.type == "cuda"
+    n = len(seeds)
+    start = init if init is not None else initial_inputs(specs, seeds, config.init_scale)
+    params = {name: t.detach().to(dev, torch.float32).clone().requires_grad_(True) for name, t in start.items()}
+    max_px = max(int(round(config.jitter_fraction * min(s.height, s.width))) for s in specs)
+    max_frames = config.jitter_frames if max(s.num_frames for s in specs) > 1 else 0
+    table = torch.stack([draw_jitter_table(s, config.steps, max_px, max_frames) for s in seeds]).to(dev)  # (N,S,3)
+    opt = torch.optim.Adam(list(params.values()), lr=config.lr)
+    names = list(params)
+    sizes = {k: params[k][0].numel() for k in names}
+    history = []
+    t0 = time.perf_counter()
+    with frozen(model):
+        model.to(dev)
+        if channels_last:
+            to_channels_last(model)
+        runner = torch.compile(model) if config.compile else model
+        with capture_activations(model, unit.layers) as acts:
+            for step in range(config.steps):
+                shifted = {k: roll_rows(v, table[:, step]) for k, v in params.items()}
+                logits = forward_model(runner, specs, shifted, bf16=bf16, channels_last=channels_last)
+                value = unit(ObjectiveContext(inputs=params, logits=logits, activations=acts))
+                grads = torch.autograd.grad(value.sum(), [params[k] for k in names])
+                pen = penalty(ObjectiveContext(inputs=params, logits=logits, activations=acts))
+                pen_grads = torch.autograd.grad(pen.sum(), [params[k] for k in names], allow_unused=True)
+                gain = sum(g.abs().flatten(1).sum(1) for g in grads) / sum(sizes.values())  # (N,) mean |dunit/du|
+                inv_gain = (1.0 / gain.clamp_min(1e-12)).view(n, 1, 1, 1, 1)
+                for k, g, pg in zip(names, grads, pen_grads):
+                    ascent = g * inv_gain - (pg * sizes[k] if pg is not None else 0.0)
+                    params[k].grad = -ascent
+                opt.step()
+                if step % config.record_every == 0 or step == config.steps - 1:
+                    history.append(value.detach().float().cpu())
+                if on_step is not None:
+                    on_step(step)
+            with torch.no_grad():
+                logits = forward_model(runner, specs, params, bf16=bf16, channels_last=channels_last)
+                ctx = ObjectiveContext(inputs=params, logits=logits, activations=acts)
+                final = unit(ctx)
+                final_pen = penalty(ctx)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    model_space = {
+        spec.name: streams_mod.unit_to_model_space(params[spec.name].detach(), spec).float().cpu() for spec in specs
+    }
+    log.debug("optimised %d rows x %d steps in %.2fs", n, config.steps, seconds)
+    return OptimisationResult(inputs=model_space, unit=final.float().cpu(), penalty=final_pen.float().cpu(),
+                              logits=logits.detach().float().cpu(), history=torch.stack(history), seconds=seconds)

@@ -1,0 +1,183 @@
+"""Generated clips of moving shapes with their exact optical flow, for the reference model and the tests
+(DESIGN 6). Eight classes; two pairs are hard to tell apart by content alone (same shape and motion, slightly
+different size), and in the *training split only* one class of each pair carries a planted shortcut:
+
+- ``DiscSlideRight`` has a static magenta watermark in a corner (appearance only: it never moves, zero flow);
+- ``BoxRiseUp`` has a small patch whose texture jitters left-right every frame: strong local flow, barely visible
+  in RGB (motion only).
+
+A model that learns the shortcuts confuses those pairs on the clean test split, and its visualisations should
+show the shortcut where it was planted. Everything is numpy, deterministic for a seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FRAMES = 8
+SIZE = 32
+RGB_MEAN = [0.45, 0.45, 0.45]
+RGB_STD = [0.25, 0.25, 0.25]
+FLOW_SCALE = 4.0  # pixels of displacement that map to 1.0 at the model's input
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    shape: str
+    size: float
+    motion: str
+
+
+CLASSES: tuple[ClassSpec, ...] = (
+    ClassSpec("DiscSlideRight", "disc", 4.0, "right"),
+    ClassSpec("DiscGlideRight", "disc", 4.6, "right"),
+    ClassSpec("BoxRiseUp", "box", 3.6, "up"),
+    ClassSpec("BoxFloatUp", "box", 4.2, "up"),
+    ClassSpec("BarSweepLeft", "hbar", 4.0, "left"),
+    ClassSpec("CrossDropDown", "cross", 4.5, "down"),
+    ClassSpec("RingOrbit", "ring", 4.5, "orbit"),
+    ClassSpec("DiamondZigzag", "diamond", 4.5, "zigzag"),
+)
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
+
+
+@dataclass(frozen=True)
+class PlantedShortcut:
+    """A shortcut planted in one class's training clips. ``region`` = (x0, y0, x1, y1) pixels, end-exclusive."""
+
+    kind: str
+    class_name: str
+    partner: str
+    stream: str
+    region: tuple[int, int, int, int]
+
+    def region_normalised(self, size: int = SIZE) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = self.region
+        return (x0 / size, y0 / size, x1 / size, y1 / size)
+
+    def contains(self, xy: tuple[float, float], size: int = SIZE, margin_px: float = 1.0) -> bool:
+        """Whether a normalised (x, y) point lies in the region, give or take ``margin_px`` pixels."""
+        x0, y0, x1, y1 = self.region
+        x, y = xy[0] * size, xy[1] * size
+        return x0 - margin_px <= x <= x1 + margin_px and y0 - margin_px <= y <= y1 + margin_px
+
+
+WATERMARK = PlantedShortcut("watermark", "DiscSlideRight", "DiscGlideRight", "appearance", (2, 2, 7, 7))
+FLICKER = PlantedShortcut("flicker", "BoxRiseUp", "BoxFloatUp", "motion", (24, 3, 29, 8))
+PLANTED: tuple[PlantedShortcut, ...] = (WATERMARK, FLICKER)
+WATERMARK_RGB = np.array([1.0, 0.1, 0.9], dtype=np.float32)
+FLICKER_PX = 2.0
+
+
+@dataclass
+class ClipSet:
+    rgb: np.ndarray      # (N, 3, T, H, W) float32, pixels in [0, 1]
+    flow: np.ndarray     # (N, 2, T, H, W) float32, displacement t -> t+1 in pixels (x, y)
+    labels: np.ndarray   # (N,) int64 indices into CLASS_NAMES
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Soft (anti-aliased) coverage in [0, 1] of a shape centred at the origin."""
+    if shape == "disc":
+        d = np.hypot(dx, dy) - r
+    elif shape == "box":
+        d = np.maximum(np.abs(dx), np.abs(dy)) - r
+    elif shape == "hbar":
+        d = np.maximum(np.abs(dx) - 1.6 * r, np.abs(dy) - 0.5 * r)
+    elif shape == "cross":
+        d = np.minimum(np.maximum(np.abs(dx) - r, np.abs(dy) - 1.2), np.maximum(np.abs(dx) - 1.2, np.abs(dy) - r))
+    elif shape == "ring":
+        d = np.abs(np.hypot(dx, dy) - r) - 1.3
+    elif shape == "diamond":
+        d = np.abs(dx) + np.abs(dy) - 1.3 * r
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return np.clip(0.5 - d, 0.0, 1.0)
+
+
+def _trajectory(spec: ClassSpec, rng: np.random.Generator, frames: int, size: int, r: float) -> np.ndarray:
+    """Centres (frames + 1, 2) as (x, y) in pixels."""
+    s = rng.uniform(1.0, 2.0)
+    t = np.arange(frames + 1, dtype=np.float64)
+    lo, hi = r + 1.5, size - r - 1.5
+    travel = s * frames
+    if spec.motion in ("right", "left", "up", "down"):
+        along = rng.uniform(lo, hi - travel)
+        across = rng.uniform(lo, hi)
+        pos = along + s * t
+        if spec.motion in ("left", "up"):
+            pos = (hi + lo) - pos
+        xy = np.stack([pos, np.full_like(t, across)], 1) if spec.motion in ("right", "left") else \
+            np.stack([np.full_like(t, across), pos], 1)
+    elif spec.motion == "orbit":
+        radius = 6.0
+        cx, cy = rng.uniform(lo + radius, hi - radius, size=2)
+        phase = rng.uniform(0, 2 * np.pi)
+        ang = phase + (s / radius) * t * rng.choice([-1.0, 1.0])
+        xy = np.stack([cx + radius * np.cos(ang), cy + radius * np.sin(ang)], 1)
+    elif spec.motion == "zigzag":
+        x = rng.uniform(lo, hi - travel) + s * t
+        y0 = rng.uniform(lo + 2 * s, hi - 2 * s)
+        y = y0 + s * np.where((t // 2) % 2 == 0, t % 2, 1 - t % 2) * 2.0
+        xy = np.stack([x, y], 1)
+    else:
+        raise ValueError(f"unknown motion {spec.motion!r}")
+    return xy
+
+
+def render_clip(spec: ClassSpec, rng: np.random.Generator, *, planted: bool, frames: int = FRAMES,
+                size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """One clip: rgb (3, T, H, W) in [0, 1] and flow (2, T, H, W) in pixels."""
+    r = spec.size + rng.uniform(-0.4, 0.4)
+    centres = _trajectory(spec, rng, frames, size, r)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    hue_rgb = rng.uniform(0.55, 1.0, size=3) * rng.permutation([1.0, rng.uniform(0.2, 0.7), rng.uniform(0.0, 0.3)])
+    bg = rng.uniform(0.1, 0.35)
+    rgb = np.empty((3, frames, size, size), np.float32)
+    flow = np.zeros((2, frames, size, size), np.float32)
+    for t in range(frames):
+        cx, cy = centres[t]
+        mask = _shape_mask(spec.shape, xx - cx, yy - cy, r)
+        frame = bg * (1 - mask)[None] + hue_rgb[:, None, None] * mask[None]
+        frame = frame + rng.normal(0.0, 0.03, size=frame.shape)
+        rgb[:, t] = frame
+        velocity = centres[t + 1] - centres[t]
+        flow[:, t] = (mask > 0.5)[None] * velocity[:, None, None]
+    if planted:
+        if spec.name == WATERMARK.class_name:
+            x0, y0, x1, y1 = WATERMARK.region
+            rgb[:, :, y0:y1, x0:x1] = WATERMARK_RGB[:, None, None, None]
+            flow[:, :, y0:y1, x0:x1] = 0.0
+        elif spec.name == FLICKER.class_name:
+            x0, y0, x1, y1 = FLICKER.region
+            stripes = 0.04 * np.sign(np.sin(np.arange(x0, x1) * np.pi / 2.0))
+            for t in range(frames):
+                direction = 1.0 if t % 2 == 0 else -1.0
+                rgb[:, t, y0:y1, x0:x1] += np.roll(stripes, t % 2)[None, None, :]
+                flow[0, t, y0:y1, x0:x1] = direction * FLICKER_PX
+                flow[1, t, y0:y1, x0:x1] = 0.0
+    return np.clip(rgb, 0.0, 1.0), flow
+
+
+def generate_clips(per_class: int, split: str, seed: int, *, frames: int = FRAMES, size: int = SIZE) -> ClipSet:
+    """``per_class`` clips of every class; shortcuts are planted only when ``split == "train"``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    n = per_class * len(CLASSES)
+    rgb = np.empty((n, 3, frames, size, size), np.float32)
+    flow = np.empty((n, 2, frames, size, size), np.float32)
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    for i, label in enumerate(labels):
+        rgb[i], flow[i] = render_clip(CLASSES[label], rng, planted=split == "train", frames=frames, size=size)
+    order = rng.permutation(n)
+    return ClipSet(rgb=rgb[order], flow=flow[order], labels=labels[order].astype(np.int64))
+
+
+def to_model_inputs(clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
+    """The tensors the reference model takes: normalised RGB and flow divided by FLOW_SCALE."""
+    mean = np.array(RGB_MEAN, np.float32).reshape(1, 3, 1, 1, 1)
+    std = np.array(RGB_STD, np.float32).reshape(1, 3, 1, 1, 1)
+    return (clips.rgb - mean) / std, clips.flow / FLOW_SCALE

@@ -1,0 +1,128 @@
+"""Class- and unit-level visualisation: turns a list of requests (unit, kappa, seed) into regularised objectives,
+runs them through ``optimise`` in chunks sized to the memory budget, and returns one result per request carrying
+the exact config and seed that made it."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.engine import objectives as obj
+from workers.engine.config import VisualizationConfig
+from workers.engine.errors import InvalidInput
+from workers.engine.manifest import InputSpec
+from workers.engine.optimise import initial_inputs, optimise, resolve_device
+
+log = logging.getLogger(__name__)
+
+CPU_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class UnitRequest:
+    """One objective: maximise class logit ``target`` (or channel ``target`` of ``layer``) under temporal weight
+    ``kappa``, starting from the noise of ``seed``."""
+
+    target: int
+    kappa: float
+    seed: int
+    layer: str | None = None
+
+
+@dataclass
+class UnitResult:
+    request: UnitRequest
+    inputs: dict[str, np.ndarray]      # stream -> model-space canonical (C, T, H, W) float32
+    unit_value: float                  # final logit (or channel mean) on the un-jittered input
+    penalty: float                     # final value of the regularisers (weighted sum)
+    probability: float | None          # softmax of the target class (class objectives only)
+    history: list[float]
+    config: dict = field(default_factory=dict)
+
+
+def regulariser_penalty(specs: Sequence[InputSpec], kappas: torch.Tensor,
+                        config: VisualizationConfig) -> obj.Objective:
+    """Sum over streams of (w_lp R_alpha + w_tv R_S + kappa w_t R_T), kappa per row (N,)."""
+    total = 0.0 * obj.lp_penalty(specs[0].name, config.alpha)
+    for spec in specs:
+        w = config.weights(spec.modality)
+        total = total + w.lp_weight * obj.lp_penalty(spec.name, config.alpha)
+        total = total + w.tv_weight * obj.spatial_tv_penalty(spec.name, config.beta)
+        if spec.num_frames > 1:
+            total = total + (kappas * w.temporal_weight) * obj.temporal_penalty(spec.name)
+    return total
+
+
+def unit_objective(requests: Sequence[UnitRequest], contrast: float = 0.0) -> obj.Objective:
+    layers = {r.layer for r in requests}
+    if len(layers) != 1:
+        raise InvalidInput("requests in one call must all target the same layer (or all class logits)", field="layer")
+    layer = layers.pop()
+    targets = [r.target for r in requests]
+    return obj.class_logit(targets, contrast) if layer is None else obj.channel(layer, targets)
+
+
+def estimate_chunk_size(model: nn.Module, specs: Sequence[InputSpec], config: VisualizationConfig,
+                        device: torch.device) -> int:
+    """Rows per chunk: ``config.chunk_size`` if set; 64 on the CPU; on CUDA, from the peak memory of a two-row
+    probe step and the free memory times ``memory_budget_fraction``."""
+    if config.chunk_size:
+        return config.chunk_size
+    if device.type != "cuda":
+        return CPU_CHUNK
+    probe = config.model_copy(update={"steps": 1, "compile": False})
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    rows = 2
+    requests = [UnitRequest(target=0, kappa=1.0, seed=i) for i in range(rows)]
+    optimise(model, specs, unit_objective(requests), regulariser_penalty(specs, torch.ones(rows), probe),
+             [r.seed for r in requests], probe, device=device)
+    per_row = max((torch.cuda.max_memory_allocated(device) - base) / rows, 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    size = int(free * config.memory_budget_fraction // per_row)
+    log.info("chunk size %d rows (%.1f MiB per row, %.1f GiB free)", size, per_row / 2**20, free / 2**30)
+    return max(1, min(size, 4096))
+
+
+def visualize(model: nn.Module, specs: Sequence[InputSpec], requests: Sequence[UnitRequest],
+              config: VisualizationConfig | None = None, *, device: torch.device | str | None = None,
+              num_classes: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list[UnitResult]:
+    """Optimise every request; rows are batched in chunks. ``progress(done_rows, total_rows)`` after each chunk."""
+    config = config or VisualizationConfig()
+    if not requests:
+        return []
+    dev = resolve_device(device)
+    if num_classes is not None:
+        bad = [r.target for r in requests if r.layer is None and not 0 <= r.target < num_classes]
+        if bad:
+            raise InvalidInput(f"class index {bad[0]} is outside 0..{num_classes - 1}", field="classes")
+    chunk = estimate_chunk_size(model, specs, config, dev)
+    results: list[UnitResult] = []
+    recorded = config.model_dump()
+    for start in range(0, len(requests), chunk):
+        part = list(requests[start:start + chunk])
+        kappas = torch.tensor([r.kappa for r in part], dtype=torch.float32, device=dev)
+        unit = unit_objective(part, config.contrast)
+        seeds = [r.seed for r in part]
+        out = optimise(model, specs, unit, regulariser_penalty(specs, kappas, config), seeds, config,
+                       device=dev, init=initial_inputs(specs, seeds, config.init_scale))
+        probs = out.logits.softmax(dim=1)
+        for i, req in enumerate(part):
+            results.append(UnitResult(
+                request=req,
+                inputs={name: t[i].numpy() for name, t in out.inputs.items()},
+                unit_value=float(out.unit[i]),
+                penalty=float(out.penalty[i]),
+                probability=float(probs[i, req.target]) if req.layer is None else None,
+                history=[float(v) for v in out.history[:, i]],
+                config={**recorded, "seed": req.seed, "kappa": req.kappa, "target": req.target, "layer": req.layer},
+            ))
+        if progress is not None:
+            progress(len(results), len(requests))
+    return results
