@@ -1,0 +1,120 @@
+"""The artifact store: where bundles, clips, strips, tensors and reports live, addressed by a relative key
+such as ``models/<sha256>.zip`` or ``audits/12/vis/ApplyEyeMakeup/appearance/k0_s0.gif``. One interface,
+a filesystem implementation whose writes are atomic (temp file + rename), so a re-run task overwrites
+an artifact whole or not at all."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator, Protocol
+from urllib.parse import urlparse
+
+from workers.engine.errors import InvalidInput
+
+
+class ArtifactStore(Protocol):
+    """What the service and the workers need from artifact storage."""
+
+    def put_bytes(self, key: str, data: bytes) -> str: ...
+
+    def put_file(self, key: str, path: str | Path) -> str: ...
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def local_path(self, key: str) -> Path | None: ...
+
+    def delete_prefix(self, prefix: str) -> int: ...
+
+    def keys(self, prefix: str) -> Iterator[str]: ...
+
+    def check(self) -> None: ...
+
+
+def validate_key(key: str) -> str:
+    """Keys are relative POSIX paths without ``..``, absolute parts or empty segments."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(p in ("..", ".", "") for p in key.split("/")) or "\\" in key:
+        raise InvalidInput(f"invalid artifact key {key!r}", field="key")
+    return key
+
+
+class FilesystemArtifactStore:
+    """Artifacts under one root directory (a local disk or a shared volume)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return key
+
+    def put_file(self, key: str, path: str | Path) -> str:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+        return key
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        target = self._path(prefix.rstrip("/"))
+        if target.is_dir():
+            count = sum(1 for p in target.rglob("*") if p.is_file())
+            shutil.rmtree(target)
+            return count
+        if target.is_file():
+            target.unlink()
+            return 1
+        return 0
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        if base.is_file():
+            yield prefix
+            return
+        if not base.is_dir():
+            return
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and not p.name.endswith(".tmp"):
+                yield p.relative_to(self.root).as_posix()
+
+    def check(self) -> None:
+        """Readiness probe: write, read back and delete a small file."""
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ready-", delete=True) as fh:
+            fh.write(b"ok")
+            fh.flush()
+            if Path(fh.name).read_bytes() != b"ok":
+                raise OSError("artifact store read-back mismatch")
+
+
+def store_from_url(url: str) -> ArtifactStore:
+    """``file:///abs/dir`` or a plain path -> a filesystem store. (An S3 store would plug in here.)"""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return FilesystemArtifactStore(parsed.path if parsed.scheme else url)
+    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r}", field="QUIRKSCOPE_ARTIFACTS_URL")

@@ -1,0 +1,231 @@
+"""Audit routes: create (validate the matrix, rank pairs, store rows, enqueue the workers), list across a
+model's versions, status with progress, the report JSON (all pairs or one), artifacts, comparison with
+another audit, the HTML report, and cancel/delete."""
+from __future__ import annotations
+
+import logging
+import mimetypes
+from typing import Any
+
+from flask import Response, send_file, url_for
+from flask_openapi3 import Tag
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+
+from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem
+from service.api import api_blueprint, requires
+from service.api.models import get_model
+from service.api.report import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
+from service.api.schemas import (ArtifactPath, AuditCreate, AuditCreated, AuditListOut, AuditListQuery, AuditOut,
+                                 AuditPath, CompareOut, ComparePath, ErrorOut, PairPath, ReportOut)
+from service.auth import current_principal
+from service.confusion import parse_confusion
+from service.errors_http import NotFound, ServiceUnavailable
+from service.extensions import artifact_store, db, settings
+from service.ranking import parse_pairs_option, select_audit_pairs
+from workers.engine.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+tag = Tag(name="audits", description="audits of a model (DESIGN 1, 3.4, 3.5)")
+START_TASK = "workers.tasks.start_audit"
+
+
+def get_audit(project_id: int, audit_id: int, field: str = "audit_id") -> Audit:
+    row = db.session.get(Audit, audit_id)
+    if row is None or row.project_id != project_id:
+        raise NotFound(f"no audit {audit_id} in this project", field=field)
+    return row
+
+
+def validate_options(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate the options with the pipeline's ``AuditOptions``; errors name ``options.<field>``."""
+    from workers.audit.options import AuditOptions
+
+    try:
+        options = AuditOptions.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"options.{loc}: {first['msg'].removeprefix('Value error, ')}",
+                           field=f"options.{loc}" if loc else "options") from exc
+    return options.model_dump(mode="json")
+
+
+def _explicit_pairs(value: Any) -> list[tuple[str, str]]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return parse_pairs_option(value)
+    if isinstance(value, list):
+        return [parse_pairs_option(p)[0] if isinstance(p, str) else tuple(p) for p in value]  # type: ignore[misc]
+    raise InvalidInput("pairs must be 'a:b,c:d' or a list of [a, b] pairs", field="options.pairs")
+
+
+def enqueue_start(audit_id: int) -> None:
+    from service.extensions import celery_app
+
+    celery_app().send_task(START_TASK, args=(audit_id,), queue="cpu")
+
+
+@api_blueprint.post("/audits", tags=[tag], responses={202: AuditCreated, 404: ErrorOut, 422: ErrorOut, 503: ErrorOut})
+@requires("submit")
+def create_audit(body: AuditCreate):
+    """Validate the confusion matrix against the model's classes, rank the confused pairs, store the audit
+    and its pairs, then hand it to the workers. 202 with ``Location`` of the status resource."""
+    principal = current_principal("submit")
+    session = db.session
+    model = get_model(principal.project_id, body.model_id)
+    options = validate_options(body.options)
+    confusion = body.confusion.get("csv") if set(body.confusion) == {"csv"} else body.confusion
+    cm = parse_confusion(confusion, model.classes, max_classes=settings().max_classes)
+    top_k = int(options.get("top_k", 10))
+    if top_k > settings().max_top_k:
+        raise InvalidInput(f"top_k may be at most {settings().max_top_k}", field="options.top_k")
+    ranked = select_audit_pairs(cm, top_k=top_k, min_support=int(options.get("min_support", 1)),
+                                min_rate=float(options.get("min_rate", 0.0)),
+                                explicit=_explicit_pairs(options.get("pairs")))
+    if not ranked:
+        raise InvalidInput("no pair of classes passes min_support/min_rate; nothing to audit", field="options")
+    if body.baseline is not None:
+        get_audit(principal.project_id, body.baseline, field="baseline")
+    audit = Audit(project_id=principal.project_id, model_id=model.id, baseline_id=body.baseline, options=options,
+                  confusion=cm.to_dict(), status="queued", stage="plan")
+    audit.pairs = [ClassPair(rank=p.rank, class_a=p.a, class_b=p.b, explicit=p.explicit,
+                             confusion={"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]})
+                   for p in ranked]
+    session.add(audit)
+    session.commit()  # commit first, then enqueue: the task must find the row
+    try:
+        enqueue_start(audit.id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure
+        log.exception("audit %s: could not enqueue", audit.id)
+        session.execute(update(Audit).where(Audit.id == audit.id).values(
+            status="failed", error=f"could not reach the task broker: {exc}", error_code="broker_unavailable"))
+        session.commit()
+        raise ServiceUnavailable("could not reach the task broker; try again later") from exc
+    log.info("audit %s: created for model %s (%d pairs)", audit.id, model.id, len(ranked))
+    location = url_for("api.get_audit_status", audit_id=audit.id)
+    return {"id": audit.id, "status": audit.status}, 202, {"Location": location}
+
+
+@api_blueprint.get("/audits", tags=[tag], responses={200: AuditListOut})
+@requires("read")
+def list_audits(query: AuditListQuery):
+    """The project's audits, newest first; ``model=NAME`` lists the audits of every version of a model."""
+    principal = current_principal("read")
+    stmt = (select(Audit).join(ModelBundle, Audit.model_id == ModelBundle.id)
+            .where(Audit.project_id == principal.project_id).order_by(Audit.id.desc()).limit(query.limit))
+    if query.model:
+        stmt = stmt.where(ModelBundle.name == query.model)
+    if query.version:
+        stmt = stmt.where(ModelBundle.version == query.version)
+    if query.status:
+        stmt = stmt.where(Audit.status == query.status)
+    audits = db.session.scalars(stmt).all()
+    counts = _pair_counts([a.id for a in audits])
+    return {"audits": [audit_status(a, counts.get(a.id, 0)) for a in audits]}
+
+
+def _pair_counts(ids: list[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    rows = db.session.execute(select(ClassPair.audit_id, func.count()).where(ClassPair.audit_id.in_(ids))
+                              .group_by(ClassPair.audit_id))
+    return {a: n for a, n in rows}
+
+
+@api_blueprint.get("/audits/<int:audit_id>", tags=[tag], responses={200: AuditOut, 404: ErrorOut})
+@requires("read")
+def get_audit_status(path: AuditPath):
+    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    return audit_status(audit, len(audit.pairs))
+
+
+def artifact_link(audit_id: int):  # type: ignore[no-untyped-def]
+    return lambda rel: url_for("api.get_artifact", audit_id=audit_id, key=rel)
+
+
+@api_blueprint.get("/audits/<int:audit_id>/pairs", tags=[tag], responses={200: ReportOut, 404: ErrorOut})
+@requires("read")
+def get_pairs(path: AuditPath):
+    """The report JSON (DESIGN 3.4), pairs in rank order with scores, flags and artifact URLs."""
+    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    return build_report(audit, artifact_link(audit.id))
+
+
+@api_blueprint.get("/audits/<int:audit_id>/pairs/<int:rank>", tags=[tag], responses={404: ErrorOut})
+@requires("read")
+def get_pair(path: PairPath):
+    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    for pair in audit.pairs:
+        if pair.rank == path.rank:
+            return pair_dict(pair, artifact_link(audit.id))
+    raise NotFound(f"audit {audit.id} has no pair of rank {path.rank}", field="rank")
+
+
+@api_blueprint.get("/audits/<int:audit_id>/artifacts/<path:key>", tags=[tag], responses={404: ErrorOut})
+@requires("read")
+def get_artifact(path: ArtifactPath):
+    """One artifact file of the audit (clip, strip, tensor, difference map, report)."""
+    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    key = artifact_prefix(audit.id) + path.key
+    store = artifact_store()
+    try:
+        exists = store.exists(key)
+    except InvalidInput:
+        exists = False
+    if not exists:
+        raise NotFound(f"no artifact {path.key!r} in audit {audit.id}", field="key")
+    mimetype = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    local = store.local_path(key)
+    if local is not None:
+        return send_file(local, mimetype=mimetype, conditional=True, max_age=3600)
+    return Response(store.open(key).read(), mimetype=mimetype)
+
+
+@api_blueprint.get("/audits/<int:audit_id>/compare/<int:other_id>", tags=[tag], responses={200: CompareOut})
+@requires("read")
+def compare(path: ComparePath):
+    """Pairs and flags of this audit that are new, gone or persisting relative to ``other``."""
+    principal = current_principal("read")
+    audit = get_audit(principal.project_id, path.audit_id)
+    other = get_audit(principal.project_id, path.other_id, field="other_id")
+    return compare_audits(audit, other)
+
+
+@api_blueprint.get("/audits/<int:audit_id>/report", tags=[tag], responses={404: ErrorOut})
+@requires("read")
+def get_report_html(path: AuditPath):
+    """The audit's report page (HTML), live while the audit runs."""
+    from service.pages import render_audit_page
+
+    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    return render_audit_page(audit, review_forms=False)
+
+
+@api_blueprint.delete("/audits/<int:audit_id>", tags=[tag], responses={202: AuditCreated, 404: ErrorOut})
+@requires("submit")
+def delete_audit(path: AuditPath):
+    """Cancel a queued or running audit (202); delete a finished one with its artifacts (204)."""
+    session = db.session
+    audit = get_audit(current_principal("submit").project_id, path.audit_id)
+    if audit.status not in FINISHED_STATUSES:
+        done = session.execute(update(Audit).where(Audit.id == audit.id, Audit.status.in_(("queued", "running")))
+                               .values(status="cancelled", error="cancelled by request", error_code="cancelled"))
+        session.execute(update(WorkItem).where(WorkItem.audit_id == audit.id, WorkItem.status == "queued")
+                        .values(status="cancelled"))
+        session.commit()
+        if done.rowcount:
+            log.info("audit %s: cancelled", audit.id)
+            return {"id": audit.id, "status": "cancelled"}, 202
+        session.refresh(audit)
+    if audit.status in FINISHED_STATUSES:
+        if session.scalar(select(func.count()).select_from(WorkItem).where(
+                WorkItem.audit_id == audit.id, WorkItem.status == "running")):
+            return {"id": audit.id, "status": audit.status}, 202  # a task is still finishing; delete later
+        session.execute(update(Audit).where(Audit.baseline_id == audit.id).values(baseline_id=None))
+        session.delete(audit)
+        session.commit()
+        artifact_store().delete_prefix(artifact_prefix(audit.id))
+        return "", 204
+    return {"id": audit.id, "status": audit.status}, 202

@@ -1,0 +1,132 @@
+"""The report JSON of DESIGN 3.4 assembled from the database rows (the source of truth), so that the API
+answers the same while an audit runs and after it is done; plus the audit status view and the comparison
+of two audits (pairs and flags new / gone / persisting)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from db.models import Audit, ClassPair, Flag, Review
+from db.session import as_utc
+
+ARTIFACT_FIELDS = ("gif", "mp4", "png", "npy")
+Link = Callable[[str], str]
+
+
+def artifact_prefix(audit_id: int) -> str:
+    return f"audits/{audit_id}/"
+
+
+def audit_error(audit: Audit) -> dict[str, Any] | None:
+    if not audit.error:
+        return None
+    return {"code": audit.error_code or "audit_failed", "message": audit.error, "field": None}
+
+
+def audit_status(audit: Audit, n_pairs: int) -> dict[str, Any]:
+    model = audit.model
+    return {
+        "id": audit.id, "status": audit.status, "stage": audit.stage,
+        "progress": round(float(audit.progress or 0.0), 4), "error": audit_error(audit),
+        "timings": audit.timings or {}, "options": audit.options or {},
+        "model": {"id": model.id, "name": model.name, "version": model.version, "sha256": model.sha256},
+        "baseline": audit.baseline_id, "n_pairs": n_pairs,
+        "created_at": _iso(audit.created_at), "started_at": _iso(audit.started_at),
+        "finished_at": _iso(audit.finished_at),
+    }
+
+
+def review_dict(review: Review) -> dict[str, Any]:
+    return {"id": review.id, "flag_id": review.flag_id, "verdict": review.verdict, "note": review.note,
+            "by": review.reviewer, "at": _iso(review.created_at)}
+
+
+def flag_dict(flag: Flag) -> dict[str, Any]:
+    latest = flag.reviews[-1] if flag.reviews else None
+    return {"id": flag.id, "code": flag.code, "stream": flag.stream, "severity": flag.severity,
+            "peak_xy": flag.peak_xy, "message": flag.message, **({"detail": flag.detail} if flag.detail else {}),
+            "review": review_dict(latest) if latest else None}
+
+
+def scores_dict(pair: ClassPair) -> dict[str, Any]:
+    scores: dict[str, Any] = {}
+    for row in sorted(pair.scores, key=lambda r: (r.stream, r.name)):
+        if row.stream:
+            scores.setdefault(row.stream, {})[row.name] = row.value
+        else:
+            scores[row.name] = row.value
+    return scores
+
+
+def pair_dict(pair: ClassPair, link: Link | None = None) -> dict[str, Any]:
+    return {
+        "id": pair.id, "a": pair.class_a, "b": pair.class_b, "rank": pair.rank, "explicit": pair.explicit,
+        "confusion": pair.confusion, "scored": pair.scored, "scores": scores_dict(pair),
+        "flags": [flag_dict(f) for f in pair.flags],
+        "artifacts": map_artifacts(pair.artifacts or {}, link) if link else (pair.artifacts or {}),
+    }
+
+
+def build_report(audit: Audit, link: Link | None = None) -> dict[str, Any]:
+    """``link(rel)`` turns an artifact path (relative to the audit's folder) into a URL; without it the
+    paths stay relative, as the HTML renderer wants them."""
+    manifest = audit.model.manifest or {}
+    plan = audit.plan or {}
+    streams = plan.get("streams") or [{"name": i["name"], "modality": i["modality"]}
+                                      for i in manifest.get("inputs", [])]
+    head = audit_status(audit, len(audit.pairs))
+    head.update({"classes": audit.model.classes, "streams": streams, "levels": plan.get("levels", []),
+                 "confusion": audit.confusion})
+    for key, value in plan.items():
+        head.setdefault(key, value)
+    return {"audit": head, "pairs": [pair_dict(p, link) for p in audit.pairs]}
+
+
+def map_artifacts(value: Any, link: Link) -> Any:
+    """Replace every artifact path (the values of gif/mp4/png/npy keys) by ``link(path)``."""
+    if isinstance(value, dict):
+        return {k: (link(v) if k in ARTIFACT_FIELDS and isinstance(v, str) else map_artifacts(v, link))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_artifacts(v, link) for v in value]
+    return value
+
+
+def _pair_key(pair: ClassPair) -> tuple[str, str]:
+    a, b = sorted((pair.class_a, pair.class_b))
+    return a, b
+
+
+def compare_audits(audit: Audit, other: Audit) -> dict[str, Any]:
+    """Pairs and flags of ``audit`` relative to ``other`` (the baseline): new, gone, persisting.
+    Pairs are matched by their two class names (either order); flags by pair, code and stream."""
+    def pairs(a: Audit) -> dict[tuple[str, str], ClassPair]:
+        return {_pair_key(p): p for p in a.pairs}
+
+    def flags(a: Audit) -> dict[tuple[str, str, str, str], tuple[ClassPair, Flag]]:
+        return {(*_pair_key(p), f.code, f.stream): (p, f) for p in a.pairs for f in p.flags}
+
+    def split(mine: dict, theirs: dict, render: Callable[[Any], dict]) -> dict[str, list[dict]]:
+        return {"new": [render(mine[k]) for k in mine if k not in theirs],
+                "gone": [render(theirs[k]) for k in theirs if k not in mine],
+                "persisting": [render(mine[k]) for k in mine if k in theirs]}
+
+    def pair_summary(p: ClassPair) -> dict[str, Any]:
+        return {"a": p.class_a, "b": p.class_b, "rank": p.rank, "flags": [f.code for f in p.flags]}
+
+    def flag_summary(item: tuple[ClassPair, Flag]) -> dict[str, Any]:
+        p, f = item
+        return {"id": f.id, "a": p.class_a, "b": p.class_b, "code": f.code, "stream": f.stream,
+                "severity": f.severity}
+
+    return {"audit": audit.id, "other": other.id,
+            "pairs": split(pairs(audit), pairs(other), pair_summary),
+            "flags": split(flags(audit), flags(other), flag_summary)}
+
+
+def _iso(value: Any) -> str | None:
+    value = as_utc(value)
+    return value.isoformat() if value is not None else None
+
+
+def new_flag_codes(comparison: dict[str, Any]) -> Iterable[str]:
+    return (f"{f['a']}/{f['b']}:{f['code']}" for f in comparison["flags"]["new"])

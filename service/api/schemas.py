@@ -1,0 +1,187 @@
+"""Declared request and response schemas of the JSON API (pydantic); flask-openapi3 validates requests
+with them and builds the OpenAPI document at ``/api/v1/openapi.json`` from the same classes."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from flask_openapi3 import FileStorage
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["confirmed", "dismissed", "needs-data"]
+AuditStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+class ModelUploadForm(BaseModel):
+    bundle: FileStorage = Field(description="The bundle as a .zip: manifest.json plus model.onnx, "
+                                            "weights.safetensors or model.pt2 (DESIGN 3.1)")
+
+
+class ModelPath(BaseModel):
+    model_id: int
+
+
+class ModelOut(BaseModel):
+    id: int
+    sha256: str
+    name: str
+    version: str
+    format: str
+    classes: list[str]
+    size_bytes: int
+    created_at: dt.datetime
+
+
+class ModelListOut(BaseModel):
+    models: list[ModelOut]
+
+
+# ------------------------------------------------------------------------------------------------- audits
+
+class AuditCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int = Field(description="id returned by POST /models")
+    confusion: dict[str, Any] = Field(
+        description='{"classes": [...], "matrix": [[...]]} (rows = true class), {"classes", "y_true", '
+                    '"y_pred"}, or {"csv": "<header row + one row per class>"} (DESIGN 3.2)')
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="audit options: top_k, pairs, levels, seeds, steps, ...")
+    baseline: int | None = Field(default=None, description="an earlier audit of this project to compare with")
+
+
+class AuditPath(BaseModel):
+    audit_id: int
+
+
+class PairPath(BaseModel):
+    audit_id: int
+    rank: int
+
+
+class ComparePath(BaseModel):
+    audit_id: int
+    other_id: int
+
+
+class ArtifactPath(BaseModel):
+    audit_id: int
+    key: str = Field(max_length=500)
+
+
+class AuditListQuery(BaseModel):
+    model: str | None = Field(default=None, description="model name: audits of every version of it")
+    version: str | None = None
+    status: AuditStatus | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class AuditCreated(BaseModel):
+    id: int
+    status: AuditStatus
+
+
+class ModelRef(BaseModel):
+    id: int
+    name: str
+    version: str
+    sha256: str
+
+
+class AuditOut(BaseModel):
+    id: int
+    status: AuditStatus
+    stage: str
+    progress: float = Field(ge=0, le=1)
+    error: ErrorDetail | None = None
+    timings: dict[str, Any]
+    options: dict[str, Any]
+    model: ModelRef
+    baseline: int | None = None
+    n_pairs: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class AuditListOut(BaseModel):
+    audits: list[AuditOut]
+
+
+class ReportOut(BaseModel):
+    """The report JSON of DESIGN 3.4: ``{"audit": {...}, "pairs": [...]}``."""
+
+    model_config = ConfigDict(extra="allow")
+    audit: dict[str, Any]
+    pairs: list[dict[str, Any]]
+
+
+class ComparisonPart(BaseModel):
+    new: list[dict[str, Any]]
+    gone: list[dict[str, Any]]
+    persisting: list[dict[str, Any]]
+
+
+class CompareOut(BaseModel):
+    audit: int
+    other: int
+    pairs: ComparisonPart
+    flags: ComparisonPart
+
+
+# -------------------------------------------------------------------------------------------------- flags
+
+class FlagPath(BaseModel):
+    flag_id: int
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict
+    note: str = Field(default="", max_length=10_000)
+
+
+class ReviewOut(BaseModel):
+    id: int
+    flag_id: int
+    verdict: Verdict
+    note: str
+    by: str
+    at: dt.datetime
+
+
+class FlagOut(BaseModel):
+    id: int
+    audit_id: int
+    pair: dict[str, Any]
+    code: str
+    stream: str
+    severity: str
+    peak_xy: list[float] | None = None
+    message: str
+    review: ReviewOut | None = None
+    reviews: list[ReviewOut]
+
+
+# ------------------------------------------------------------------------------------------------- health
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str
+    checks: dict[str, str]

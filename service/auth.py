@@ -1,0 +1,108 @@
+"""API tokens and who is asking: token creation (printed once, stored only as a hash), bearer and
+session-cookie authentication, and scope checks (``submit``, ``read``, ``review``) scoped to one project.
+
+Why a plain SHA-256 and no salt: a token is 256 bits from ``secrets``, so there is no dictionary to
+precompute and no two users share a token; salts (and slow hashes) protect low-entropy secrets such as
+passwords. An unsalted hash also lets us find the row by an indexed equality lookup."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from flask import g, request, session
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import SCOPES, ApiToken, Project
+from service.errors_http import NotAuthenticated, PermissionDenied
+from service.extensions import db as database
+from workers.engine.errors import InvalidInput
+
+TOKEN_PREFIX = "qs_"
+SESSION_KEY = "token_hash"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a token of one project with some scopes."""
+
+    token_id: int
+    project_id: int
+    project_name: str
+    scopes: frozenset[str]
+    label: str  # token prefix, recorded on reviews
+
+    def require(self, scope: str) -> "Principal":
+        if scope not in self.scopes:
+            raise PermissionDenied(f"this token lacks the '{scope}' scope", field="scope")
+        return self
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def parse_scopes(scopes: str | list[str] | tuple[str, ...]) -> list[str]:
+    items = [s.strip() for s in (scopes.split(",") if isinstance(scopes, str) else scopes) if s.strip()]
+    unknown = sorted(set(items) - set(SCOPES))
+    if unknown or not items:
+        raise InvalidInput(f"scopes must be a non-empty subset of {list(SCOPES)}, got {items}", field="scopes")
+    return [s for s in SCOPES if s in items]
+
+
+def issue_token(db: Session, project: str, scopes: str | list[str]) -> str:
+    """Create (or reuse) the project, store the hash of a new token, and return the token itself."""
+    wanted = parse_scopes(scopes)
+    if not project or len(project) > 120:
+        raise InvalidInput("project name must be 1-120 characters", field="project")
+    proj = db.scalar(select(Project).where(Project.name == project))
+    if proj is None:
+        proj = Project(name=project)
+        db.add(proj)
+        db.flush()
+    token = generate_token()
+    db.add(ApiToken(project_id=proj.id, token_hash=hash_token(token), prefix=token[:10], scopes=",".join(wanted)))
+    db.commit()
+    return token
+
+
+def principal_for_hash(db: Session, token_hash: str) -> Principal | None:
+    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None)))
+    if row is None:
+        return None
+    return Principal(row.id, row.project_id, row.project.name, row.scope_set, row.prefix)
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def current_principal(scope: str, *, allow_session: bool | None = None) -> Principal:
+    """The caller of this request, checked for ``scope``. Bearer tokens work everywhere; the login
+    session cookie works for safe methods (GET/HEAD), and for the HTML forms, which carry a CSRF token."""
+    cached: Principal | None = g.get("_principal")
+    if cached is None:
+        db = database.session
+        token = _bearer()
+        if token is not None:
+            cached = principal_for_hash(db, hash_token(token))
+            if cached is None:
+                raise NotAuthenticated("unknown or revoked token")
+        else:
+            if allow_session is None:
+                allow_session = request.method in ("GET", "HEAD")
+            stored = session.get(SESSION_KEY) if allow_session else None
+            cached = principal_for_hash(db, stored) if stored else None
+            if cached is None:
+                raise NotAuthenticated("missing bearer token (Authorization: Bearer <token>)")
+        g._principal = cached
+    return cached.require(scope)

@@ -1,0 +1,116 @@
+"""One settings object for the service and its workers, read from ``QUIRKSCOPE_*`` environment variables,
+with the embedded defaults (SQLite, local artifacts, kombu's ``filesystem://`` broker) under
+``QUIRKSCOPE_HOME`` (default ``./.quirkscope``) when a variable is unset."""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+_PREFIX = "QUIRKSCOPE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    broker_url: str
+    result_backend: str
+    artifacts_url: str
+    secret_key: str
+    # limits (all enforced with a 4xx)
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_json_bytes: int = 32 * 1024 * 1024
+    max_classes: int = 2000
+    max_top_k: int = 100
+    # sessions
+    cookie_secure: bool = True
+    # worker behaviour
+    soft_time_limit_s: int = 3300
+    hard_time_limit_s: int = 3600
+    visibility_timeout_s: int = 4 * 3600
+    max_attempts: int = 3
+    retry_backoff_s: int = 5
+    retry_backoff_max_s: int = 300
+    max_tasks_per_child: int = 20
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 120.0
+    reaper_interval_s: float = 15.0
+    chunk_size: int = 64
+    model_cache_size: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_dirs(self) -> dict[str, Path]:
+        """Folders of the filesystem broker (same filesystem, so claiming a message is an atomic rename)."""
+        base = self.home / "broker"
+        return {"queue": base / "queue", "processed": base / "processed", "control": base / "control"}
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+
+def _secret_key(home: Path, env: Mapping[str, str]) -> str:
+    if env.get(_PREFIX + "SECRET_KEY"):
+        return env[_PREFIX + "SECRET_KEY"]
+    path = home / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+    except OSError:
+        return secrets.token_hex(32)
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``env`` (default ``os.environ``); ``overrides`` win over both."""
+    env = os.environ if env is None else env
+    home = Path(overrides.pop("home", None) or env.get(_PREFIX + "HOME") or "./.quirkscope").resolve()
+    defaults = {
+        "database_url": f"sqlite:///{home / 'quirkscope.db'}",
+        "broker_url": "filesystem://",
+        "result_backend": f"db+sqlite:///{home / 'celery-results.db'}",
+        "artifacts_url": f"file://{home / 'artifacts'}",
+    }
+    values: dict[str, Any] = {}
+    for name, default in defaults.items():
+        values[name] = overrides.pop(name, None) or env.get(_PREFIX + name.upper()) or default
+    values["secret_key"] = overrides.pop("secret_key", None) or _secret_key(home, env)
+    base = Settings(home=home, **values)
+    tunables: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name in values or f.name in ("home", "extra"):
+            continue
+        raw = env.get(_PREFIX + f.name.upper())
+        if raw is not None and raw != "":
+            tunables[f.name] = _coerce(raw, getattr(base, f.name))
+    if base.embedded and (_PREFIX + "COOKIE_SECURE") not in env:
+        tunables["cookie_secure"] = False  # embedded mode serves plain http on loopback
+    tunables.update(overrides)
+    settings = replace(base, **tunables)
+    if settings.soft_time_limit_s >= settings.hard_time_limit_s:
+        raise ValueError("QUIRKSCOPE_SOFT_TIME_LIMIT_S must be below QUIRKSCOPE_HARD_TIME_LIMIT_S")
+    if settings.visibility_timeout_s <= settings.hard_time_limit_s:
+        raise ValueError("QUIRKSCOPE_VISIBILITY_TIMEOUT_S must exceed the hard time limit")
+    return settings

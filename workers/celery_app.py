@@ -1,0 +1,111 @@
+"""The Celery app, built from the Flask app as in Flask's "Background Tasks with Celery" pattern
+(``celery_init_app``): tasks run inside the app context; settings of DESIGN 5 (late acks, prefetch 1,
+soft < hard time limits, Redis visibility timeout above the hard limit, queues ``gpu`` and ``cpu``).
+``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+
+QUEUES = ("gpu", "cpu")
+TASK_MODULES = ("workers.tasks",)
+
+
+def celery_config(settings: Any) -> dict[str, Any]:
+    """The Celery configuration for ``settings`` (a ``service.settings.Settings``)."""
+    conf: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "task_ignore_result": True,  # chord members opt in; the DB rows carry the real state
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,  # requeue when a child dies; the row's attempt count stops loops
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "task_soft_time_limit": settings.soft_time_limit_s,
+        "task_time_limit": settings.hard_time_limit_s,
+        "worker_max_tasks_per_child": settings.max_tasks_per_child,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 30.0,
+        "task_default_queue": "cpu",
+        "task_routes": {
+            "workers.tasks.visualise_chunk": {"queue": "gpu"},
+            "workers.tasks.*": {"queue": "cpu"},
+            "celery.*": {"queue": "cpu"},  # chord_unlock must reach a worker that is always there
+        },
+        "task_annotations": {"celery.chord_unlock": {"max_retries": 7 * 24 * 3600}},
+        "result_expires": 7 * 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "include": list(TASK_MODULES),
+    }
+    if settings.broker_url.startswith("redis"):
+        vt = {"visibility_timeout": settings.visibility_timeout_s}
+        conf["broker_transport_options"] = dict(vt)
+        conf["result_backend_transport_options"] = dict(vt)
+        conf["visibility_timeout"] = settings.visibility_timeout_s
+    elif settings.broker_url.startswith("filesystem"):
+        dirs = settings.broker_dirs
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(dirs["queue"]), "data_folder_out": str(dirs["queue"]),
+            "processed_folder": str(dirs["processed"]), "store_processed": False,
+            "control_folder": str(dirs["control"]),
+        }
+    return conf
+
+
+def celery_init_app(app: Any) -> Celery:
+    """Bind a Celery app to the Flask ``app``: every task runs inside ``app.app_context()``."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(celery_config(app.extensions["quirkscope_settings"]))
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_worker_app() -> Celery:
+    """Entry point of ``celery -A workers.celery_app worker``: a Flask app with a fork-safe pool."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # torch.cuda.is_available must not poison fork
+    from service.app import create_app
+
+    flask_app = create_app(worker=True)
+    celery = flask_app.extensions["celery"]
+    celery.flask_app = flask_app  # type: ignore[attr-defined]
+    return celery
+
+
+@worker_process_init.connect
+def _dispose_pools_after_fork(**_: object) -> None:
+    from celery import current_app
+
+    flask_app = getattr(current_app, "flask_app", None)
+    if flask_app is not None:
+        flask_app.extensions["quirkscope_db"].dispose_after_fork()
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A workers.celery_app`` looks up ``app``/``celery``; build it on first access only, so that
+    # importing this module (as create_app does) has no side effects.
+    if name in ("app", "celery"):
+        global _worker_app
+        try:
+            return _worker_app
+        except NameError:
+            _worker_app = create_worker_app()
+            return _worker_app
+    raise AttributeError(name)
