@@ -1,0 +1,1 @@
+"""Browser tests: pages opened in a real headless Chromium (skipped where /usr/bin/chromium is absent)."""
