@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from flask import g, request, session
+from flask import request, session
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -89,7 +89,7 @@ def _bearer() -> str | None:
 def current_principal(scope: str, *, allow_session: bool | None = None) -> Principal:
     """The caller of this request, checked for ``scope``. Bearer tokens work everywhere; the login
     session cookie works for safe methods (GET/HEAD), and for the HTML forms, which carry a CSRF token."""
-    cached: Principal | None = g.get("_principal")
+    cached: Principal | None = request.environ.get("quirkscope.principal")
     if cached is None:
         db = database.session
         token = _bearer()
@@ -104,5 +104,5 @@ def current_principal(scope: str, *, allow_session: bool | None = None) -> Princ
             cached = principal_for_hash(db, stored) if stored else None
             if cached is None:
                 raise NotAuthenticated("missing bearer token (Authorization: Bearer <token>)")
-        g._principal = cached
+        request.environ["quirkscope.principal"] = cached
     return cached.require(scope)

@@ -40,6 +40,7 @@ class Settings:
     reaper_interval_s: float = 15.0
     chunk_size: int = 64
     model_cache_size: int = 2
+    task_modules: str = ""  # extra comma-separated modules the workers import (plugins, test tasks)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

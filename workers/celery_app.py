@@ -40,7 +40,7 @@ def celery_config(settings: Any) -> dict[str, Any]:
         "result_expires": 7 * 24 * 3600,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
-        "include": list(TASK_MODULES),
+        "include": list(TASK_MODULES) + [m.strip() for m in settings.task_modules.split(",") if m.strip()],
     }
     if settings.broker_url.startswith("redis"):
         vt = {"visibility_timeout": settings.visibility_timeout_s}
@@ -54,7 +54,7 @@ def celery_config(settings: Any) -> dict[str, Any]:
         conf["broker_transport_options"] = {
             "data_folder_in": str(dirs["queue"]), "data_folder_out": str(dirs["queue"]),
             "processed_folder": str(dirs["processed"]), "store_processed": False,
-            "control_folder": str(dirs["control"]),
+            "control_folder": str(dirs["control"]), "polling_interval": 0.25,
         }
     return conf
 

@@ -123,7 +123,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 @pytest.fixture
 def db_session(app) -> Iterator[Any]:
-    with app.app_context():
-        session = app.extensions["quirkscope_db"].sessionmaker()
-        yield session
-        session.close()
+    """A session outside any app context (an open app context would be shared by the test requests)."""
+    session = app.extensions["quirkscope_db"].sessionmaker()
+    yield session
+    session.close()

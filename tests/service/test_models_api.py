@@ -1,0 +1,107 @@
+"""Model upload: content-addressed and deduplicated, validated without torch, size-limited before reading."""
+from __future__ import annotations
+
+import io
+
+from sqlalchemy import select
+
+from db.models import ModelBundle
+from tests.service.conftest import auth, bundle_bytes, make_settings, upload
+
+
+def test_upload_returns_201_then_200_with_the_same_id_for_the_same_bytes(client, make_token) -> None:
+    token = make_token()
+    data = bundle_bytes()
+    first = upload(client, token, data)
+    assert first.status_code == 201, first.json
+    assert first.json["name"] == "tiny-twostream" and first.json["classes"][0] == "Archery"
+    again = upload(client, token, data)
+    assert again.status_code == 200
+    assert again.json["id"] == first.json["id"] and again.json["sha256"] == first.json["sha256"]
+    listed = client.get("/api/v1/models", headers=auth(token)).json["models"]
+    assert [m["id"] for m in listed] == [first.json["id"]]
+
+
+def test_same_bytes_in_two_projects_share_one_stored_file(client, make_token, app, db_session) -> None:
+    data = bundle_bytes()
+    a = upload(client, make_token("alpha"), data).json
+    b = upload(client, make_token("beta"), data).json
+    assert a["id"] != b["id"] and a["sha256"] == b["sha256"]
+    keys = {row.artifact_key for row in db_session.scalars(select(ModelBundle))}
+    assert keys == {f"models/{a['sha256']}.zip"}
+    assert app.extensions["quirkscope_artifacts"].exists(f"models/{a['sha256']}.zip")
+
+
+def test_upload_that_is_not_a_zip_is_422(client, make_token) -> None:
+    resp = upload(client, make_token(), b"definitely not a zip")
+    assert resp.status_code == 422
+    assert resp.json["error"] == {"code": "invalid_bundle", "message": "the bundle is not a .zip file",
+                                  "field": "bundle"}
+
+
+def test_pickle_checkpoint_in_bundle_is_refused_as_unsafe(client, make_token) -> None:
+    resp = upload(client, make_token(), bundle_bytes({"model.onnx": b"x", "weights.pt": b"\x80\x04pickle"}))
+    assert resp.status_code == 422
+    assert resp.json["error"]["code"] == "unsafe_bundle"
+    assert "ONNX" in resp.json["error"]["message"]
+
+
+def test_bad_manifest_names_the_field(client, make_token) -> None:
+    resp = upload(client, make_token(), bundle_bytes(classes=["only-one"]))
+    assert resp.status_code == 422
+    assert resp.json["error"]["field"] == "manifest.classes"
+
+
+def test_bundle_without_its_model_file_is_422(client, make_token) -> None:
+    resp = upload(client, make_token(), bundle_bytes({}))
+    assert resp.status_code == 422 and "model.onnx" in resp.json["error"]["message"]
+
+
+def test_missing_bundle_field_is_a_validation_error(client, make_token) -> None:
+    resp = client.post("/api/v1/models", headers=auth(make_token()), data={}, content_type="multipart/form-data")
+    assert resp.status_code == 422
+    assert resp.json["error"]["code"] == "invalid_input" and resp.json["error"]["field"] == "bundle"
+
+
+def test_oversized_upload_is_413_from_its_content_length_before_reading(tmp_path, database_url) -> None:
+    from db.migrate import upgrade
+    from service.app import create_app
+    from service.auth import issue_token
+
+    upgrade(database_url)
+    app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url, max_upload_bytes=2048))
+    with app.app_context():
+        token = issue_token(app.extensions["quirkscope_db"].sessionmaker(), "alpha", "submit")
+
+    class CountingBody(io.BytesIO):
+        """Records how much of the body the server read: the limit must be enforced from the header."""
+
+        consumed = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            CountingBody.consumed += len(data)
+            return data
+
+    body = CountingBody(b"x" * 999_999)
+    resp = app.test_client().post("/api/v1/models", headers=auth(token), input_stream=body,
+                                  content_type="multipart/form-data; boundary=x", content_length=999_999)
+    assert CountingBody.consumed == 0
+    assert resp.status_code == 413
+    assert resp.json["error"]["code"] == "payload_too_large"
+    app.extensions["quirkscope_db"].engine.dispose()
+
+
+def test_json_bodies_have_their_own_smaller_limit(tmp_path, database_url) -> None:
+    from db.migrate import upgrade
+    from service.app import create_app
+    from service.auth import issue_token
+
+    upgrade(database_url)
+    app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url, max_json_bytes=1000))
+    with app.app_context():
+        token = issue_token(app.extensions["quirkscope_db"].sessionmaker(), "alpha", "submit")
+    resp = app.test_client().post("/api/v1/audits", headers=auth(token),
+                                  json={"model_id": 1, "confusion": {"x": "y" * 5000}})
+    assert resp.status_code == 413
+    app.extensions["quirkscope_db"].engine.dispose()
