@@ -1,0 +1,242 @@
+"""The ``quirkscope`` command line: generate the reference model, visualise classes, audit a model locally,
+export a bundle, run the demo (and, from ``service.commands``, the service). Every QuirkScopeError and every bad
+argument ends with exit code 2 and a one-line message; nothing is written before the inputs are validated."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from workers.engine.errors import QuirkScopeError
+
+log = logging.getLogger("quirkscope")
+
+
+class UsageError(QuirkScopeError):
+    code = "usage"
+
+
+def _classes_arg(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give class names separated by commas")
+    return names
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from workers.engine.reference.train import train_reference, write_reference
+
+    trained = train_reference(args.seed, head=args.head, epochs=args.epochs)
+    bundle, confusion = write_reference(trained, args.out, fmt=args.format)
+    print(f"trained the reference model (seed {args.seed}, head {args.head}) in {trained.seconds:.1f}s; "
+          f"clean test accuracy {trained.test_accuracy:.1%}")
+    print(f"bundle: {bundle}\nconfusion matrix: {confusion}")
+    return 0
+
+
+def _load_model(path: Path):
+    from workers.engine.bundle import load_bundle
+
+    if not path.exists():
+        raise UsageError(f"model bundle {path} does not exist", field="model")
+    return load_bundle(path)
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from workers.audit.options import AuditOptions
+    from workers.audit.pipeline import ObjectiveKey, render_class_artifacts, visualise
+
+    model = _load_model(args.model)
+    unknown = [c for c in args.classes if c not in model.manifest.classes]
+    if unknown:
+        raise UsageError(f"unknown class(es) {', '.join(unknown)}; the model has {', '.join(model.manifest.classes)}",
+                         field="classes")
+    options = AuditOptions(levels=args.levels, seeds=args.seeds, steps=args.steps)
+    keys = [ObjectiveKey(c, level, seed) for c in args.classes for level in range(args.levels)
+            for seed in range(args.seeds)]
+    t0 = time.perf_counter()
+    results = visualise(model, keys, options, device=args.device)
+    seconds = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for seed in range(args.seeds):
+        render_class_artifacts(model.manifest, results, args.out, seed=seed)
+    summary = [{"class": v.key.class_name, "level": v.key.level, "kappa": v.kappa, "seed": v.key.seed,
+                "logit": v.logit, "probability": v.probability, "config": v.config} for v in results]
+    (args.out / "visualizations.json").write_text(json.dumps(summary, indent=1))
+    print(f"{len(results)} visualisations x {args.steps} steps in {seconds:.1f}s "
+          f"({len(results) * args.steps / seconds:.0f} sample-iterations/s); min softmax "
+          f"{min(v.probability for v in results):.3f}; written to {args.out}")
+    return 0
+
+
+def _audit_options(args: argparse.Namespace):
+    from workers.audit.options import AuditOptions
+
+    return AuditOptions(top_k=args.top_k, min_support=args.min_support, min_rate=args.min_rate,
+                        pairs=args.pairs or [], levels=args.levels, seeds=args.seeds, steps=args.steps)
+
+
+def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_dir: Path | None,
+                      json_path: Path | None, device: str | None) -> dict:
+    """Validate everything, run the audit in-process, write the JSON and the HTML report."""
+    from service.confusion import load_confusion_file
+    from service.report_html import write_report
+    from workers.audit.pipeline import run_local_audit
+
+    model = _load_model(model_path)
+    if not confusion_path.exists():
+        raise UsageError(f"confusion matrix {confusion_path} does not exist", field="confusion")
+    confusion = load_confusion_file(confusion_path, model.manifest.classes)
+    out_dir = report_dir or (json_path.parent if json_path else Path("audit-report"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = run_local_audit(model, confusion, options, out_dir, device=device)
+    if report_dir is not None:
+        write_report(report, report_dir)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def print_summary(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['audit']['model']['name']} {report['audit']['model']['version']}: audited pairs")
+    for col in ("rank", "a", "b", "a as b", "b as a", "flags"):
+        table.add_column(col)
+    for p in report["pairs"]:
+        flags = ", ".join(f"{f['code']}" + (f"[{f['stream']}]" if f["stream"] else "") for f in p["flags"]) or "-"
+        table.add_row(str(p["rank"]), p["a"], p["b"], f"{p['confusion']['a_as_b']:.0%}",
+                      f"{p['confusion']['b_as_a']:.0%}", flags)
+    Console().print(table)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if not args.embedded:
+        raise UsageError("only --embedded (in-process) audits are available from this command; "
+                         "use the API (POST /api/v1/audits) for a running service", field="embedded")
+    report = run_audit_to_disk(args.model, args.confusion, _audit_options(args), args.report, args.json, args.device)
+    print_summary(report)
+    if args.report:
+        print(f"report: {args.report / 'index.html'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.audit.options import AuditOptions
+    from workers.engine.reference.train import train_reference, write_reference
+
+    t0 = time.perf_counter()
+    trained = train_reference(args.seed)
+    bundle, confusion = write_reference(trained, args.out / "model")
+    print(f"trained the reference model in {trained.seconds:.1f}s (clean test accuracy {trained.test_accuracy:.1%})")
+    options = AuditOptions(top_k=args.top_k, steps=args.steps)
+    report = run_audit_to_disk(bundle, confusion, options, args.out / "report", args.out / "report.json", args.device)
+    print_summary(report)
+    print(f"report: {args.out / 'report' / 'index.html'}  (demo took {time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workers.engine.bundle import export_from_spec
+    from workers.engine.manifest import parse_manifest
+
+    if not args.manifest.exists():
+        raise UsageError(f"manifest {args.manifest} does not exist", field="manifest")
+    sys.path.insert(0, str(Path.cwd()))
+    path = export_from_spec(args.spec, parse_manifest(args.manifest.read_bytes()), args.out, fmt=args.format)
+    print(f"bundle: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quirkscope", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="generate clips, train the tiny reference model, write bundle + matrix")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--head", choices=("flatten", "gap"), default="flatten")
+    p.add_argument("--epochs", type=_positive, default=10)
+    p.add_argument("--format", choices=("safetensors", "onnx", "torch.export"), default="safetensors")
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("visualize", help="render what the model thinks classes look like and how they move")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--classes", type=_classes_arg, required=True)
+    p.add_argument("--levels", type=_positive, default=3)
+    p.add_argument("--seeds", type=_positive, default=2)
+    p.add_argument("--steps", type=_positive, default=128)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.set_defaults(func=cmd_visualize)
+
+    for name, helptext in (("audit", "audit a model bundle against its confusion matrix"),
+                           ("demo", "train the reference model, audit it, write the report")):
+        p = sub.add_parser(name, help=helptext)
+        if name == "audit":
+            p.add_argument("--model", type=Path, required=True)
+            p.add_argument("--confusion", type=Path, required=True)
+            p.add_argument("--embedded", action="store_true", help="run in this process (no servers)")
+            p.add_argument("--json", type=Path, default=None)
+            p.add_argument("--report", type=Path, default=None)
+            p.add_argument("--min-support", type=_positive, default=1)
+            p.add_argument("--min-rate", type=float, default=0.0)
+            p.add_argument("--pairs", default=None, help="extra pairs to audit: a:b,c:d")
+            p.add_argument("--levels", type=_positive, default=3)
+            p.add_argument("--seeds", type=_positive, default=3)
+            p.set_defaults(func=cmd_audit)
+        else:
+            p.add_argument("--out", type=Path, default=Path("demo-out"))
+            p.add_argument("--seed", type=int, default=0)
+            p.set_defaults(func=cmd_demo)
+        p.add_argument("--top-k", type=_positive, default=10)
+        p.add_argument("--steps", type=_positive, default=128)
+        p.add_argument("--device", default=None)
+
+    p = sub.add_parser("export", help="write a bundle from your own package.module:function returning an nn.Module")
+    p.add_argument("spec")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", choices=("onnx", "safetensors", "torch.export"), default="onnx")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except QuirkScopeError as exc:
+        where = f" [{exc.field}]" if exc.field else ""
+        print(f"quirkscope: error{where}: {exc.message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # pydantic validation of options
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            print(f"quirkscope: error [options.{field}]: {first['msg']}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

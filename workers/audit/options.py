@@ -1,0 +1,37 @@
+"""The options of an audit (DESIGN 3.5 ``options``), validated once and stored with the audit."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workers.engine.config import VisualizationConfig
+from workers.engine.flags import FlagThresholds
+
+
+class AuditOptions(BaseModel):
+    """Which pairs to audit and how hard to look. Limits bound the work one request can ask for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: int = Field(10, ge=1, le=100)
+    min_support: int = Field(1, ge=1)
+    min_rate: float = Field(0.0, ge=0, le=1)
+    pairs: list[tuple[str, str]] = Field(default_factory=list, max_length=100)
+    levels: int = Field(3, ge=1, le=8)
+    seeds: int = Field(3, ge=1, le=16)
+    steps: int = Field(128, ge=1, le=4096)
+    visualization: VisualizationConfig = VisualizationConfig()
+    thresholds: FlagThresholds = FlagThresholds()
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _pairs_from_text(cls, value):
+        if isinstance(value, str):
+            from service.ranking import parse_pairs_option
+
+            return parse_pairs_option(value)
+        return value
+
+    def engine_config(self) -> VisualizationConfig:
+        """The visualisation config with this audit's step count and kappa levels."""
+        return self.visualization.model_copy(update={"steps": self.steps,
+                                                     "kappa_levels": self.visualization.kappas(self.levels)})

@@ -1,0 +1,203 @@
+"""The steps of an audit as plain functions (DESIGN 1): plan -> visualise (chunks of objectives) -> analyse each
+pair -> render artifacts -> build the report JSON (DESIGN 3.4). The Celery tasks call these one step at a time;
+``run_local_audit`` calls them all in-process.
+
+Units of work are keyed by what they compute: an ``ObjectiveKey`` (class, kappa level, seed) for a
+visualisation, a pair (a, b) for an analysis, so that re-running a step gives the same result.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from service.confusion import ConfusionMatrix
+from service.ranking import RankedPair, select_audit_pairs
+from workers.audit.options import AuditOptions
+from workers.engine import render
+from workers.engine.analysis import PairScores, score_pair
+from workers.engine.bundle import LoadedModel
+from workers.engine.flags import Flag, derive_flags
+from workers.engine.manifest import Manifest
+from workers.engine.visualize import UnitRequest, visualize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class ObjectiveKey:
+    class_name: str
+    level: int
+    seed: int
+
+    def stem(self) -> str:
+        return f"{self.class_name}__k{self.level}__s{self.seed}"
+
+
+@dataclass
+class Visualization:
+    key: ObjectiveKey
+    kappa: float
+    tensors: dict[str, np.ndarray]     # stream -> model-space canonical (C, T, H, W)
+    logit: float
+    probability: float
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class AuditPlan:
+    pairs: list[RankedPair]
+    keys: list[ObjectiveKey]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({k.class_name for k in self.keys})
+
+
+@dataclass
+class PairResult:
+    pair: RankedPair
+    scores: PairScores
+    flags: list[Flag]
+
+
+def plan_audit(manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions) -> AuditPlan:
+    """The ranked pairs (DESIGN 3.3) plus explicit ones, and one objective per class x level x seed."""
+    pairs = select_audit_pairs(confusion, top_k=options.top_k, min_support=options.min_support,
+                               min_rate=options.min_rate, explicit=[tuple(p) for p in options.pairs])
+    classes = [c for c in manifest.classes if any(c in (p.a, p.b) for p in pairs)]
+    keys = [ObjectiveKey(c, level, seed) for c in classes for level in range(options.levels)
+            for seed in range(options.seeds)]
+    return AuditPlan(pairs=pairs, keys=keys)
+
+
+def visualise(model: LoadedModel, keys: Sequence[ObjectiveKey], options: AuditOptions, *,
+              device: torch.device | str | None = None,
+              progress: Callable[[int, int], None] | None = None) -> list[Visualization]:
+    """Optimise the objectives ``keys`` as rows of one batched run (chunked by the engine)."""
+    config = options.engine_config()
+    kappas = config.kappa_levels
+    classes = model.manifest.classes
+    requests = [UnitRequest(target=classes.index(k.class_name), kappa=kappas[k.level], seed=k.seed) for k in keys]
+    results = visualize(model.module, model.manifest.inputs, requests, config, device=device,
+                        num_classes=len(classes), progress=progress)
+    return [Visualization(key=k, kappa=r.request.kappa, tensors=r.inputs, logit=r.unit_value,
+                          probability=float(r.probability), config=r.config) for k, r in zip(keys, results)]
+
+
+def sample_set(visualizations: Sequence[Visualization], class_name: str) -> tuple[dict[str, np.ndarray], list[int]]:
+    """A class's visualisations stacked per stream (S, C, T, H, W), in key order, and each sample's level."""
+    own = sorted((v for v in visualizations if v.key.class_name == class_name), key=lambda v: v.key)
+    if not own:
+        raise KeyError(f"no visualisations of class {class_name!r}")
+    streams = own[0].tensors.keys()
+    return {s: np.stack([v.tensors[s] for v in own]) for s in streams}, [v.key.level for v in own]
+
+
+def analyse_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization],
+                 options: AuditOptions, *, device: torch.device | str = "cpu") -> PairResult:
+    """Scores (DESIGN 4.4) and flags of one pair from its two classes' visualisations."""
+    vis_a, levels_a = sample_set(visualizations, pair.a)
+    vis_b, levels_b = sample_set(visualizations, pair.b)
+    s = score_pair(model.module, model.manifest.inputs, model.manifest.classes, pair.a, pair.b, vis_a, vis_b,
+                   levels_a=levels_a, levels_b=levels_b, device=device)
+    return PairResult(pair=pair, scores=s, flags=derive_flags(s, model.manifest.inputs, options.thresholds))
+
+
+def render_class_artifacts(manifest: Manifest, visualizations: Sequence[Visualization], out_dir: Path,
+                           seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+    """Clips, strips and tensors of seed ``seed`` of every class x stream x level, written under ``out_dir``;
+    returns class -> stream -> [{level, kappa, seed, gif, mp4, png, npy}] with paths relative to ``out_dir``."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for v in sorted(visualizations, key=lambda v: v.key):
+        if v.key.seed != seed:
+            continue
+        for spec in manifest.inputs:
+            files = render.render_visualization(v.tensors[spec.name], spec, out_dir / "clips",
+                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}")
+            entry = {"level": v.key.level, "kappa": v.kappa, "seed": v.key.seed,
+                     **{fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}}
+            out.setdefault(v.key.class_name, {}).setdefault(spec.name, []).append(entry)
+    return out
+
+
+def render_pair_artifacts(manifest: Manifest, result: PairResult, visualizations: Sequence[Visualization],
+                          out_dir: Path) -> dict[str, dict[str, str]]:
+    """Difference map (npy + png over class a's first frame) per stream; paths relative to ``out_dir``."""
+    out = {}
+    first = {s.name: next(v for v in sorted(visualizations, key=lambda v: v.key) if v.key.class_name == result.pair.a)
+             for s in manifest.inputs}
+    for spec in manifest.inputs:
+        st = result.scores.streams[spec.name]
+        background = render.display_frames(first[spec.name].tensors[spec.name], spec)[0]
+        files = render.render_difference_map(st.difference_map, out_dir / "pairs",
+                                             f"{result.pair.a}__{result.pair.b}__{spec.name}",
+                                             background=background, peak_xy=st.peak_xy)
+        out[spec.name] = {fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}
+    return out
+
+
+def pair_entry(result: PairResult, clips: dict, difference: dict) -> dict:
+    """One pair of the report JSON (DESIGN 3.4)."""
+    p = result.pair
+    return {
+        "a": p.a, "b": p.b, "rank": p.rank, "explicit": p.explicit,
+        "confusion": {"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]},
+        "scores": result.scores.to_json(),
+        "flags": [f.to_json() for f in result.flags],
+        "artifacts": {"clips": {c: clips.get(c, {}) for c in (p.a, p.b)}, "difference": difference},
+    }
+
+
+def build_report(*, audit: dict, manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions,
+                 pairs: list[dict]) -> dict:
+    """The report JSON of DESIGN 3.4: ``{"audit": {...}, "pairs": [...]}`` with pairs in rank order."""
+    config = options.engine_config()
+    return {
+        "audit": {
+            **audit,
+            "model": {**audit.get("model", {}), "name": manifest.name, "version": manifest.version},
+            "options": options.model_dump(mode="json"),
+            "classes": list(manifest.classes),
+            "confusion": {"classes": list(confusion.classes), "matrix": confusion.counts.tolist()},
+            "streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
+            "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
+        },
+        "pairs": sorted(pairs, key=lambda p: p["rank"]),
+    }
+
+
+def run_local_audit(model: LoadedModel, confusion: ConfusionMatrix, options: AuditOptions, out_dir: Path, *,
+                    audit_id: str = "local", device: torch.device | str | None = None,
+                    progress: Callable[[str, float], None] | None = None) -> dict:
+    """A whole audit in this process: returns the report dict and writes artifacts under ``out_dir``."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    plan = plan_audit(model.manifest, confusion, options)
+    log.info("audit %s: %d pairs, %d objectives", audit_id, len(plan.pairs), len(plan.keys))
+    visualizations = visualise(model, plan.keys, options, device=device,
+                               progress=(lambda d, n: progress("visualise", d / n)) if progress else None)
+    timings["visualise_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    cpu = "cpu" if device is None else device
+    results = []
+    for i, pair in enumerate(plan.pairs):
+        results.append(analyse_pair(model, pair, visualizations, options, device=cpu))
+        if progress:
+            progress("analyse", (i + 1) / len(plan.pairs))
+    timings["analyse_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    clips = render_class_artifacts(model.manifest, visualizations, out_dir)
+    entries = [pair_entry(r, clips, render_pair_artifacts(model.manifest, r, visualizations, out_dir))
+               for r in results]
+    timings["render_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+    min_prob = min(v.probability for v in visualizations)
+    return build_report(audit={"id": audit_id, "status": "done", "timings": timings,
+                               "model": {"sha256": model.sha256}, "min_target_probability": min_prob},
+                        manifest=model.manifest, confusion=confusion, options=options, pairs=entries)

@@ -1,0 +1,234 @@
+"""Model-based scores of a confused pair (DESIGN 4.4): evaluates the frozen model on the two classes'
+visualisations, whole and with streams neutralised, and combines the results with the pure maps of ``scores``.
+
+Inputs are sample sets per stream: ``{stream: (S, C, T, H, W)}`` in model space, canonical layout, S = seeds x
+kappa levels of one class. Everything here runs without gradients, batched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.engine import scores, streams as streams_mod
+from workers.engine.manifest import InputSpec
+from workers.engine.optimise import forward_model, frozen
+
+SampleSet = dict[str, np.ndarray]
+
+
+def penultimate_layer(model: nn.Module) -> str | None:
+    """Dotted name of the last ``nn.Linear`` in module order (the classifier), whose *input* is taken as the
+    penultimate features; None when the model has no Linear (then logits stand in for features)."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    return last
+
+
+@dataclass
+class Evaluation:
+    logits: np.ndarray     # (N, K)
+    features: np.ndarray   # (N, F)
+
+
+def evaluate(model: nn.Module, specs: Sequence[InputSpec], inputs: SampleSet, *, neutral: frozenset[str] = frozenset(),
+             device: torch.device | str = "cpu", batch: int = 64) -> Evaluation:
+    """Logits and penultimate features on model-space inputs; streams named in ``neutral`` replaced by their
+    neutral input (mean colour, zero flow)."""
+    dev = torch.device(device)
+    layer = penultimate_layer(model)
+    modules = dict(model.named_modules())
+    n = len(next(iter(inputs.values())))
+    logits_out, feats_out = [], []
+    captured: dict[str, torch.Tensor] = {}
+    handle = None
+    if layer is not None:
+        handle = modules[layer].register_forward_pre_hook(lambda _m, args: captured.__setitem__("f", args[0]))
+    try:
+        with frozen(model), torch.no_grad():
+            model.to(dev)
+            for start in range(0, n, batch):
+                unit = {}
+                for spec in specs:
+                    x = torch.as_tensor(inputs[spec.name][start:start + batch], dtype=torch.float32, device=dev)
+                    if spec.name in neutral:
+                        x = streams_mod.neutral_input(spec, len(x), device=dev)
+                    unit[spec.name] = streams_mod.model_to_unit_space(x, spec)
+                logits = forward_model(model, specs, unit, bf16=False, channels_last=False).float()
+                logits_out.append(logits.cpu())
+                feats_out.append((captured["f"] if layer is not None else logits).float().flatten(1).cpu())
+    finally:
+        if handle is not None:
+            handle.remove()
+    return Evaluation(torch.cat(logits_out).numpy(), torch.cat(feats_out).numpy())
+
+
+def static_version(inputs: SampleSet, specs: Sequence[InputSpec]) -> SampleSet:
+    """The same visualisations with motion removed: RGB frames replaced by their temporal mean, flow zeroed."""
+    out = {}
+    for spec in specs:
+        x = inputs[spec.name]
+        out[spec.name] = np.zeros_like(x) if spec.modality == "flow" else np.broadcast_to(
+            x.mean(axis=2, keepdims=True), x.shape).copy()
+    return out
+
+
+def peak_swap_drop(model: nn.Module, specs: Sequence[InputSpec], own: SampleSet, partner_mean: dict[str, np.ndarray],
+                   stream: str, box: tuple[int, int, int, int], target: int, other: int, *,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """(S,) share of each sample's margin logit[target] - logit[other] lost when the region ``box`` = (y0, y1, x0,
+    x1) of ``stream`` is replaced by the partner class's mean visualisation there: how much of what tells the two
+    classes apart sits in that region."""
+    swapped = {k: v.copy() for k, v in own.items()}
+    y0, y1, x0, x1 = box
+    swapped[stream][..., y0:y1, x0:x1] = partner_mean[stream][None, ..., y0:y1, x0:x1]
+    full = evaluate(model, specs, own, device=device).logits
+    cut = evaluate(model, specs, swapped, device=device).logits
+    margin = full[:, target] - full[:, other]
+    return (margin - (cut[:, target] - cut[:, other])) / np.maximum(np.abs(margin), 1e-6)
+
+
+def window_around(xy: tuple[float, float], height: int, width: int, fraction: float = 0.2) -> tuple[int, int, int, int]:
+    """A square box of side ``fraction`` of the shorter side (at least 2 px) centred on normalised ``xy``."""
+    side = max(2, int(round(fraction * min(height, width))))
+    cy, cx = int(xy[1] * height), int(xy[0] * width)
+    y0 = min(max(cy - side // 2, 0), height - side)
+    x0 = min(max(cx - side // 2, 0), width - side)
+    return (y0, y0 + side, x0, x0 + side)
+
+
+@dataclass
+class StreamScores:
+    feature_similarity: float          # cosine of mean penultimate features (this stream alone), centred on neutral
+    separation_margin: float           # mean logit margin of each class over the other, this stream alone
+    separation_share: float            # this stream's share of the positive stream-alone margins
+    difference_concentration: float    # energy share of the top 5% pixels of the consistent difference map
+    peak_swap_drop: float              # share of the pair's margin lost when the peak region is swapped
+    peak_xy: tuple[float, float]
+    peak_t: float                      # the t value at the peak (consistency of the difference there)
+    peak_favours: str                  # which class's evidence is stronger at the peak
+    difference_map: np.ndarray = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {"feature_similarity": self.feature_similarity, "separation_margin": self.separation_margin,
+                "separation_share": self.separation_share, "difference_concentration": self.difference_concentration,
+                "peak_swap_drop": self.peak_swap_drop,
+                "peak_xy": list(self.peak_xy), "peak_t": self.peak_t, "peak_favours": self.peak_favours}
+
+
+@dataclass
+class PairScores:
+    a: str
+    b: str
+    cross_activation: dict[str, float]               # a_on_b: softmax of b on a's visualisations; b_on_a; *_logit_ratio
+    streams: dict[str, StreamScores]
+    stream_reliance: dict[str, dict[str, float]]     # class -> stream -> share of the class logit lost without it
+    motion_reliance: dict[str, float]                # class -> share of the logit lost when all motion is removed
+    speed_invariance: dict[str, dict[str, float]]    # class -> stream -> similarity across kappa levels
+    overall_feature_similarity: float
+
+    def to_json(self) -> dict:
+        return {
+            "cross_activation": self.cross_activation,
+            "feature_similarity": self.overall_feature_similarity,
+            **{name: s.to_json() for name, s in self.streams.items()},
+            "stream_reliance": self.stream_reliance,
+            "motion_reliance": self.motion_reliance,
+            "speed_invariance": self.speed_invariance,
+        }
+
+
+def _logit_ratio(logits: np.ndarray, target: int, other: int) -> float:
+    """How strongly ``other`` fires on ``target``'s visualisation, relative to ``target`` itself, both measured
+    from the mean logit: 1 = as strongly, 0 = no more than an average class, < 0 = less."""
+    base = logits.mean(axis=1)
+    return float(np.mean((logits[:, other] - base) / np.maximum(logits[:, target] - base, 1e-6)))
+
+
+def _relative_drop(full: np.ndarray, reduced: np.ndarray, baseline: float) -> float:
+    """Share of (full - baseline) lost in ``reduced``, averaged over samples, clipped to [0, 1]."""
+    gain = np.maximum(full - baseline, 1e-6)
+    return float(np.clip((full - reduced) / gain, 0.0, 1.0).mean())
+
+
+def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str,
+               vis_a: SampleSet, vis_b: SampleSet, *, levels_a: Sequence[int], levels_b: Sequence[int],
+               device: torch.device | str = "cpu") -> PairScores:
+    """All scores of one pair. ``levels_a[i]`` is the kappa level of sample i of ``vis_a`` (for speed invariance)."""
+    ia, ib = classes.index(a), classes.index(b)
+    names = [s.name for s in specs]
+    full_a, full_b = evaluate(model, specs, vis_a, device=device), evaluate(model, specs, vis_b, device=device)
+    neutral_all = evaluate(model, specs, {k: v[:1] for k, v in vis_a.items()}, neutral=frozenset(names),
+                           device=device)
+    base_logits, base_feat = neutral_all.logits[0], neutral_all.features[0]
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    cross = {
+        "a_on_b": float(softmax(full_a.logits)[:, ib].mean()),
+        "b_on_a": float(softmax(full_b.logits)[:, ia].mean()),
+        "a_on_b_logit_ratio": _logit_ratio(full_a.logits, ia, ib),
+        "b_on_a_logit_ratio": _logit_ratio(full_b.logits, ib, ia),
+    }
+    overall_sim = scores.cosine_similarity(full_a.features.mean(0) - base_feat, full_b.features.mean(0) - base_feat)
+
+    per_stream: dict[str, StreamScores] = {}
+    margins: dict[str, float] = {}
+    reliance: dict[str, dict[str, float]] = {a: {}, b: {}}
+    only: dict[str, tuple[Evaluation, Evaluation]] = {}
+    for name in names:
+        others = frozenset(n for n in names if n != name)
+        only[name] = (evaluate(model, specs, vis_a, neutral=others, device=device),
+                      evaluate(model, specs, vis_b, neutral=others, device=device))
+        ea, eb = only[name]
+        margins[name] = float(np.mean([(ea.logits[:, ia] - ea.logits[:, ib]).mean(),
+                                       (eb.logits[:, ib] - eb.logits[:, ia]).mean()]))
+        if len(names) > 1:
+            without_a = evaluate(model, specs, vis_a, neutral=frozenset({name}), device=device)
+            without_b = evaluate(model, specs, vis_b, neutral=frozenset({name}), device=device)
+            reliance[a][name] = _relative_drop(full_a.logits[:, ia], without_a.logits[:, ia], base_logits[ia])
+            reliance[b][name] = _relative_drop(full_b.logits[:, ib], without_b.logits[:, ib], base_logits[ib])
+        else:
+            reliance[a][name] = reliance[b][name] = 1.0
+    mean_a = {k: v.mean(axis=0) for k, v in vis_a.items()}
+    mean_b = {k: v.mean(axis=0) for k, v in vis_b.items()}
+    positive = sum(max(m, 0.0) for m in margins.values())
+    for spec in specs:
+        name = spec.name
+        ea, eb = only[name]
+        tmap, signed = scores.consistent_difference_map(vis_a[name], vis_b[name], spec.modality)
+        px, py = scores.peak_xy(tmap)
+        y = min(int(py * tmap.shape[0]), tmap.shape[0] - 1)
+        x = min(int(px * tmap.shape[1]), tmap.shape[1] - 1)
+        box = window_around((px, py), spec.height, spec.width)
+        drop = np.concatenate([
+            peak_swap_drop(model, specs, vis_a, mean_b, name, box, ia, ib, device=device),
+            peak_swap_drop(model, specs, vis_b, mean_a, name, box, ib, ia, device=device)])
+        per_stream[name] = StreamScores(
+            feature_similarity=scores.cosine_similarity(ea.features.mean(0) - base_feat, eb.features.mean(0) - base_feat),
+            separation_margin=margins[name],
+            separation_share=max(margins[name], 0.0) / positive if positive > 0 else 0.0,
+            difference_concentration=scores.energy_concentration(tmap),
+            peak_swap_drop=float(np.clip(drop, -1.0, 1.0).mean()),
+            peak_xy=(px, py), peak_t=float(scores.box_blur(tmap, 1)[y, x]),
+            peak_favours=a if float(np.abs(signed[:, y, x]).sum() and signed[:, y, x].sum()) >= 0 else b,
+            difference_map=tmap,
+        )
+    motion = {}
+    for cls, vis, idx, full in ((a, vis_a, ia, full_a), (b, vis_b, ib, full_b)):
+        static = evaluate(model, specs, static_version(vis, specs), device=device)
+        motion[cls] = _relative_drop(full.logits[:, idx], static.logits[:, idx], base_logits[idx])
+    speed: dict[str, dict[str, float]] = {}
+    for cls, vis, levels in ((a, vis_a, levels_a), (b, vis_b, levels_b)):
+        lv = np.asarray(levels)
+        speed[cls] = {spec.name: scores.speed_invariance(
+            [vis[spec.name][lv == level] for level in sorted(set(levels))], spec.modality) for spec in specs}
+    return PairScores(a=a, b=b, cross_activation=cross, streams=per_stream, stream_reliance=reliance,
+                      motion_reliance=motion, speed_invariance=speed, overall_feature_similarity=overall_sim)
