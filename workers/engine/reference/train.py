@@ -70,7 +70,7 @@ def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: in
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log.info("epoch %d loss %.4f", epoch, total / len(labels))
     model.eval()
     with torch.no_grad():

@@ -1,0 +1,98 @@
+"""The engine on the generated reference benchmark: visualisations reach their class, kappa controls motion speed,
+and the planted shortcuts show up where they were planted."""
+import numpy as np
+import pytest
+import torch
+
+from tests.reference_fixtures import PLANTED_CLASSES, TEST_SEEDS, pixels, results_of
+from workers.engine.config import VisualizationConfig
+from workers.engine.reference import data
+from workers.engine.reference.model import TinyTwoStream
+from workers.engine.visualize import UnitRequest, visualize
+
+
+def test_visualisations_reach_softmax_099_for_their_class(reference_visualizations):
+    assert len(reference_visualizations) == len(PLANTED_CLASSES) * 3 * TEST_SEEDS
+    worst = min(r.probability for r in reference_visualizations)
+    assert worst >= 0.99, f"lowest target softmax {worst:.4f}"
+
+
+def test_larger_kappa_gives_slower_motion(reference_visualizations):
+    kappas = VisualizationConfig().kappas(3)
+    for name in PLANTED_CLASSES:
+        per_level = []
+        for k in kappas:
+            flows = [r.inputs["motion"] for r in results_of(reference_visualizations, name) if r.request.kappa == k]
+            per_level.append(np.mean([np.mean(np.diff(f, axis=1) ** 2) for f in flows]))
+        assert per_level[0] > per_level[1] > per_level[2], (name, per_level)
+
+
+def _watermark_strength(appearance: np.ndarray) -> tuple[float, float]:
+    """Magenta-ness (R + B - 2G, pixels) inside the planted watermark region and over the whole frame."""
+    px = pixels(appearance)
+    magenta = px[0] + px[2] - 2 * px[1]
+    x0, y0, x1, y1 = data.WATERMARK.region
+    return float(magenta[:, y0:y1, x0:x1].mean()), float(magenta.mean())
+
+
+def test_watermark_colour_is_stronger_in_the_watermark_class_inside_the_planted_region(reference_visualizations):
+    own = [_watermark_strength(r.inputs["appearance"])
+           for r in results_of(reference_visualizations, data.WATERMARK.class_name)]
+    partner = [_watermark_strength(r.inputs["appearance"])
+               for r in results_of(reference_visualizations, data.WATERMARK.partner)]
+    inside_own = np.mean([o[0] for o in own])
+    inside_partner = np.mean([p[0] for p in partner])
+    assert inside_own > 3 * max(inside_partner, 0.1), (inside_own, inside_partner)
+    assert all(o[0] > 3 * max(o[1], 0.1) for o in own), own  # it is the region, not the whole frame
+
+
+def _flow_energy(motion: np.ndarray) -> tuple[float, float]:
+    flow = motion * data.FLOW_SCALE
+    energy = (flow ** 2).sum(axis=0).mean(axis=0)
+    x0, y0, x1, y1 = data.FLICKER.region
+    return float(energy[y0:y1, x0:x1].mean()), float(energy.mean())
+
+
+def test_flicker_class_has_more_flow_energy_in_the_planted_region(reference_visualizations):
+    own = [_flow_energy(r.inputs["motion"]) for r in results_of(reference_visualizations, data.FLICKER.class_name)]
+    partner = [_flow_energy(r.inputs["motion"]) for r in results_of(reference_visualizations, data.FLICKER.partner)]
+    assert np.mean([o[0] for o in own]) > 2 * np.mean([p[0] for p in partner])
+    assert all(o[0] > 2 * o[1] for o in own), own
+
+
+def test_results_carry_their_config_and_seed(reference_visualizations):
+    r = reference_visualizations[0]
+    assert r.config["seed"] == r.request.seed and r.config["kappa"] == r.request.kappa
+    assert r.config["steps"] == 128 and r.config["alpha"] == 6.0
+
+
+def test_optimisation_is_deterministic_on_cpu_and_leaves_weights_untouched():
+    torch.manual_seed(0)
+    model = TinyTwoStream(num_classes=3, frames=4, size=16)
+    from workers.engine.manifest import InputSpec
+
+    specs = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 4, 16, 16]),
+             InputSpec(name="motion", modality="flow", layout="NCTHW", shape=[2, 4, 16, 16])]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads_before = [p.requires_grad for p in model.parameters()]
+    config = VisualizationConfig(steps=5)
+    requests = [UnitRequest(target=1, kappa=1.0, seed=7), UnitRequest(target=2, kappa=0.1, seed=8)]
+    a = visualize(model, specs, requests, config, device="cpu")
+    b = visualize(model, specs, requests, config, device="cpu")
+    for ra, rb in zip(a, b):
+        assert np.array_equal(ra.inputs["appearance"], rb.inputs["appearance"])
+    assert not np.array_equal(a[0].inputs["motion"], a[1].inputs["motion"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == grads_before
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast, channels_last_3d path)")
+def test_cuda_path_runs_bf16_channels_last():
+    from workers.engine.manifest import InputSpec
+
+    model = TinyTwoStream(num_classes=3, frames=4, size=16)
+    specs = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 4, 16, 16]),
+             InputSpec(name="motion", modality="flow", layout="NCTHW", shape=[2, 4, 16, 16])]
+    out = visualize(model, specs, [UnitRequest(0, 1.0, 0)], VisualizationConfig(steps=3), device="cuda")
+    assert np.isfinite(out[0].inputs["appearance"]).all()
