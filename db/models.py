@@ -140,7 +140,9 @@ class Visualization(Base):
     level: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column()
-    objective: Mapped[float | None] = mapped_column(Float, default=None)
+    objective: Mapped[float | None] = mapped_column(Float, default=None)  # the target logit reached
+    kappa: Mapped[float | None] = mapped_column(Float, default=None)
+    probability: Mapped[float | None] = mapped_column(Float, default=None)
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # kind -> artifact key
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -12,7 +12,7 @@ from flask_openapi3 import Tag
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
-from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem
+from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem, utcnow
 from service.api import api_blueprint, requires
 from service.api.models import get_model
 from service.api.report import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
@@ -94,7 +94,10 @@ def create_audit(body: AuditCreate):
                              confusion={"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]})
                    for p in ranked]
     session.add(audit)
-    session.commit()  # commit first, then enqueue: the task must find the row
+    session.flush()
+    session.add(WorkItem(audit_id=audit.id, kind="plan", key=0, enqueued_at=utcnow(),
+                         payload={"task": START_TASK, "args": [audit.id], "queue": "cpu"}))
+    session.commit()  # commit first, then enqueue: the task must find the rows
     try:
         enqueue_start(audit.id)
     except Exception as exc:  # noqa: BLE001 - any broker failure

@@ -108,8 +108,5 @@ def pair_by_rank(session: Any, audit_id: int, rank: int) -> ClassPair:
     return session.scalar(select(ClassPair).where(ClassPair.audit_id == audit_id, ClassPair.rank == rank))
 
 
-# The stage tasks are wired to workers.audit.pipeline in workers/tasks/stages.py.
-try:
-    from workers.tasks.stages import render_report, score_pair, start_audit, visualise_chunk  # noqa: E402,F401
-except ImportError as _exc:  # the pipeline is not there yet
-    log.warning("audit stage tasks unavailable: %s", _exc)
+# The stage tasks, wired to workers.audit.pipeline (imported inside their bodies).
+from workers.tasks.stages import render_report, score_pair, start_audit, visualise_chunk  # noqa: E402,F401

@@ -1,0 +1,317 @@
+"""The four stage tasks, each a thin wrapper around one step of ``workers.audit.pipeline``:
+``start_audit`` (plan), ``visualise_chunk`` (gpu), ``score_pair``, ``render_report``. They load rows and
+artifacts, call the pipeline, and write rows and artifacts keyed by what they compute (audit, class,
+stream, level, seed; audit, pair), so a re-run overwrites instead of duplicating. torch and the pipeline
+are imported inside the task bodies only."""
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from db.models import Audit, ClassPair, Flag, ModelBundle, PairScore, Project, Visualization, WorkItem, utcnow
+from service.extensions import artifact_store, db, settings
+from workers.tasks import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
+from workers.tasks.runner import run_item
+
+log = logging.getLogger(__name__)
+CHORD_MEMBER = {**TASK_OPTIONS, "ignore_result": False}
+_MODELS: "OrderedDict[str, Any]" = OrderedDict()  # per worker process: bundle sha256 -> LoadedModel
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def load_model(session: Session, audit: Audit) -> Any:
+    """The audit's model, loaded once per worker process (LRU of ``QUIRKSCOPE_MODEL_CACHE_SIZE``)."""
+    from workers.engine.bundle import load_bundle
+
+    row = session.get(ModelBundle, audit.model_id)
+    if row.sha256 in _MODELS:
+        _MODELS.move_to_end(row.sha256)
+        return _MODELS[row.sha256]
+    store = artifact_store()
+    source: Any = store.local_path(row.artifact_key)
+    if source is None or not Path(source).is_file():
+        source = store.open(row.artifact_key).read()
+    trusted = bool(session.get(Project, audit.project_id).trusted_pt2)
+    model = load_bundle(source, trusted_pt2=trusted)
+    _MODELS[row.sha256] = model
+    while len(_MODELS) > max(settings().model_cache_size, 1):
+        _MODELS.popitem(last=False)
+    return model
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
+    """(manifest, confusion matrix, options) of the audit, rebuilt from its rows."""
+    from service.confusion import ConfusionMatrix
+    from workers.audit.options import AuditOptions
+    from workers.engine.manifest import parse_manifest
+
+    manifest = parse_manifest(audit.model.manifest)
+    cm = ConfusionMatrix(audit.confusion["classes"], audit.confusion["matrix"])
+    return manifest, cm, AuditOptions.model_validate(audit.options)
+
+
+def ranked_pair(row: ClassPair) -> Any:
+    from service.ranking import RankedPair
+
+    c = row.confusion
+    return RankedPair(a=row.class_a, b=row.class_b, rank=row.rank, a_as_b=c["a_as_b"], b_as_a=c["b_as_a"],
+                      count_ab=c["counts"][0], count_ba=c["counts"][1], confusion=c["a_as_b"] + c["b_as_a"],
+                      explicit=row.explicit)
+
+
+def tensor_key(audit_id: int, cls: str, stream: str, level: int, seed: int) -> str:
+    return f"audits/{audit_id}/tensors/{cls}__{stream}__k{level}__s{seed}.npy"
+
+
+def upload_tree(audit_id: int, root: Path) -> None:
+    """Copy every file under ``root`` to ``audits/<id>/<relative path>`` in the artifact store."""
+    store = artifact_store()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        store.put_file(f"audits/{audit_id}/{path.relative_to(root).as_posix()}", path)
+
+
+def load_visualizations(session: Session, audit_id: int, classes: set[str] | None = None) -> list[Any]:
+    """The pipeline's ``Visualization`` objects of the audit (optionally of some classes), from the rows
+    (one per stream) and their ``.npy`` tensors."""
+    import numpy as np
+
+    from workers.audit.pipeline import ObjectiveKey, Visualization as Vis
+
+    stmt = select(Visualization).where(Visualization.audit_id == audit_id)
+    if classes is not None:
+        stmt = stmt.where(Visualization.class_name.in_(sorted(classes)))
+    grouped: dict[tuple[str, int, int], list[Visualization]] = {}
+    for row in session.scalars(stmt):
+        grouped.setdefault((row.class_name, row.level, row.seed), []).append(row)
+    store = artifact_store()
+    out = []
+    for (cls, level, seed), rows in sorted(grouped.items()):
+        tensors = {r.stream: np.load(io.BytesIO(store.open(f"audits/{audit_id}/{r.artifacts['npy']}").read()))
+                   for r in rows}
+        first = rows[0]
+        out.append(Vis(key=ObjectiveKey(cls, level, seed), kappa=float(first.kappa or 0.0), tensors=tensors,
+                       logit=float(first.objective or 0.0), probability=float(first.probability or 0.0),
+                       config=first.config))
+    return out
+
+
+def end_snapshot(session: Session) -> None:
+    """End the read transaction before a long computation: an SQLite reader whose snapshot predates
+    another process's commit (a heartbeat) can no longer write, and would fail with "database is locked"."""
+    session.commit()
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+
+# ------------------------------------------------------------------------------------------------- tasks
+
+@shared_task(name="workers.tasks.start_audit", queue="cpu", **TASK_OPTIONS)
+def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Plan the audit (``pipeline.plan_audit``), store its work items, and start the first stage."""
+
+    def body(session: Session, _item: WorkItem) -> None:
+        from workers.audit.pipeline import plan_audit
+
+        session.execute(update(Audit).where(Audit.id == audit_id, Audit.status == "queued")
+                        .values(status="running", started_at=utcnow()))
+        audit = session.get(Audit, audit_id)
+        manifest, cm, options = audit_inputs(audit)
+        plan = plan_audit(manifest, cm, options)
+        stored = [(p.rank, p.class_a, p.class_b) for p in audit.pairs]
+        if stored != [(p.rank, p.a, p.b) for p in plan.pairs]:  # same function as the API; keep them equal
+            raise RuntimeError(f"audit {audit_id}: planned pairs differ from the stored ones")
+        keys = [[k.class_name, k.level, k.seed] for k in plan.keys]
+        items = [WorkItem(audit_id=audit_id, kind="visualise", key=i,
+                          payload={"task": "workers.tasks.visualise_chunk", "args": [audit_id, i], "queue": "gpu",
+                                   "keys": chunk})
+                 for i, chunk in enumerate(_chunks(keys, settings().chunk_size))]
+        items += [WorkItem(audit_id=audit_id, kind="score", key=p.rank,
+                           payload={"task": "workers.tasks.score_pair", "args": [audit_id, p.rank], "queue": "cpu"})
+                  for p in plan.pairs]
+        items.append(WorkItem(audit_id=audit_id, kind="report", key=0,
+                              payload={"task": "workers.tasks.render_report", "args": [audit_id], "queue": "cpu"}))
+        existing = {(w.kind, w.key) for w in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id))}
+        session.add_all([w for w in items if (w.kind, w.key) not in existing])
+        config = options.engine_config()
+        audit.plan = {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
+                      "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
+                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, settings().chunk_size))}
+        session.commit()
+
+    outcome = run_item(self, audit_id, "plan", 0, body)
+    if outcome == "done":
+        advance_audit.delay(audit_id)
+    return outcome
+
+
+@shared_task(name="workers.tasks.visualise_chunk", queue="gpu", **CHORD_MEMBER)
+def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Optimise one chunk of objectives as one batch (``pipeline.visualise``); store each result's tensors
+    and one ``Visualization`` row per stream, keyed by (audit, class, stream, level, seed)."""
+
+    def body(session: Session, item: WorkItem) -> None:
+        import numpy as np
+
+        from workers.audit.pipeline import ObjectiveKey, visualise
+
+        audit = session.get(Audit, audit_id)
+        _, _, options = audit_inputs(audit)
+        model = load_model(session, audit)
+        keys = [ObjectiveKey(c, int(level), int(seed)) for c, level, seed in item.payload["keys"]]
+        end_snapshot(session)
+        t0 = time.perf_counter()
+        results = visualise(model, keys, options, device=device())
+        elapsed = time.perf_counter() - t0
+        store = artifact_store()
+        for vis in results:
+            for stream, tensor in vis.tensors.items():
+                key = tensor_key(audit_id, vis.key.class_name, stream, vis.key.level, vis.key.seed)
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(tensor))
+                store.put_bytes(key, buf.getvalue())
+                _upsert_visualization(session, audit_id, vis, stream, key.removeprefix(f"audits/{audit_id}/"))
+        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": device()}
+        session.commit()
+
+    outcome = run_item(self, audit_id, "visualise", chunk, body)
+    _after_reaped(audit_id, reaped)
+    return outcome
+
+
+def _upsert_visualization(session: Session, audit_id: int, vis: Any, stream: str, npy: str) -> None:
+    row = session.scalar(select(Visualization).where(
+        Visualization.audit_id == audit_id, Visualization.class_name == vis.key.class_name,
+        Visualization.stream == stream, Visualization.level == vis.key.level, Visualization.seed == vis.key.seed))
+    if row is None:
+        row = Visualization(audit_id=audit_id, class_name=vis.key.class_name, stream=stream, level=vis.key.level,
+                            seed=vis.key.seed)
+        session.add(row)
+    row.config = dict(vis.config)
+    row.objective = float(vis.logit)
+    row.kappa = float(vis.kappa)
+    row.probability = float(vis.probability)
+    row.artifacts = {"npy": npy}
+
+
+@shared_task(name="workers.tasks.score_pair", queue="cpu", **CHORD_MEMBER)
+def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Score and flag one pair (``pipeline.analyse_pair``), render its difference maps, and store scores,
+    flags and artifacts keyed by the pair (flags keep their ids, and so their reviews, on a re-run)."""
+
+    def body(session: Session, _item: WorkItem) -> None:
+        from workers.audit.pipeline import analyse_pair, pair_entry, render_pair_artifacts
+
+        audit = session.get(Audit, audit_id)
+        manifest, _, options = audit_inputs(audit)
+        model = load_model(session, audit)
+        row = pair_by_rank(session, audit_id, rank)
+        vis = load_visualizations(session, audit_id, {row.class_a, row.class_b})
+        end_snapshot(session)
+        result = analyse_pair(model, ranked_pair(row), vis, options, device="cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            difference = render_pair_artifacts(manifest, result, vis, Path(tmp))
+            upload_tree(audit_id, Path(tmp))
+        entry = pair_entry(result, {}, difference)
+        store_pair_result(session, row, entry)
+        session.commit()
+
+    outcome = run_item(self, audit_id, "score", rank, body)
+    _after_reaped(audit_id, reaped)
+    return outcome
+
+
+def store_pair_result(session: Session, row: ClassPair, entry: dict[str, Any]) -> None:
+    """Write a pair's scores, flags and difference maps (one report entry of ``pipeline.pair_entry``)."""
+    streams = {s["name"] for s in (row_audit_streams(session, row.audit_id))}
+    session.execute(delete(PairScore).where(PairScore.pair_id == row.id))
+    for name, value in entry["scores"].items():
+        if name in streams and isinstance(value, dict):
+            session.add_all([PairScore(pair_id=row.id, name=k, stream=name, value=v) for k, v in value.items()])
+        else:
+            session.add(PairScore(pair_id=row.id, name=name, stream="", value=value))
+    existing = {(f.code, f.stream): f for f in session.scalars(select(Flag).where(Flag.pair_id == row.id))}
+    seen = set()
+    for flag in entry["flags"]:
+        key = (flag["code"], flag.get("stream") or "")
+        seen.add(key)
+        target = existing.get(key) or Flag(pair_id=row.id, audit_id=row.audit_id, code=key[0], stream=key[1])
+        target.severity = str(flag.get("severity") or "medium")
+        target.peak_xy = flag.get("peak_xy")
+        target.message = flag.get("message") or ""
+        target.detail = {k: v for k, v in flag.items() if k not in ("code", "stream", "severity", "peak_xy", "message")}
+        session.add(target)
+    for key, flag in existing.items():
+        if key not in seen and not flag.reviews:
+            session.delete(flag)
+    row.artifacts = {**(row.artifacts or {}), "difference": entry["artifacts"]["difference"]}
+    row.scored = True
+
+
+def row_audit_streams(session: Session, audit_id: int) -> list[dict[str, str]]:
+    audit = session.get(Audit, audit_id)
+    return (audit.plan or {}).get("streams") or [{"name": i["name"]} for i in audit.model.manifest["inputs"]]
+
+
+@shared_task(name="workers.tasks.render_report", queue="cpu", **TASK_OPTIONS)
+def render_report(self, audit_id: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Render the clips of every class (``pipeline.render_class_artifacts``), then the report JSON
+    (``pipeline.build_report``) and its HTML page into ``audits/<id>/``."""
+
+    def body(session: Session, _item: WorkItem) -> None:
+        import json
+
+        from service.api.report import build_report as rows_report
+        from service.report_html import write_report
+        from workers.audit.pipeline import build_report, render_class_artifacts
+
+        audit = session.get(Audit, audit_id)
+        manifest, cm, options = audit_inputs(audit)
+        vis = load_visualizations(session, audit_id)
+        end_snapshot(session)
+        with tempfile.TemporaryDirectory() as tmp:
+            clips = render_class_artifacts(manifest, vis, Path(tmp))
+            for pair in audit.pairs:
+                pair.artifacts = {**(pair.artifacts or {}), "clips": {c: clips.get(c, {}) for c in (pair.class_a, pair.class_b)}}
+            session.flush()
+            timings = item_timings(session, audit_id)
+            audit.timings = {**(audit.timings or {}), **timings}
+            rows = rows_report(audit)
+            report = build_report(audit={k: rows["audit"][k] for k in ("id", "status", "timings", "model")},
+                                  manifest=manifest, confusion=cm, options=options, pairs=rows["pairs"])
+            write_report(report, Path(tmp))
+            Path(tmp, "report.json").write_text(json.dumps(report, indent=1))
+            upload_tree(audit_id, Path(tmp))
+        audit.report_key = f"audits/{audit_id}/report.json"
+        session.commit()
+
+    return run_item(self, audit_id, "report", 0, body)
+
+
+def item_timings(session: Session, audit_id: int) -> dict[str, float]:
+    """Seconds spent per stage, summed over its work items (wall time between claim and finish)."""
+    from db.session import as_utc
+
+    out: dict[str, float] = {}
+    for item in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id, WorkItem.status == "done")):
+        if item.started_at and item.finished_at:
+            seconds = (as_utc(item.finished_at) - as_utc(item.started_at)).total_seconds()
+            out[f"{item.kind}_s"] = round(out.get(f"{item.kind}_s", 0.0) + seconds, 3)
+    return out
