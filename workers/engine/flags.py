@@ -18,9 +18,8 @@ class FlagThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    localized_concentration: float = Field(0.35, ge=0, le=1)
-    localized_peak_t: float = Field(4.0, ge=0)
-    localized_min_share: float = Field(0.2, ge=0, le=1)
+    localized_drop_rgb: float = Field(0.07, ge=0, le=1)
+    localized_drop_flow: float = Field(0.35, ge=0, le=1)
     only_separation_share: float = Field(0.85, ge=0.5, le=1)
     shared_feature_similarity: float = Field(0.9, ge=-1, le=1)
     shared_logit_ratio: float = Field(0.5)
@@ -55,16 +54,17 @@ def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds |
     flags: list[Flag] = []
     modality = {spec.name: spec.modality for spec in specs}
     for name, st in s.streams.items():
-        if (st.difference_concentration >= th.localized_concentration and st.peak_t >= th.localized_peak_t
-                and st.separation_share >= th.localized_min_share):
+        needed = th.localized_drop_rgb if modality[name] == "rgb" else th.localized_drop_flow
+        if st.peak_swap_drop >= needed:
             other = s.b if st.peak_favours == s.a else s.a
             what = "something static such as a logo, watermark or overlay" if modality[name] == "rgb" \
                 else "a local movement such as a flicker, a camera artefact or a moving overlay"
-            severity = "high" if st.difference_concentration >= 2 * th.localized_concentration else "medium"
+            severity = "high" if st.peak_swap_drop >= 2 * needed else "medium"
             flags.append(Flag(
                 "LOCALIZED_CUE", name, severity,
-                f"The {name} evidence that separates {s.a} from {s.b} is concentrated in {_where(st.peak_xy)} and is "
-                f"stronger for {st.peak_favours}: check whether {st.peak_favours}'s training clips carry {what} there "
+                f"Swapping a small region of the {name} input at {_where(st.peak_xy)} removes "
+                f"{st.peak_swap_drop:.0%} of what tells {s.a} from {s.b}, and the evidence there is stronger for "
+                f"{st.peak_favours}: check whether {st.peak_favours}'s training clips carry {what} there "
                 f"that {other}'s lack.", st.peak_xy))
     if len(s.streams) > 1:
         for name, st in s.streams.items():
