@@ -1,0 +1,59 @@
+"""The CLI: bad inputs end with exit code 2 and one line naming the field; nothing is written before validation."""
+import json
+
+import pytest
+
+from service.cli import main
+
+
+@pytest.fixture(scope="module")
+def reference_bundle(tmp_path_factory, reference):
+    from workers.engine.reference.train import write_reference
+
+    return write_reference(reference, tmp_path_factory.mktemp("ref"))
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_missing_bundle_exits_2_naming_the_field(capsys, tmp_path):
+    code, err = run(capsys, "audit", "--model", str(tmp_path / "nope.zip"), "--confusion", "x.json", "--embedded")
+    assert code == 2 and len(err) == 1 and "[model]" in err[0]
+
+
+def test_unknown_class_in_visualize_exits_2(capsys, tmp_path, reference_bundle):
+    bundle, _ = reference_bundle
+    code, err = run(capsys, "visualize", "--model", str(bundle), "--classes", "Nope", "--out", str(tmp_path / "v"))
+    assert code == 2 and "[classes]" in err[0] and "Nope" in err[0]
+    assert not (tmp_path / "v").exists()
+
+
+def test_bad_confusion_matrix_exits_2_and_writes_nothing(capsys, tmp_path, reference_bundle):
+    bundle, confusion = reference_bundle
+    bad = json.loads(confusion.read_text())
+    bad["matrix"][3][1] = -4
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    code, err = run(capsys, "audit", "--model", str(bundle), "--confusion", str(path), "--embedded",
+                    "--report", str(tmp_path / "r"))
+    assert code == 2 and "confusion.matrix[3]" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_explicit_pair_exits_2(capsys, tmp_path, reference_bundle):
+    bundle, confusion = reference_bundle
+    code, err = run(capsys, "audit", "--model", str(bundle), "--confusion", str(confusion), "--embedded",
+                    "--pairs", "BarSweepLeft:Nope", "--json", str(tmp_path / "o.json"))
+    assert code == 2 and "pairs" in err[0]
+
+
+def test_pickle_checkpoint_is_refused_with_export_hint(capsys, tmp_path):
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
+    code, err = run(capsys, "visualize", "--model", str(tmp_path / "model.pt"), "--classes", "a",
+                    "--out", str(tmp_path / "v"))
+    assert code == 2 and ("ONNX" in err[0] or "onnx" in err[0])
