@@ -106,9 +106,28 @@ def test_twostream_vgg16_builds_with_101_classes_and_10_flow_frames_and_runs_at_
 
 
 def test_twostream_vgg16_accepts_a_1x1_fusion_and_refuses_other_kernels() -> None:
-    assert build_architecture("quirkscope.twostream_vgg16", 5, flow_frames=2, fusion_kernel=1).fusion[0].kernel_size == (1, 1)
+    module = build_architecture("quirkscope.twostream_vgg16", 5, flow_frames=2, fusion_kernel=1)
+    assert module.fusion[0].kernel_size == (1, 1)
     with pytest.raises(ModelLoadError, match="fusion_kernel must be 1 or 3"):
         build_architecture("quirkscope.twostream_vgg16", 5, fusion_kernel=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["torchvision.r3d_18", "torchvision.swin3d_t"])
+def test_torch_export_of_a_torchvision_model_passes_the_pt2_vetting(name: str, tmp_path) -> None:
+    """The .pt2 allow-lists must not refuse what torch.export.save writes for real architectures."""
+    from workers.engine.bundle import write_bundle
+    from workers.engine.manifest import parse_manifest
+
+    manifest = parse_manifest({
+        "name": name, "version": "1", "classes": ["a", "b", "c"], "format": "torch.export",
+        "inputs": [{"name": "clip", "modality": "rgb", "layout": "NCTHW", "shape": [3, 4, 32, 32]}],
+    })
+    model = build_architecture(name, 3).eval()
+    loaded = load_bundle(write_bundle(model, manifest, tmp_path / "b.zip", fmt="torch.export"))
+    clip = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(clip), model(clip), atol=1e-4)
 
 
 # (name, input C x T x H x W: the smallest each accepts, or the size it is fixed to)
@@ -116,7 +135,7 @@ VIDEO_CASES = [
     pytest.param("torchvision.r3d_18", (3, 4, 32, 32), id="r3d_18"),
     pytest.param("torchvision.mc3_18", (3, 4, 32, 32), id="mc3_18"),
     pytest.param("torchvision.r2plus1d_18", (3, 4, 32, 32), id="r2plus1d_18"),
-    pytest.param("torchvision.swin3d_t", (3, 4, 32, 32), id="swin3d_t"),
+    pytest.param("torchvision.swin3d_t", (3, 4, 32, 32), id="swin3d_t", marks=pytest.mark.slow),
     pytest.param("torchvision.s3d", (3, 16, 224, 224), id="s3d", marks=pytest.mark.slow),
     pytest.param("torchvision.mvit_v1_b", (3, 16, 224, 224), id="mvit_v1_b", marks=pytest.mark.slow),
 ]

@@ -124,6 +124,33 @@ def test_write_bundle_into_a_directory_names_the_zip_after_the_model(tiny_model:
     assert json.loads(members_of(path)["manifest.json"])["format"] == "safetensors"
 
 
+def test_write_bundle_to_a_new_folder_creates_it(tiny_model: nn.Module, tmp_path: Path) -> None:
+    path = write_bundle(tiny_model, tiny_manifest(), tmp_path / "exports" / "v1", fmt="onnx")
+    assert path == tmp_path / "exports" / "v1" / "tiny-twostream-2026.11.1.zip" and path.is_file()
+
+
+def test_onnx_with_initializers_shared_through_identity_nodes_round_trips(tmp_path: Path) -> None:
+    """Freshly initialised conv + batch-norm pairs fold to identical zero biases, which the TorchScript exporter
+    shares through Identity nodes; onnx2torch alone cannot convert those."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv3d(3, 4, 3, bias=False), nn.BatchNorm3d(4), nn.ReLU(),
+        nn.Conv3d(4, 4, 3, bias=False), nn.BatchNorm3d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2),
+    ).eval()
+    manifest = parse_manifest({
+        "name": "bn", "version": "1", "classes": ["a", "b"], "format": "onnx",
+        "inputs": [{"name": "clip", "modality": "rgb", "layout": "NCTHW", "shape": [3, 6, 8, 8]}],
+    })
+    path = write_bundle(model, manifest, tmp_path / "bn.zip")
+    import onnx
+
+    assert "Identity" in {n.op_type for n in onnx.load_from_string(members_of(path)["model.onnx"]).graph.node}
+    clip = torch.randn(3, 3, 6, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(load_bundle(path).module(clip), model(clip), atol=1e-5)
+
+
 def test_write_bundle_onnx_makes_the_batch_axis_dynamic_on_inputs_and_output(bundles: dict[str, Path]) -> None:
     import onnx
 
@@ -220,7 +247,8 @@ def test_a_missing_model_file_for_the_declared_format_is_named(bundles: dict[str
 
 
 def test_two_model_files_are_refused_as_ambiguous(bundles: dict[str, Path]) -> None:
-    members = members_of(bundles["onnx"]) | {"weights.safetensors": members_of(bundles["safetensors"])["weights.safetensors"]}
+    weights = members_of(bundles["safetensors"])["weights.safetensors"]
+    members = members_of(bundles["onnx"]) | {"weights.safetensors": weights}
     with pytest.raises(BundleError) as info:
         load_bundle(zip_bytes(members))
     assert "holds several model files (model.onnx, weights.safetensors)" in info.value.message

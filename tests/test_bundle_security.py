@@ -184,7 +184,8 @@ def test_pt2_graph_calling_a_non_aten_target_is_refused(legit_pt2: bytes) -> Non
         program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.serialization.pickle.loads"
     with pytest.raises(UnsafeBundle) as info:
         load_bundle(pt2_bundle(rewrite_pt2(legit_pt2, edit_program(edit))))
-    assert "calls 'torch.serialization.pickle.loads' at models/model.json.graph_module.graph.nodes[0]" in info.value.message
+    assert "calls 'torch.serialization.pickle.loads' at models/model.json.graph_module.graph.nodes[0]" \
+        in info.value.message
     assert "only ATen operators are allowed" in info.value.message
 
 
@@ -232,11 +233,12 @@ def pickle_upload_variants(marker: Path, tiny_onnx_bundle: bytes, tmp_path: Path
     pt_path = tmp_path / "model.pt"
     pt_path.write_bytes(checkpoint.getvalue())
     manifest = members_of(tiny_onnx_bundle)["manifest.json"]
+    onnx_model = members_of(tiny_onnx_bundle)["model.onnx"]
     return {
         "raw-pickle-bytes": payload,
         "torch-save-file.pt": pt_path,
         "torch-save-bytes": checkpoint.getvalue(),
-        "bundle-with-model.pt": zip_bytes({"manifest.json": manifest, "model.onnx": members_of(tiny_onnx_bundle)["model.onnx"],
+        "bundle-with-model.pt": zip_bytes({"manifest.json": manifest, "model.onnx": onnx_model,
                                            "model.pt": checkpoint.getvalue()}),
         "pickle-named-model.onnx": zip_bytes({"manifest.json": manifest, "model.onnx": payload}),
     }
@@ -245,7 +247,8 @@ def pickle_upload_variants(marker: Path, tiny_onnx_bundle: bytes, tmp_path: Path
 @pytest.mark.parametrize("variant, message", [
     ("raw-pickle-bytes", "bundle is a Python pickle, which runs code when loaded; export the model to ONNX "
                          "(`quirkscope export`) or to safetensors"),
-    ("torch-save-file.pt", "model.pt is a pickle-based PyTorch checkpoint (or TorchScript), which runs code when loaded"),
+    ("torch-save-file.pt",
+     "model.pt is a pickle-based PyTorch checkpoint (or TorchScript), which runs code when loaded"),
     ("torch-save-bytes", "bundle is or contains a pickled PyTorch checkpoint ('archive/data.pkl')"),
     ("bundle-with-model.pt", "bundle member 'model.pt' is a pickle-based checkpoint, which runs code when loaded"),
     ("pickle-named-model.onnx", "model.onnx is a Python pickle, not an ONNX protobuf"),
@@ -274,7 +277,8 @@ def test_torchscript_archive_is_refused(tiny_bundles: dict[str, bytes]) -> None:
     with pytest.raises(UnsafeBundle) as info:
         load_bundle(buffer.getvalue())
     assert "is or contains a TorchScript archive" in info.value.message
-    assert "runs code when loaded; export the model to ONNX (`quirkscope export`) or to safetensors" in info.value.message
+    assert "runs code when loaded; export the model to ONNX (`quirkscope export`) or to safetensors" \
+        in info.value.message
     inside = members_of(tiny_bundles["onnx"]) | {"model.onnx": buffer.getvalue()}
     with pytest.raises(UnsafeBundle, match="model.onnx is a TorchScript archive, not an ONNX protobuf"):
         load_bundle(zip_bytes(inside))

@@ -7,7 +7,7 @@ import hashlib
 import io
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -127,7 +127,7 @@ class BundleArchive:
     label: str
     sha256: str
     sizes: dict[str, int]
-    _read: dict[str, object] = field(repr=False)
+    _read: dict[str, Callable[[], bytes]] = field(repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -135,7 +135,7 @@ class BundleArchive:
 
     def read(self, name: str) -> bytes:
         try:
-            return self._read[name]()  # type: ignore[operator]
+            return self._read[name]()
         except KeyError:
             raise BundleError(f"{self.label} has no member '{name}'", field=name) from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -146,7 +146,9 @@ def open_zip_bytes(data: bytes, label: str, max_uncompressed_bytes: int) -> Bund
     """Check and index a bundle zip held in memory."""
     if not looks_like_zip(data) or not zipfile.is_zipfile(io.BytesIO(data)):
         if looks_like_pickle(data):
-            raise UnsafeBundle(f"{label} is a Python pickle, which runs code when loaded; {EXPORT_HINT}", field="bundle")
+            raise UnsafeBundle(
+                f"{label} is a Python pickle, which runs code when loaded; {EXPORT_HINT}", field="bundle"
+            )
         raise BundleError(
             f"{label} is not a zip archive; a bundle is a .zip holding manifest.json and one model file",
             field="bundle",
@@ -167,7 +169,7 @@ def open_zip_bytes(data: bytes, label: str, max_uncompressed_bytes: int) -> Bund
             raise BundleError(f"{label} member '{info.filename}' is encrypted", field="bundle")
     root = _bundle_root([i.filename for i in files])
     sizes: dict[str, int] = {}
-    readers: dict[str, object] = {}
+    readers: dict[str, Callable[[], bytes]] = {}
     for info in files:
         if not info.filename.startswith(root):
             continue
@@ -200,7 +202,9 @@ def open_directory(path: Path, max_uncompressed_bytes: int) -> BundleArchive:
     return BundleArchive(label, digest.hexdigest(), dict(zip(rels, sizes)), readers)
 
 
-def open_bundle(source: str | Path | bytes, max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES) -> BundleArchive:
+def open_bundle(
+    source: str | Path | bytes, max_uncompressed_bytes: int = DEFAULT_MAX_UNCOMPRESSED_BYTES
+) -> BundleArchive:
     """A bundle from zip bytes, a .zip path or a directory; pickles and checkpoints are refused up front."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return open_zip_bytes(bytes(source), "bundle", max_uncompressed_bytes)

@@ -71,9 +71,9 @@ def check_forward(module: nn.Module, manifest: Manifest, batch: int = 2) -> None
     check_logits(out, batch, manifest)
 
 
-def check_input_gradients(module: nn.Module, manifest: Manifest, *, field: str) -> None:
+def check_input_gradients(module: nn.Module, manifest: Manifest, *, field: str, batch: int = 2) -> None:
     """One forward/backward on seeded noise: every input must receive a finite gradient, not all zero."""
-    inputs = tuple(x.requires_grad_(True) for x in example_inputs(manifest, 1, random=True))
+    inputs = tuple(x.requires_grad_(True) for x in example_inputs(manifest, batch, random=True))
     with torch.enable_grad():
         out = run_forward(module, inputs, manifest)
         if not out.requires_grad:

@@ -19,12 +19,14 @@ from workers.engine.bundle.loader import MODEL_FILES, load_bundle
 from workers.engine.errors import InvalidInput, ModelLoadError
 from workers.engine.manifest import MODEL_FORMATS, Manifest, parse_manifest
 
-_SPEC = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*):([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_SPEC = re.compile(rf"({_DOTTED}):({_DOTTED})")
 VERIFY_TOLERANCE = 1e-4
 
 
 def _bundle_path(out: Path, manifest: Manifest) -> Path:
-    if out.is_dir():
+    """``out`` itself when it names a .zip; otherwise ``out/<name>-<version>.zip``."""
+    if out.is_dir() or out.suffix.lower() != ".zip":
         safe = re.sub(r"[^A-Za-z0-9_.\-]+", "_", f"{manifest.name}-{manifest.version}")
         return out / f"{safe}.zip"
     return out

@@ -1,6 +1,7 @@
 """``load_bundle``: from an uploaded bundle to a frozen, checked ``nn.Module`` (DESIGN 3.1)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, open_b
 from workers.engine.errors import BundleError
 from workers.engine.manifest import Manifest, parse_manifest
 
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 1024 * 1024
 MODEL_FILES = {
     "onnx": onnx_format.MODEL_FILE,
     "safetensors": safetensors_format.MODEL_FILE,
@@ -45,6 +49,8 @@ def load_bundle(
     archive = open_bundle(source, max_uncompressed_bytes)
     if "manifest.json" not in archive.sizes:
         raise BundleError(f"{archive.label} has no manifest.json", field="manifest")
+    if archive.sizes["manifest.json"] > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{archive.label} has a manifest.json over {MAX_MANIFEST_BYTES} bytes", field="manifest")
     manifest = parse_manifest(archive.read("manifest.json"))
     model_file = MODEL_FILES[manifest.format]
     present = sorted(set(MODEL_FILES.values()) & set(archive.sizes))
@@ -66,10 +72,14 @@ def load_bundle(
     elif manifest.format == "safetensors":
         module = safetensors_format.load_safetensors_model(data, manifest)
     else:
+        if trusted_pt2:
+            log.warning("loading %s of %s without vetting: the project is marked trusted", model_file, archive.label)
         module = pt2_format.load_pt2(data, manifest, trusted=trusted_pt2, max_uncompressed_bytes=max_uncompressed_bytes)
     checks.freeze(module)
     if check_forward:
         checks.check_forward(module, manifest)
     if manifest.format == "torch.export":
         checks.check_input_gradients(module, manifest, field=model_file)
+    log.info("loaded bundle %s: %s %s (%s, sha256 %s)", archive.label, manifest.name, manifest.version,
+             manifest.format, archive.sha256)
     return LoadedModel(module=module, manifest=manifest, sha256=archive.sha256)

@@ -10,7 +10,7 @@ import onnx
 import torch
 from google.protobuf.message import DecodeError
 from onnx2torch import convert
-from torch import nn
+from torch import fx, nn
 
 from workers.engine.bundle.archive import pickle_kind
 from workers.engine.bundle.checks import example_inputs
@@ -64,6 +64,27 @@ def _sanitise_node_names(model: onnx.ModelProto) -> None:
         node.name = "".join(c if _SAFE_NAME.fullmatch(c) else "_" for c in node.name)
 
 
+def _inline_initializer_identities(model: onnx.ModelProto) -> None:
+    """The TorchScript exporter shares identical initializers through ``Identity`` nodes (e.g. the all-zero
+    biases of freshly folded batch norms); onnx2torch needs a Conv's weight and bias to be initializers, so
+    give each such ``Identity`` output its own copy of the tensor."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if (node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.input) == 1
+                and len(node.output) == 1 and node.input[0] in initializers):
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            model.graph.initializer.append(copy)
+            initializers[copy.name] = copy
+        else:
+            kept.append(node)
+    if len(kept) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+
+
 def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     initializers = {t.name for t in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in initializers]
@@ -105,9 +126,11 @@ def load_onnx(data: bytes, manifest: Manifest) -> nn.Module:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise BundleError(f"{MODEL_FILE} is not a valid ONNX model: {str(exc).splitlines()[0]}", field=MODEL_FILE) from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BundleError(f"{MODEL_FILE} is not a valid ONNX model: {first}", field=MODEL_FILE) from exc
     _check_signature(model, manifest)
     _sanitise_node_names(model)
+    _inline_initializer_identities(model)
     try:
         module = convert(model)
     except NotImplementedError as exc:
@@ -118,10 +141,19 @@ def load_onnx(data: bytes, manifest: Manifest) -> nn.Module:
         ) from exc
     except Exception as exc:
         raise ModelLoadError(f"{MODEL_FILE} could not be converted to PyTorch: {exc}", field=MODEL_FILE) from exc
-    for node in module.graph.nodes:
-        if node.op in ("call_module", "get_attr") and not all(_SAFE_NAME.fullmatch(c) for c in str(node.target)):
-            raise UnsafeBundle(f"{MODEL_FILE} produced an unsafe module name {node.target!r}", field=MODEL_FILE)
+    _check_generated_names(module)
     return module
+
+
+def _check_generated_names(module: nn.Module) -> None:
+    """Belt and braces for ``_sanitise_node_names``: before anything runs ``forward``, every name torch.fx pasted
+    into generated source must be path-like."""
+    for sub in module.modules():
+        if not isinstance(sub, fx.GraphModule):
+            continue
+        for node in sub.graph.nodes:
+            if node.op in ("call_module", "get_attr") and not all(_SAFE_NAME.fullmatch(c) for c in str(node.target)):
+                raise UnsafeBundle(f"{MODEL_FILE} produced an unsafe module name {node.target!r}", field=MODEL_FILE)
 
 
 def export_onnx(module: nn.Module, manifest: Manifest) -> bytes:
@@ -141,5 +173,9 @@ def export_onnx(module: nn.Module, manifest: Manifest) -> bytes:
                 input_names=names, output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
             )
         except Exception as exc:
-            raise ModelLoadError(f"the model could not be exported to ONNX: {exc}", field=MODEL_FILE) from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ModelLoadError(
+                f"the model could not be exported to ONNX ({first}); try the torch.export or safetensors format",
+                field=MODEL_FILE,
+            ) from exc
     return buffer.getvalue()

@@ -89,7 +89,8 @@ def _check_signature(ep: torch.export.ExportedProgram, manifest: Manifest) -> No
         value = node.meta.get("val")
         if isinstance(value, torch.Tensor) and value.ndim > 0 and isinstance(value.shape[0], int):
             raise ModelLoadError(
-                f"{MODEL_FILE} has a static batch axis (size {value.shape[0]}) on input '{spec.name}'; " + _REEXPORT_HINT,
+                f"{MODEL_FILE} has a static batch axis (size {value.shape[0]}) on input '{spec.name}'; "
+                + _REEXPORT_HINT,
                 field=MODEL_FILE,
             )
 

@@ -140,7 +140,10 @@ def _check_treespec(text: object, where: str) -> None:
                 parsed = json.loads(context)
             except (TypeError, ValueError):
                 raise _unsafe(f"holds an unreadable pytree context at {where}") from None
-            if isinstance(parsed, dict) or (isinstance(parsed, list) and any(not isinstance(k, (str, int)) for k in parsed)):
+            names_objects = isinstance(parsed, dict) or (
+                isinstance(parsed, list) and any(not isinstance(k, (str, int)) for k in parsed)
+            )
+            if names_objects:
                 raise _unsafe(f"holds a pytree context that names Python objects at {where}")
         stack.extend(node.get("children_spec") or [])
 

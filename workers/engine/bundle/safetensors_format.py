@@ -32,6 +32,10 @@ def _check_header(data: bytes) -> None:
         raise BundleError(f"{MODEL_FILE} is not a safetensors file", field=MODEL_FILE)
 
 
+def _listing(keys: list[str]) -> str:
+    return ", ".join(keys[:_SHOWN]) + (", ..." if len(keys) > _SHOWN else "")
+
+
 def _mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -41,11 +45,9 @@ def _mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor])
     ]
     parts = []
     if missing:
-        parts.append(f"{len(missing)} missing ({', '.join(missing[:_SHOWN])}{', ...' if len(missing) > _SHOWN else ''})")
+        parts.append(f"{len(missing)} missing ({_listing(missing)})")
     if unexpected:
-        parts.append(
-            f"{len(unexpected)} unexpected ({', '.join(unexpected[:_SHOWN])}{', ...' if len(unexpected) > _SHOWN else ''})"
-        )
+        parts.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
     if shapes:
         parts.append("; ".join(shapes[:_SHOWN]) + ("; ..." if len(shapes) > _SHOWN else ""))
     return "; ".join(parts) or None
@@ -70,7 +72,9 @@ def load_safetensors_model(data: bytes, manifest: Manifest) -> nn.Module:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelLoadError(f"{MODEL_FILE} does not load into '{manifest.architecture}': {exc}", field=MODEL_FILE) from exc
+        raise ModelLoadError(
+            f"{MODEL_FILE} does not load into '{manifest.architecture}': {exc}", field=MODEL_FILE
+        ) from exc
     return module
 
 
