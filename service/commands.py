@@ -70,6 +70,8 @@ def spawn_worker(queues: Sequence[str], *, env: dict[str, str] | None = None,
                  log_path: str | None = None) -> subprocess.Popen:
     """Start ``celery worker`` for ``queues`` as a separate process (embedded mode, tests)."""
     cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", *worker_argv(queues)]
+    if log_path:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     return subprocess.Popen(cmd, env={**os.environ, **(env or {}), "PYTORCH_NVML_BASED_CUDA_CHECK": "1"},
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

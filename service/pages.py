@@ -7,6 +7,7 @@ import secrets
 from typing import Any, Mapping
 
 from flask import Blueprint, Response, abort, redirect, render_template_string, request, session, url_for
+from markupsafe import Markup
 from sqlalchemy import select
 
 from db.models import FINISHED_STATUSES, Audit, ModelBundle
@@ -45,7 +46,7 @@ _AUDITS = """<h1>Audits</h1><table><thead><tr><th>Audit</th><th>Model</th><th>Ve
 
 def _page(title: str, body_template: str, principal: Principal | None = None, status: int = 200,
           **context: Any) -> Response:
-    body = render_template_string(body_template, **context)
+    body = Markup(render_template_string(body_template, **context))  # already escaped by Jinja
     html = render_template_string(_LAYOUT, title=title, body=body, principal=principal)
     return Response(html, status=status, mimetype="text/html")
 
@@ -170,4 +171,4 @@ def review_flag(flag_id: int) -> Response:
         record_review(principal, flag, verdict, (request.form.get("note") or "")[:10_000])
     except QuirkScopeError as exc:
         abort(400, exc.message)
-    return redirect(url_for("report.audit_page", audit_id=flag.audit_id) + f"#flag-{flag.id}")  # type: ignore[return-value]
+    return redirect(url_for("report.audit_page", audit_id=flag.audit_id) + f"#pair-{flag.pair.rank}")  # type: ignore[return-value]

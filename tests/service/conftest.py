@@ -127,3 +127,12 @@ def db_session(app) -> Iterator[Any]:
     session = app.extensions["quirkscope_db"].sessionmaker()
     yield session
     session.close()
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The reference model (trained once per session, seed 0) as an uploadable bundle + its confusion."""
+    from workers.engine.reference.train import train_reference, write_reference
+
+    bundle, confusion = write_reference(train_reference(0), tmp_path_factory.mktemp("reference"))
+    return bundle, json.loads(confusion.read_text())
