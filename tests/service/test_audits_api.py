@@ -1,0 +1,163 @@
+"""Audit routes without workers (memory broker, nothing consumes): creation validates and ranks, status,
+listing across a model's versions, report JSON, comparison, review, cancel and delete, OpenAPI."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Audit, ClassPair, Flag, WorkItem
+from tests.service.conftest import CONFUSION, auth, bundle_bytes, upload
+
+
+@pytest.fixture
+def submitted(client, make_token):
+    token = make_token()
+    model = upload(client, token, bundle_bytes()).json
+
+    def submit(**body):
+        payload = {"model_id": model["id"], "confusion": CONFUSION, "options": {"top_k": 2, "steps": 8}, **body}
+        return client.post("/api/v1/audits", headers=auth(token), json=payload)
+
+    return token, model, submit
+
+
+def test_create_audit_returns_202_location_and_stores_ranked_pairs(client, submitted, db_session) -> None:
+    token, _, submit = submitted
+    resp = submit()
+    assert resp.status_code == 202
+    assert resp.json == {"id": resp.json["id"], "status": "queued"}
+    assert resp.headers["Location"] == f"/api/v1/audits/{resp.json['id']}"
+    pairs = db_session.scalars(select(ClassPair).order_by(ClassPair.rank)).all()
+    assert [(p.class_a, p.class_b) for p in pairs] == [("Archery", "Bowling"), ("Diving", "Cycling")]
+    assert db_session.scalar(select(WorkItem)).payload["task"] == "workers.tasks.start_audit"
+    status = client.get(resp.headers["Location"], headers=auth(token)).json
+    assert status["status"] == "queued" and status["progress"] == 0 and status["n_pairs"] == 2
+    assert status["options"]["top_k"] == 2 and status["error"] is None
+
+
+def test_invalid_matrix_is_422_naming_the_field(submitted) -> None:
+    bad = copy.deepcopy(CONFUSION)
+    bad["matrix"][3] = [1, 2]
+    resp = submitted[2](confusion=bad)
+    assert resp.status_code == 422
+    assert resp.json["error"]["code"] == "invalid_confusion_matrix"
+    assert resp.json["error"]["field"].startswith("confusion.matrix[3]")
+
+
+def test_unknown_option_and_bad_pair_are_422(submitted) -> None:
+    resp = submitted[2](options={"top_kk": 3})
+    assert resp.status_code == 422 and resp.json["error"]["field"] == "options.top_kk"
+    resp = submitted[2](options={"pairs": "Archery:Nope"})
+    assert resp.status_code == 422 and resp.json["error"]["field"] == "options.pairs[0]"
+
+
+def test_schema_violations_use_the_error_shape(client, submitted) -> None:
+    resp = client.post("/api/v1/audits", headers=auth(submitted[0]), json={"confusion": {}})
+    assert resp.status_code == 422
+    assert resp.json["error"]["code"] == "invalid_input" and resp.json["error"]["field"] == "model_id"
+
+
+def test_audits_of_a_model_name_are_listed_across_versions(client, submitted) -> None:
+    token, _, submit = submitted
+    first = submit().json["id"]
+    v2 = upload(client, token, bundle_bytes(version="2.0")).json
+    second = client.post("/api/v1/audits", headers=auth(token),
+                         json={"model_id": v2["id"], "confusion": CONFUSION}).json["id"]
+    other = upload(client, token, bundle_bytes(name="other")).json
+    client.post("/api/v1/audits", headers=auth(token), json={"model_id": other["id"], "confusion": CONFUSION})
+    listed = client.get("/api/v1/audits?model=tiny-twostream", headers=auth(token)).json["audits"]
+    assert [(a["id"], a["model"]["version"]) for a in listed] == [(second, "2.0"), (first, "1.0")]
+
+
+def _finish_with_flag(db_session, audit_id: int, code: str) -> int:
+    audit = db_session.get(Audit, audit_id)
+    audit.status, audit.stage, audit.progress = "done", "finished", 1.0
+    flag = Flag(pair_id=audit.pairs[0].id, audit_id=audit_id, code=code, stream="appearance", severity="high",
+                peak_xy=[0.8, 0.2], message="look here")
+    db_session.add(flag)
+    db_session.commit()
+    return flag.id
+
+
+def test_pairs_report_review_and_compare(client, submitted, db_session) -> None:
+    token, _, submit = submitted
+    old, new = submit().json["id"], submit().json["id"]
+    _finish_with_flag(db_session, old, "SHARED_EVIDENCE")
+    flag_id = _finish_with_flag(db_session, new, "LOCALIZED_CUE")
+    report = client.get(f"/api/v1/audits/{new}/pairs", headers=auth(token)).json
+    assert report["audit"]["id"] == new and report["audit"]["streams"][0]["name"] == "appearance"
+    first = report["pairs"][0]
+    assert (first["a"], first["b"], first["rank"]) == ("Archery", "Bowling", 1)
+    assert first["confusion"]["counts"] == [30, 20] and first["flags"][0]["code"] == "LOCALIZED_CUE"
+    assert client.get(f"/api/v1/audits/{new}/pairs/2", headers=auth(token)).json["a"] == "Diving"
+    assert client.get(f"/api/v1/audits/{new}/pairs/9", headers=auth(token)).status_code == 404
+
+    review = client.post(f"/api/v1/flags/{flag_id}/review", headers=auth(token),
+                         json={"verdict": "dismissed", "note": "a real cue of the action"})
+    assert review.status_code == 200 and review.json["verdict"] == "dismissed"
+    assert client.post(f"/api/v1/flags/{flag_id}/review", headers=auth(token),
+                       json={"verdict": "maybe"}).status_code == 422
+    again = client.get(f"/api/v1/audits/{new}/pairs", headers=auth(token)).json
+    assert again["pairs"][0]["flags"][0]["review"]["note"] == "a real cue of the action"
+
+    cmp = client.get(f"/api/v1/audits/{new}/compare/{old}", headers=auth(token)).json
+    assert [f["code"] for f in cmp["flags"]["new"]] == ["LOCALIZED_CUE"]
+    assert [f["code"] for f in cmp["flags"]["gone"]] == ["SHARED_EVIDENCE"]
+    assert len(cmp["pairs"]["persisting"]) == 2 and cmp["pairs"]["new"] == []
+
+
+def test_delete_cancels_a_queued_audit_then_deletes_it(client, submitted, db_session, app) -> None:
+    token, _, submit = submitted
+    audit_id = submit().json["id"]
+    store = app.extensions["quirkscope_artifacts"]
+    store.put_bytes(f"audits/{audit_id}/clips/x.gif", b"GIF89a")
+    assert client.get(f"/api/v1/audits/{audit_id}/artifacts/clips/x.gif", headers=auth(token)).data == b"GIF89a"
+    assert client.get(f"/api/v1/audits/{audit_id}/artifacts/../secret", headers=auth(token)).status_code == 404
+    resp = client.delete(f"/api/v1/audits/{audit_id}", headers=auth(token))
+    assert resp.status_code == 202 and resp.json["status"] == "cancelled"
+    assert db_session.scalar(select(WorkItem.status)) == "cancelled"
+    assert client.delete(f"/api/v1/audits/{audit_id}", headers=auth(token)).status_code == 204
+    assert client.get(f"/api/v1/audits/{audit_id}", headers=auth(token)).status_code == 404
+    assert not store.exists(f"audits/{audit_id}/clips/x.gif")
+
+
+def test_openapi_document_is_built_from_the_request_schemas(client) -> None:
+    doc = client.get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.1")
+    for path in ("/api/v1/models", "/api/v1/audits", "/api/v1/audits/{audit_id}/pairs",
+                 "/api/v1/audits/{audit_id}/compare/{other_id}", "/api/v1/flags/{flag_id}/review",
+                 "/api/v1/health", "/api/v1/ready"):
+        assert path in doc["paths"], path
+    schemas = doc["components"]["schemas"]
+    assert {"AuditCreate", "ReviewBody"} <= set(schemas)
+    assert schemas["ReviewBody"]["properties"]["verdict"]["enum"] == ["confirmed", "dismissed", "needs-data"]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_health_is_public_and_ready_checks_its_dependencies(client) -> None:
+    assert client.get("/api/v1/health").json == {"status": "ok"}
+    ready = client.get("/api/v1/ready")
+    assert ready.status_code == 200 and set(ready.json["checks"]) == {"database", "broker", "artifacts"}
+
+
+def test_web_process_serves_requests_without_importing_torch(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from db.migrate import upgrade\n"
+        "from service.app import create_app\n"
+        "from service.settings import load_settings\n"
+        f"s = load_settings(env={{}}, home={str(tmp_path)!r}, broker_url='memory://', result_backend='cache+memory://')\n"
+        "upgrade(s.database_url)\n"
+        "c = create_app(settings=s).test_client()\n"
+        "assert c.get('/api/v1/health').status_code == 200\n"
+        "assert c.get('/api/v1/openapi.json').status_code == 200\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert out.stdout.strip() == "False"
