@@ -1,0 +1,24 @@
+"""gunicorn settings of the API process: `gunicorn -c deploy/gunicorn.conf.py "service.app:create_app()"`.
+The web process never imports torch, so preloading the app before forking is safe; the SQLAlchemy pool
+is created lazily per worker (post_fork disposes anything inherited)."""
+import multiprocessing
+import os
+
+bind = os.environ.get("QUIRKSCOPE_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("QUIRKSCOPE_WEB_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+threads = int(os.environ.get("QUIRKSCOPE_WEB_THREADS", 4))
+worker_class = "gthread"
+timeout = 120  # bundle uploads can be large
+graceful_timeout = 30
+keepalive = 5
+preload_app = True
+accesslog = "-"
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
+    app = getattr(server, "app", None)
+    wsgi = getattr(app, "callable", None)
+    if wsgi is not None and "quirkscope_db" in getattr(wsgi, "extensions", {}):
+        wsgi.extensions["quirkscope_db"].dispose_after_fork()
