@@ -141,10 +141,14 @@ def serve(embedded: bool = False, host: str = "127.0.0.1", port: int = 8000) -> 
             workers.append(spawn_worker([queue], log_path=str(logs / f"worker-{queue}.log")))
         threading.Thread(target=run_reaper, args=(stop, app), name="reaper", daemon=True).start()
         log.info("embedded mode: home %s, workers %s", settings.home, [w.pid for w in workers])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the workers too (the finally below)
     try:
         run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
     finally:
         stop.set()
+        for proc in workers:  # warm shutdown of all at once, then wait for each
+            if proc.poll() is None:
+                proc.terminate()
         for proc in workers:
             stop_process(proc)
 
