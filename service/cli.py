@@ -161,6 +161,61 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.commands import serve
+
+    serve(embedded=args.embedded, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service.commands import run_worker
+
+    run_worker(args.queues, concurrency=args.concurrency, pool=args.pool, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from service.commands import create_token
+
+    token = create_token(args.project, args.scopes)
+    print(f"new token for project {args.project} (scopes {','.join(args.scopes)}), shown once: {token}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from service.commands import migrate
+
+    migrate()
+    print("database at the newest schema")
+    return 0
+
+
+def cmd_reaper(args: argparse.Namespace) -> int:
+    from service.commands import reap_once, run_reaper
+
+    if args.once:
+        print(json.dumps(reap_once()))
+    else:
+        run_reaper()
+    return 0
+
+
+def _scopes(text: str) -> list[str]:
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    bad = sorted(set(scopes) - {"submit", "read", "review"})
+    if bad or not scopes:
+        raise argparse.ArgumentTypeError(f"scopes are submit, read and review; got {text!r}")
+    return scopes
+
+
+def _queues(text: str) -> list[str]:
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    if not queues or set(queues) - {"gpu", "cpu"}:
+        raise argparse.ArgumentTypeError(f"queues are gpu and cpu; got {text!r}")
+    return queues
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quirkscope", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -213,6 +268,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--format", choices=("onnx", "safetensors", "torch.export"), default="onnx")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve the API and pages (--embedded: plus workers on SQLite, no Redis)")
+    p.add_argument("--embedded", action="store_true")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_positive, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a Celery worker for the gpu and/or cpu queue")
+    p.add_argument("-Q", "--queues", type=_queues, default=["gpu", "cpu"])
+    p.add_argument("-c", "--concurrency", type=_positive, default=1)
+    p.add_argument("-P", "--pool", default="prefork")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("token", help="API tokens")
+    token_sub = p.add_subparsers(dest="token_command", required=True)
+    t = token_sub.add_parser("create", help="create a token; prints it once (last word of the output)")
+    t.add_argument("--project", required=True)
+    t.add_argument("--scopes", type=_scopes, default=["submit", "read", "review"])
+    t.set_defaults(func=cmd_token_create)
+
+    p = sub.add_parser("migrate", help="upgrade the database to the newest schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("reaper", help="re-enqueue work whose worker died (--once: one pass)")
+    p.add_argument("--once", action="store_true")
+    p.set_defaults(func=cmd_reaper)
     return parser
 
 
