@@ -5,12 +5,14 @@ benchmark (tests/benchmarks/planted_quirks.py), where the planted pairs must be 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.engine.analysis import PairScores
 from workers.engine.manifest import InputSpec
+
+if TYPE_CHECKING:  # the web process validates FlagThresholds without importing torch
+    from workers.engine.analysis import PairScores
 
 
 class FlagThresholds(BaseModel):
@@ -48,7 +50,7 @@ def _where(xy: tuple[float, float]) -> str:
     return f"the {place} of the frame (x={x:.2f}, y={y:.2f})"
 
 
-def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
+def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
     """Flags of one pair, most specific first."""
     th = th or FlagThresholds()
     flags: list[Flag] = []
