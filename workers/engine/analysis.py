@@ -78,47 +78,95 @@ def static_version(inputs: SampleSet, specs: Sequence[InputSpec]) -> SampleSet:
     return out
 
 
-def peak_swap_drop(model: nn.Module, specs: Sequence[InputSpec], own: SampleSet, partner_mean: dict[str, np.ndarray],
-                   stream: str, box: tuple[int, int, int, int], target: int, other: int, *,
-                   device: torch.device | str = "cpu") -> np.ndarray:
-    """(S,) share of each sample's margin logit[target] - logit[other] lost when the region ``box`` = (y0, y1, x0,
-    x1) of ``stream`` is replaced by the partner class's mean visualisation there: how much of what tells the two
-    classes apart sits in that region."""
-    swapped = {k: v.copy() for k, v in own.items()}
-    y0, y1, x0, x1 = box
-    swapped[stream][..., y0:y1, x0:x1] = partner_mean[stream][None, ..., y0:y1, x0:x1]
+def swap_drops(model: nn.Module, specs: Sequence[InputSpec], own: SampleSet, partner_mean: dict[str, np.ndarray],
+               stream: str, boxes: Sequence[tuple[int, int, int, int] | None], target: int, other: int, *,
+               device: torch.device | str = "cpu") -> np.ndarray:
+    """(len(boxes), S): share of each sample's margin logit[target] - logit[other] lost when the region
+    box = (y0, y1, x0, x1) of ``stream`` (the whole stream for None) is replaced by the partner class's mean
+    visualisation there: how much of what tells the two classes apart sits in that region."""
+    n = len(own[stream])
     full = evaluate(model, specs, own, device=device).logits
-    cut = evaluate(model, specs, swapped, device=device).logits
     margin = full[:, target] - full[:, other]
-    return (margin - (cut[:, target] - cut[:, other])) / np.maximum(np.abs(margin), 1e-6)
+    batch = {k: np.concatenate([v] * len(boxes)) for k, v in own.items()}
+    for i, box in enumerate(boxes):
+        rows = batch[stream][i * n:(i + 1) * n]
+        if box is None:
+            rows[...] = partner_mean[stream][None]
+        else:
+            y0, y1, x0, x1 = box
+            rows[..., y0:y1, x0:x1] = partner_mean[stream][None, ..., y0:y1, x0:x1]
+    cut = evaluate(model, specs, batch, device=device, batch=256).logits
+    cut_margin = (cut[:, target] - cut[:, other]).reshape(len(boxes), n)
+    return (margin[None] - cut_margin) / np.maximum(np.abs(margin[None]), 1e-6)
 
 
-def window_around(xy: tuple[float, float], height: int, width: int, fraction: float = 0.2) -> tuple[int, int, int, int]:
-    """A square box of side ``fraction`` of the shorter side (at least 2 px) centred on normalised ``xy``."""
+def scan_windows(height: int, width: int, fraction: float = 0.2) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Square windows of side ``fraction`` of the shorter side (at least 2 px), at a stride of half a side, that
+    tile the frame; returns (boxes (y0, y1, x0, x1), side)."""
     side = max(2, int(round(fraction * min(height, width))))
-    cy, cx = int(xy[1] * height), int(xy[0] * width)
-    y0 = min(max(cy - side // 2, 0), height - side)
-    x0 = min(max(cx - side // 2, 0), width - side)
-    return (y0, y0 + side, x0, x0 + side)
+    stride = max(1, side // 2)
+    ys = sorted(set(list(range(0, height - side + 1, stride)) + [height - side]))
+    xs = sorted(set(list(range(0, width - side + 1, stride)) + [width - side]))
+    return [(y, y + side, x, x + side) for y in ys for x in xs], side
+
+
+@dataclass
+class Localisation:
+    """Occlusion scan of one stream for one pair: how much of the pair's separation each window holds."""
+
+    whole_stream_drop: float     # share of the margin lost when the whole stream is swapped for the partner's
+    peak_drop: float             # the same for the strongest window
+    peak_share: float            # peak_drop / whole_stream_drop: the stream's separation held by that window
+    peak_separation: float       # peak_drop / best window that does not overlap it: how much the peak stands out
+    peak_xy: tuple[float, float] # normalised centre of the strongest window
+    window_drops: np.ndarray = field(repr=False)   # (len(boxes),) mean drop per window
+
+
+def localise(model: nn.Module, specs: Sequence[InputSpec], spec: InputSpec, vis_a: SampleSet, vis_b: SampleSet,
+             mean_a: dict[str, np.ndarray], mean_b: dict[str, np.ndarray], ia: int, ib: int, *,
+             device: torch.device | str = "cpu") -> Localisation:
+    """Swap windows of ``spec``'s stream between the classes (both directions) and find where the separation sits."""
+    boxes, side = scan_windows(spec.height, spec.width)
+    drops = np.concatenate([
+        swap_drops(model, specs, vis_a, mean_b, spec.name, [None, *boxes], ia, ib, device=device),
+        swap_drops(model, specs, vis_b, mean_a, spec.name, [None, *boxes], ib, ia, device=device)], axis=1)
+    drops = np.clip(drops, -1.0, 1.0).mean(axis=1)
+    whole, per_window = float(drops[0]), drops[1:]
+    k = int(np.argmax(per_window))
+    y0, _, x0, _ = boxes[k]
+    far = [v for (y, _, x, _), v in zip(boxes, per_window) if abs(y - y0) >= side or abs(x - x0) >= side]
+    second = max(far) if far else 0.0
+    peak = float(per_window[k])
+    return Localisation(
+        whole_stream_drop=whole, peak_drop=peak,
+        peak_share=peak / whole if whole > 1e-6 else 0.0,
+        peak_separation=peak / second if second > 1e-6 else float("inf") if peak > 0 else 0.0,
+        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height), window_drops=per_window)
 
 
 @dataclass
 class StreamScores:
     feature_similarity: float          # cosine of mean penultimate features (this stream alone), centred on neutral
     separation_margin: float           # mean logit margin of each class over the other, this stream alone
-    separation_share: float            # this stream's share of the positive stream-alone margins
+    separation_share: float            # this stream's share of the whole-stream swap drops of all streams
     difference_concentration: float    # energy share of the top 5% pixels of the consistent difference map
-    peak_swap_drop: float              # share of the pair's margin lost when the peak region is swapped
-    peak_xy: tuple[float, float]
-    peak_t: float                      # the t value at the peak (consistency of the difference there)
-    peak_favours: str                  # which class's evidence is stronger at the peak
+    difference_peak_xy: tuple[float, float]   # peak of the consistent difference map
+    localisation: Localisation         # occlusion scan: where the separation sits
+    peak_favours: str                  # which class's evidence is stronger at the localisation peak
     difference_map: np.ndarray = field(repr=False)
 
+    @property
+    def peak_xy(self) -> tuple[float, float]:
+        return self.localisation.peak_xy
+
     def to_json(self) -> dict:
+        loc = self.localisation
         return {"feature_similarity": self.feature_similarity, "separation_margin": self.separation_margin,
                 "separation_share": self.separation_share, "difference_concentration": self.difference_concentration,
-                "peak_swap_drop": self.peak_swap_drop,
-                "peak_xy": list(self.peak_xy), "peak_t": self.peak_t, "peak_favours": self.peak_favours}
+                "difference_peak_xy": list(self.difference_peak_xy), "whole_stream_drop": loc.whole_stream_drop,
+                "peak_drop": loc.peak_drop, "peak_share": loc.peak_share,
+                "peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
+                "peak_xy": list(loc.peak_xy), "peak_favours": self.peak_favours}
 
 
 @dataclass
@@ -199,26 +247,25 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
             reliance[a][name] = reliance[b][name] = 1.0
     mean_a = {k: v.mean(axis=0) for k, v in vis_a.items()}
     mean_b = {k: v.mean(axis=0) for k, v in vis_b.items()}
-    positive = sum(max(m, 0.0) for m in margins.values())
+    located = {spec.name: localise(model, specs, spec, vis_a, vis_b, mean_a, mean_b, ia, ib, device=device)
+               for spec in specs}
+    total_drop = sum(max(loc.whole_stream_drop, 0.0) for loc in located.values())
     for spec in specs:
         name = spec.name
         ea, eb = only[name]
+        loc = located[name]
         tmap, signed = scores.consistent_difference_map(vis_a[name], vis_b[name], spec.modality)
-        px, py = scores.peak_xy(tmap)
-        y = min(int(py * tmap.shape[0]), tmap.shape[0] - 1)
-        x = min(int(px * tmap.shape[1]), tmap.shape[1] - 1)
-        box = window_around((px, py), spec.height, spec.width)
-        drop = np.concatenate([
-            peak_swap_drop(model, specs, vis_a, mean_b, name, box, ia, ib, device=device),
-            peak_swap_drop(model, specs, vis_b, mean_a, name, box, ib, ia, device=device)])
+        y = min(int(loc.peak_xy[1] * tmap.shape[0]), tmap.shape[0] - 1)
+        x = min(int(loc.peak_xy[0] * tmap.shape[1]), tmap.shape[1] - 1)
         per_stream[name] = StreamScores(
             feature_similarity=scores.cosine_similarity(ea.features.mean(0) - base_feat, eb.features.mean(0) - base_feat),
             separation_margin=margins[name],
-            separation_share=max(margins[name], 0.0) / positive if positive > 0 else 0.0,
+            separation_share=max(loc.whole_stream_drop, 0.0) / total_drop if total_drop > 0 else 0.0,
             difference_concentration=scores.energy_concentration(tmap),
-            peak_swap_drop=float(np.clip(drop, -1.0, 1.0).mean()),
-            peak_xy=(px, py), peak_t=float(scores.box_blur(tmap, 1)[y, x]),
-            peak_favours=a if float(np.abs(signed[:, y, x]).sum() and signed[:, y, x].sum()) >= 0 else b,
+            difference_peak_xy=scores.peak_xy(tmap),
+            localisation=loc,
+            peak_favours=a if float(np.abs(vis_a[name][..., y, x]).mean()) >= float(np.abs(vis_b[name][..., y, x]).mean())
+            else b,
             difference_map=tmap,
         )
     motion = {}

@@ -107,12 +107,12 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
              on_step: Callable[[int], None] | None = None) -> OptimisationResult:
     """Maximise ``unit`` minus ``penalty`` for ``len(seeds)`` rows; ``init`` (unit space) overrides the noise start.
 
-    The data term's gradient is normalised per row and per stream to a mean magnitude of 1 per input element
+    The data term's gradient is normalised per row to a mean magnitude of 1 per input element over all streams
     (DeepDream-style gradient normalisation), and each penalty (a mean over elements) enters with its per-element
     derivative. The balance between a unit and its regularisers then no longer depends on the model's logit scale,
     which differs by orders of magnitude between models and grows during the ascent, so the same weights carry over
-    between models; and a stream the unit is less sensitive to (often appearance next to motion) is still rendered
-    with the same vigour instead of staying at its noise start."""
+    between models. The normalisation is shared by the streams, so their relative sensitivity is kept (normalising
+    each stream on its own was tried and did not change what the reference model's visualisations show)."""
     dev = resolve_device(device)
     bf16 = uses_bf16(config, dev)
     channels_last = config.channels_last and dev.type == "cuda"
@@ -140,9 +140,10 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
                 grads = torch.autograd.grad(value.sum(), [params[k] for k in names])
                 pen = penalty(ObjectiveContext(inputs=params, logits=logits, activations=acts))
                 pen_grads = torch.autograd.grad(pen.sum(), [params[k] for k in names], allow_unused=True)
+                gain = sum(g.abs().flatten(1).sum(1) for g in grads) / sum(sizes.values())  # (N,) mean |dunit/du|
+                inv_gain = (1.0 / gain.clamp_min(1e-12)).view(n, 1, 1, 1, 1)
                 for k, g, pg in zip(names, grads, pen_grads):
-                    gain = g.abs().flatten(1).mean(1).clamp_min(1e-12).view(n, 1, 1, 1, 1)  # mean |dunit/du| per row
-                    ascent = g / gain - (pg * sizes[k] if pg is not None else 0.0)
+                    ascent = g * inv_gain - (pg * sizes[k] if pg is not None else 0.0)
                     params[k].grad = -ascent
                 opt.step()
                 if step % config.record_every == 0 or step == config.steps - 1:
