@@ -1,0 +1,56 @@
+"""A whole local audit of the reference model (seed 0) finds the planted quirks (issue 3; more seeds in
+tests/benchmarks/planted_quirks.py)."""
+import pytest
+
+from service.confusion import parse_confusion
+from workers.audit.options import AuditOptions
+from workers.audit.pipeline import run_local_audit
+from workers.engine.bundle import LoadedModel
+from workers.engine.reference import data
+
+
+@pytest.fixture(scope="module")
+def report(reference, tmp_path_factory):
+    model = LoadedModel(module=reference.model, manifest=reference.manifest, sha256="seed0")
+    confusion = parse_confusion(reference.confusion, reference.manifest.classes)
+    options = AuditOptions(top_k=3, pairs=[("BarSweepLeft", "CrossDropDown")], seeds=3, steps=128)
+    return run_local_audit(model, confusion, options, tmp_path_factory.mktemp("audit"), device="cpu")
+
+
+def _pair(report, a, b):
+    return next(p for p in report["pairs"] if {p["a"], p["b"]} == {a, b})
+
+
+def test_both_planted_pairs_rank_in_the_top_3(report):
+    for planted in data.PLANTED:
+        assert _pair(report, planted.class_name, planted.partner)["rank"] <= 3
+
+
+def test_planted_watermark_is_flagged_on_appearance_inside_the_region(report):
+    pair = _pair(report, data.WATERMARK.class_name, data.WATERMARK.partner)
+    flags = [f for f in pair["flags"] if f["code"] == "LOCALIZED_CUE" and f["stream"] == "appearance"]
+    assert flags, pair["flags"]
+    assert data.WATERMARK.contains(tuple(flags[0]["peak_xy"]))
+
+
+def test_planted_flicker_is_flagged_on_motion_inside_the_region(report):
+    pair = _pair(report, data.FLICKER.class_name, data.FLICKER.partner)
+    flags = [f for f in pair["flags"] if f["code"] == "LOCALIZED_CUE" and f["stream"] == "motion"]
+    assert flags, pair["flags"]
+    assert data.FLICKER.contains(tuple(flags[0]["peak_xy"]))
+
+
+def test_clean_explicit_pair_gets_no_localized_cue(report):
+    pair = _pair(report, "BarSweepLeft", "CrossDropDown")
+    assert pair["explicit"]
+    assert not [f for f in pair["flags"] if f["code"] == "LOCALIZED_CUE"], pair["flags"]
+
+
+def test_report_has_artifacts_for_every_class_stream_and_level(report):
+    pair = report["pairs"][0]
+    for cls in (pair["a"], pair["b"]):
+        for stream in ("appearance", "motion"):
+            levels = pair["artifacts"]["clips"][cls][stream]
+            assert [e["level"] for e in levels] == [0, 1, 2]
+            assert all(e["gif"].endswith(".gif") and e["mp4"].endswith(".mp4") for e in levels)
+    assert set(pair["artifacts"]["difference"]) == {"appearance", "motion"}
