@@ -46,6 +46,12 @@ def test_clean_explicit_pair_gets_no_localized_cue(report):
     assert not [f for f in pair["flags"] if f["code"] == "LOCALIZED_CUE"], pair["flags"]
 
 
+def test_report_is_plain_json(report):
+    import json
+
+    assert json.loads(json.dumps(report, allow_nan=False))["pairs"]
+
+
 def test_report_has_artifacts_for_every_class_stream_and_level(report):
     pair = report["pairs"][0]
     for cls in (pair["a"], pair["b"]):

@@ -135,12 +135,12 @@ def localise(model: nn.Module, specs: Sequence[InputSpec], spec: InputSpec, vis_
     k = int(np.argmax(per_window))
     y0, _, x0, _ = boxes[k]
     far = [v for (y, _, x, _), v in zip(boxes, per_window) if abs(y - y0) >= side or abs(x - x0) >= side]
-    second = max(far) if far else 0.0
+    second = float(max(far)) if far else 0.0
     peak = float(per_window[k])
     return Localisation(
         whole_stream_drop=whole, peak_drop=peak,
         peak_share=peak / whole if whole > 1e-6 else 0.0,
-        peak_separation=peak / second if second > 1e-6 else float("inf") if peak > 0 else 0.0,
+        peak_separation=float(peak / second) if second > 1e-6 else float("inf") if peak > 0 else 0.0,
         peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height), window_drops=per_window)
 
 
@@ -181,14 +181,25 @@ class PairScores:
     overall_feature_similarity: float
 
     def to_json(self) -> dict:
-        return {
+        """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
+        return _plain({
             "cross_activation": self.cross_activation,
             "feature_similarity": self.overall_feature_similarity,
             **{name: s.to_json() for name, s in self.streams.items()},
             "stream_reliance": self.stream_reliance,
             "motion_reliance": self.motion_reliance,
             "speed_invariance": self.speed_invariance,
-        }
+        })
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _logit_ratio(logits: np.ndarray, target: int, other: int) -> float:
