@@ -10,7 +10,10 @@ from workers.engine.config import VisualizationConfig
 from workers.engine.visualize import UnitRequest, visualize
 
 CASES = [("torchvision.r3d_18", [3, 4, 32, 32]), ("torchvision.r2plus1d_18", [3, 4, 32, 32]),
-         ("torchvision.mc3_18", [3, 4, 32, 32])]
+         ("torchvision.mc3_18", [3, 4, 32, 32]),
+         pytest.param("torchvision.swin3d_t", [3, 4, 32, 32], marks=pytest.mark.slow),
+         pytest.param("torchvision.s3d", [3, 16, 224, 224], marks=pytest.mark.slow),
+         pytest.param("torchvision.mvit_v1_b", [3, 16, 224, 224], marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("arch,shape", CASES)
