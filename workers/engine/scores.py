@@ -91,12 +91,3 @@ def speed_invariance(levels: list[np.ndarray], modality: str = "rgb") -> float:
     sims = [cosine_similarity(means[i], means[j]) for i in range(len(means)) for j in range(i + 1, len(means))]
     return float(np.mean(sims))
 
-
-def consistency_map(samples: np.ndarray, *, floor: float = 0.05) -> np.ndarray:
-    """t-like map of per-sample maps (S, H, W) -> (H, W): mean / (standard error), the standard error floored at
-    ``floor`` times the samples' overall standard deviation. A value present in one seed only scores low; one
-    present in every seed scores high. With S = 1 the floor alone scales the map."""
-    mean = samples.mean(axis=0)
-    se = samples.std(axis=0, ddof=1) / np.sqrt(len(samples)) if len(samples) > 1 else np.zeros_like(mean)
-    scale = float(samples.std()) + EPS
-    return mean / np.maximum(se, floor * scale)
