@@ -130,11 +130,10 @@ def render_pair_artifacts(manifest: Manifest, result: PairResult, visualizations
                           out_dir: Path) -> dict[str, dict[str, str]]:
     """Difference map (npy + png over class a's first frame) per stream; paths relative to ``out_dir``."""
     out = {}
-    first = {s.name: next(v for v in sorted(visualizations, key=lambda v: v.key) if v.key.class_name == result.pair.a)
-             for s in manifest.inputs}
+    first = min((v for v in visualizations if v.key.class_name == result.pair.a), key=lambda v: v.key)
     for spec in manifest.inputs:
         st = result.scores.streams[spec.name]
-        background = render.display_frames(first[spec.name].tensors[spec.name], spec)[0]
+        background = render.display_frames(first.tensors[spec.name], spec)[0]
         files = render.render_difference_map(st.difference_map, out_dir / "pairs",
                                              f"{result.pair.a}__{result.pair.b}__{spec.name}",
                                              background=background, peak_xy=st.peak_xy)
