@@ -114,8 +114,9 @@ def print_summary(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{report['audit']['model']['name']} {report['audit']['model']['version']}: audited pairs")
-    for col in ("rank", "a", "b", "a as b", "b as a", "flags"):
+    for col in ("rank", "a", "b", "a as b", "b as a"):
         table.add_column(col)
+    table.add_column("flags", overflow="fold")
     for p in report["pairs"]:
         flags = ", ".join(f"{f['code']}" + (f"[{f['stream']}]" if f["stream"] else "") for f in p["flags"]) or "-"
         table.add_row(str(p["rank"]), p["a"], p["b"], f"{p['confusion']['a_as_b']:.0%}",
