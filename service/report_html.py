@@ -49,7 +49,15 @@ KNOWN_STREAM_SCORES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("separation_margin",), "separation margin", "How far apart the model keeps a's and b's visualisations."),
     (("difference_concentration",), "diff. concentration",
      "Share of the consistent a-b difference in the top 5% of pixels."),
-    (("peak_xy",), "diff. peak (x, y)", "Normalised position of the strongest consistent difference."),
+    (("difference_peak_xy",), "diff. peak (x, y)", "Normalised position of the strongest consistent difference."),
+    (("separation_share",), "stream's share", "This stream's share of the pair's separation (whole-stream swaps)."),
+    (("whole_stream_drop",), "whole-stream swap",
+     "Share of the a-b margin lost when this stream is swapped for the other class's whole."),
+    (("peak_xy",), "cue window (x, y)",
+     "Centre of the window that holds the most of this stream's separation (occlusion scan)."),
+    (("peak_share",), "cue window share", "Share of this stream's separation held by that window."),
+    (("peak_separation",), "cue window stands out",
+     "That window's share divided by the best window that does not overlap it."),
 )
 # Per-class scores ({class: {stream: value}}) shown under each class's clips.
 KNOWN_CLASS_SCORES: tuple[tuple[str, str, str], ...] = (
@@ -329,7 +337,7 @@ def _stream_scores(stream_scores: Mapping[str, Any]) -> list[dict[str, str]]:
         if value is None:
             continue
         shown.add(path)
-        text = _fmt_xy(value) if path == ("peak_xy",) else _fmt(value) if _is_number(value) else None
+        text = _fmt_xy(value) if path[-1].endswith("_xy") else _fmt(value) if _is_number(value) else None
         if text is not None:
             rows.append({"label": label, "value": text, "help": help_text})
     for row in _numeric_rows(stream_scores, ()):
