@@ -54,7 +54,7 @@ def _load_model(path: Path):
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from workers.audit.options import AuditOptions
+    from workers.audit.options import parse_audit_options
     from workers.audit.pipeline import ObjectiveKey, render_class_artifacts, visualise
 
     model = _load_model(args.model)
@@ -62,7 +62,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown class(es) {', '.join(unknown)}; the model has {', '.join(model.manifest.classes)}",
                          field="classes")
-    options = AuditOptions(levels=args.levels, seeds=args.seeds, steps=args.steps)
+    options = parse_audit_options({"levels": args.levels, "seeds": args.seeds, "steps": args.steps})
     keys = [ObjectiveKey(c, level, seed) for c in args.classes for level in range(args.levels)
             for seed in range(args.seeds)]
     t0 = time.perf_counter()
@@ -81,10 +81,11 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _audit_options(args: argparse.Namespace):
-    from workers.audit.options import AuditOptions
+    from workers.audit.options import parse_audit_options
 
-    return AuditOptions(top_k=args.top_k, min_support=args.min_support, min_rate=args.min_rate,
-                        pairs=args.pairs or [], levels=args.levels, seeds=args.seeds, steps=args.steps)
+    return parse_audit_options({"top_k": args.top_k, "min_support": args.min_support, "min_rate": args.min_rate,
+                                "pairs": args.pairs or [], "levels": args.levels, "seeds": args.seeds,
+                                "steps": args.steps})
 
 
 def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_dir: Path | None,
@@ -136,14 +137,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workers.audit.options import AuditOptions
+    from workers.audit.options import parse_audit_options
     from workers.engine.reference.train import train_reference, write_reference
 
     t0 = time.perf_counter()
     trained = train_reference(args.seed)
     bundle, confusion = write_reference(trained, args.out / "model")
     print(f"trained the reference model in {trained.seconds:.1f}s (clean test accuracy {trained.test_accuracy:.1%})")
-    options = AuditOptions(top_k=args.top_k, steps=args.steps)
+    options = parse_audit_options({"top_k": args.top_k, "steps": args.steps})
     report = run_audit_to_disk(bundle, confusion, options, args.out / "report", args.out / "report.json", args.device)
     print_summary(report)
     print(f"report: {args.out / 'report' / 'index.html'}  (demo took {time.perf_counter() - t0:.0f}s)")
@@ -307,19 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except QuirkScopeError as exc:
-        where = f" [{exc.field}]" if exc.field else ""
+        where = f" [{exc.field}]" if exc.field and not exc.message.startswith(f"{exc.field}:") else ""
         print(f"quirkscope: error{where}: {exc.message}", file=sys.stderr)
         return 2
-    except Exception as exc:  # pydantic validation of options
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            print(f"quirkscope: error [options.{field}]: {first['msg']}", file=sys.stderr)
-            return 2
-        raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Response, send_file, url_for
 from flask_openapi3 import Tag
-from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem, utcnow
@@ -22,7 +21,7 @@ from service.auth import current_principal
 from service.confusion import parse_confusion
 from service.errors_http import NotFound, ServiceUnavailable
 from service.extensions import artifact_store, db, settings
-from service.ranking import parse_pairs_option, select_audit_pairs
+from service.ranking import select_audit_pairs
 from workers.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -35,30 +34,6 @@ def get_audit(project_id: int, audit_id: int, field: str = "audit_id") -> Audit:
     if row is None or row.project_id != project_id:
         raise NotFound(f"no audit {audit_id} in this project", field=field)
     return row
-
-
-def validate_options(raw: dict[str, Any]) -> dict[str, Any]:
-    """Validate the options with the pipeline's ``AuditOptions``; errors name ``options.<field>``."""
-    from workers.audit.options import AuditOptions
-
-    try:
-        options = AuditOptions.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"options.{loc}: {first['msg'].removeprefix('Value error, ')}",
-                           field=f"options.{loc}" if loc else "options") from exc
-    return options.model_dump(mode="json")
-
-
-def _explicit_pairs(value: Any) -> list[tuple[str, str]]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return parse_pairs_option(value)
-    if isinstance(value, list):
-        return [parse_pairs_option(p)[0] if isinstance(p, str) else tuple(p) for p in value]  # type: ignore[misc]
-    raise InvalidInput("pairs must be 'a:b,c:d' or a list of [a, b] pairs", field="options.pairs")
 
 
 def enqueue_start(audit_id: int) -> None:
@@ -75,20 +50,21 @@ def create_audit(body: AuditCreate):
     principal = current_principal("submit")
     session = db.session
     model = get_model(principal.project_id, body.model_id)
-    options = validate_options(body.options)
+    from workers.audit.options import parse_audit_options
+
+    options = parse_audit_options(body.options)
     confusion = body.confusion.get("csv") if set(body.confusion) == {"csv"} else body.confusion
     cm = parse_confusion(confusion, model.classes, max_classes=settings().max_classes)
-    top_k = int(options.get("top_k", 10))
-    if top_k > settings().max_top_k:
+    if options.top_k > settings().max_top_k:
         raise InvalidInput(f"top_k may be at most {settings().max_top_k}", field="options.top_k")
-    ranked = select_audit_pairs(cm, top_k=top_k, min_support=int(options.get("min_support", 1)),
-                                min_rate=float(options.get("min_rate", 0.0)),
-                                explicit=_explicit_pairs(options.get("pairs")))
+    ranked = select_audit_pairs(cm, top_k=options.top_k, min_support=options.min_support,
+                                min_rate=options.min_rate, explicit=options.pairs)
     if not ranked:
         raise InvalidInput("no pair of classes passes min_support/min_rate; nothing to audit", field="options")
     if body.baseline is not None:
         get_audit(principal.project_id, body.baseline, field="baseline")
-    audit = Audit(project_id=principal.project_id, model_id=model.id, baseline_id=body.baseline, options=options,
+    audit = Audit(project_id=principal.project_id, model_id=model.id, baseline_id=body.baseline,
+                  options=options.model_dump(mode="json"),
                   confusion=cm.to_dict(), status="queued", stage="plan")
     audit.pairs = [ClassPair(rank=p.rank, class_a=p.a, class_b=p.b, explicit=p.explicit,
                              confusion={"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]})

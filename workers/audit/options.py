@@ -1,9 +1,10 @@
 """The options of an audit (DESIGN 3.5 ``options``), validated once and stored with the audit."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workers.engine.config import VisualizationConfig
+from workers.engine.errors import InvalidInput
 from workers.engine.flags import FlagThresholds
 
 
@@ -35,3 +36,15 @@ class AuditOptions(BaseModel):
         """The visualisation config with this audit's step count and kappa levels."""
         return self.visualization.model_copy(update={"steps": self.steps,
                                                      "kappa_levels": self.visualization.kappas(self.levels)})
+
+
+def parse_audit_options(raw: dict) -> AuditOptions:
+    """``AuditOptions`` from user input (API body, CLI flags); the first problem becomes an ``InvalidInput`` whose
+    field is ``options.<name>``."""
+    try:
+        return AuditOptions.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"options.{loc}: {first['msg'].removeprefix('Value error, ')}",
+                           field=f"options.{loc}" if loc else "options") from exc

@@ -78,15 +78,15 @@ def static_version(inputs: SampleSet, specs: Sequence[InputSpec]) -> SampleSet:
     return out
 
 
-def swap_drops(model: nn.Module, specs: Sequence[InputSpec], own: SampleSet, partner_mean: dict[str, np.ndarray],
-               stream: str, boxes: Sequence[tuple[int, int, int, int] | None], target: int, other: int, *,
-               device: torch.device | str = "cpu") -> np.ndarray:
-    """(len(boxes), S): share of each sample's margin logit[target] - logit[other] lost when the region
+def swap_drops(model: nn.Module, specs: Sequence[InputSpec], own: SampleSet, own_logits: np.ndarray,
+               partner_mean: dict[str, np.ndarray], stream: str, boxes: Sequence[tuple[int, int, int, int] | None],
+               target: int, other: int, *, device: torch.device | str = "cpu") -> np.ndarray:
+    """(len(boxes), S): share of each sample's margin logit[target] - logit[other] (from ``own_logits``, the
+    logits of ``own`` as it is) lost when the region
     box = (y0, y1, x0, x1) of ``stream`` (the whole stream for None) is replaced by the partner class's mean
     visualisation there: how much of what tells the two classes apart sits in that region."""
     n = len(own[stream])
-    full = evaluate(model, specs, own, device=device).logits
-    margin = full[:, target] - full[:, other]
+    margin = own_logits[:, target] - own_logits[:, other]
     batch = {k: np.concatenate([v] * len(boxes)) for k, v in own.items()}
     for i, box in enumerate(boxes):
         rows = batch[stream][i * n:(i + 1) * n]
@@ -123,13 +123,16 @@ class Localisation:
 
 
 def localise(model: nn.Module, specs: Sequence[InputSpec], spec: InputSpec, vis_a: SampleSet, vis_b: SampleSet,
-             mean_a: dict[str, np.ndarray], mean_b: dict[str, np.ndarray], ia: int, ib: int, *,
+             logits_a: np.ndarray, logits_b: np.ndarray, ia: int, ib: int, *,
              device: torch.device | str = "cpu") -> Localisation:
-    """Swap windows of ``spec``'s stream between the classes (both directions) and find where the separation sits."""
+    """Swap windows of ``spec``'s stream between the classes (both directions) and find where the separation sits.
+    ``logits_a`` / ``logits_b``: the model's logits on ``vis_a`` / ``vis_b`` as they are."""
     boxes, side = scan_windows(spec.height, spec.width)
+    mean_a = {k: v.mean(axis=0) for k, v in vis_a.items()}
+    mean_b = {k: v.mean(axis=0) for k, v in vis_b.items()}
     drops = np.concatenate([
-        swap_drops(model, specs, vis_a, mean_b, spec.name, [None, *boxes], ia, ib, device=device),
-        swap_drops(model, specs, vis_b, mean_a, spec.name, [None, *boxes], ib, ia, device=device)], axis=1)
+        swap_drops(model, specs, vis_a, logits_a, mean_b, spec.name, [None, *boxes], ia, ib, device=device),
+        swap_drops(model, specs, vis_b, logits_b, mean_a, spec.name, [None, *boxes], ib, ia, device=device)], axis=1)
     drops = np.clip(drops, -1.0, 1.0).mean(axis=1)
     whole, per_window = float(drops[0]), drops[1:]
     k = int(np.argmax(per_window))
@@ -256,10 +259,8 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
             reliance[b][name] = _relative_drop(full_b.logits[:, ib], without_b.logits[:, ib], base_logits[ib])
         else:
             reliance[a][name] = reliance[b][name] = 1.0
-    mean_a = {k: v.mean(axis=0) for k, v in vis_a.items()}
-    mean_b = {k: v.mean(axis=0) for k, v in vis_b.items()}
-    located = {spec.name: localise(model, specs, spec, vis_a, vis_b, mean_a, mean_b, ia, ib, device=device)
-               for spec in specs}
+    located = {spec.name: localise(model, specs, spec, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib,
+                                   device=device) for spec in specs}
     total_drop = sum(max(loc.whole_stream_drop, 0.0) for loc in located.values())
     for spec in specs:
         name = spec.name
