@@ -54,14 +54,17 @@ KNOWN_STREAM_SCORES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("whole_stream_drop",), "whole-stream swap",
      "Share of the a-b margin lost when this stream is swapped for the other class's whole."),
     (("peak_xy",), "cue window (x, y)",
-     "Centre of the window that holds the most of this stream's separation (occlusion scan)."),
-    (("peak_share",), "cue window share", "Share of this stream's separation held by that window."),
+     "Centre of the window that holds the most of one class's margin in this stream (occlusion scan)."),
+    (("peak_drop",), "cue window swap", "Share of that class's margin lost when only that window is swapped."),
+    (("peak_share",), "cue window share", "That loss as a share of the class's whole-stream swap."),
     (("peak_separation",), "cue window stands out",
-     "That window's share divided by the best window that does not overlap it."),
+     "That window's loss divided by the strongest window elsewhere in the frame."),
 )
 # Per-class scores ({class: {stream: value}}) shown under each class's clips.
 KNOWN_CLASS_SCORES: tuple[tuple[str, str, str], ...] = (
     ("stream_reliance", "stream reliance", "Share of the class logit lost when this stream is neutralised."),
+    ("stream_evidence", "margin, stream alone",
+     "The class's logit margin over the other class of the pair with only this stream (the others neutral)."),
     ("speed_invariance", "speed invariance", "Similarity of the class's visualisations across kappa levels."),
 )
 

@@ -14,6 +14,7 @@ from workers.engine.manifest import InputSpec
 from workers.engine.render import (
     atomic_write,
     display_frames,
+    flow_max_magnitude,
     flow_magnitude_strips,
     mp4_codec,
     render_difference_map,
@@ -99,6 +100,20 @@ def test_flow_colours_share_one_scale_across_the_clip():
     frames = display_frames(flow, flow_spec(), min_size=1)
     saturation = [colorsys.rgb_to_hsv(*(frames[t, 0, 0] / 255.0))[1] for t in range(2)]
     assert saturation[0] < saturation[1]  # per-frame normalisation would make them equal
+
+
+def test_flow_max_puts_two_clips_on_one_scale():
+    slow = np.zeros((2, 2, 4, 4), dtype=np.float32)
+    slow[0] = 0.5
+    fast = slow * 2
+    sat = lambda frames: colorsys.rgb_to_hsv(*(frames[0, 0, 0] / 255.0))[1]  # noqa: E731
+    alone = sat(display_frames(slow, flow_spec(), min_size=1))
+    assert alone == pytest.approx(sat(display_frames(fast, flow_spec(), min_size=1)))  # each clip saturates
+    shared = flow_max_magnitude(fast, flow_spec())
+    slow_shared = display_frames(slow, flow_spec(), min_size=1, flow_max=shared)
+    assert slow_shared.shape == (2, 4, 4, 3)
+    assert sat(slow_shared) < alone
+    assert sat(display_frames(fast, flow_spec(), min_size=1, flow_max=shared)) == pytest.approx(alone)
 
 
 def test_magnitude_strips_show_x_on_top_and_y_below_in_a_diverging_map():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from workers.engine import scores
-from workers.engine.analysis import scan_windows
+from workers.engine.analysis import peak_window, scan_windows
 
 
 def test_flow_descriptor_is_blind_to_the_phase_of_a_flicker():
@@ -50,9 +50,31 @@ def test_speed_invariance_is_one_for_identical_levels_and_lower_otherwise():
 
 def test_scan_windows_tile_the_frame_with_half_overlap():
     boxes, side = scan_windows(32, 32)
-    assert side == 6
+    assert side == 4
     covered = np.zeros((32, 32), bool)
     for y0, y1, x0, x1 in boxes:
         assert y1 - y0 == side and x1 - x0 == side and y1 <= 32 and x1 <= 32
         covered[y0:y1, x0:x1] = True
     assert covered.all()
+
+
+def test_peak_window_compares_the_peak_with_windows_elsewhere_not_its_neighbours():
+    boxes, side = scan_windows(32, 32)
+    drops = np.full(len(boxes), 0.01)
+    k = boxes.index((0, 4, 2, 6))
+    drops[k] = 0.2
+    neighbour = boxes.index((2, 6, 2, 6))   # overlaps the peak: the cue spilling over, not a competitor
+    drops[neighbour] = 0.15
+    far = boxes.index((20, 24, 20, 24))
+    drops[far] = 0.05
+    index, separation = peak_window(drops, boxes, side)
+    assert index == k
+    assert separation == pytest.approx(0.2 / 0.05)
+
+
+def test_peak_window_without_anything_elsewhere_is_infinitely_separated():
+    boxes, side = scan_windows(32, 32)
+    drops = np.zeros(len(boxes))
+    drops[0] = 0.1
+    assert peak_window(drops, boxes, side) == (0, float("inf"))
+    assert peak_window(np.zeros(len(boxes)), boxes, side)[1] == 0.0

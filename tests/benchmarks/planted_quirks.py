@@ -4,6 +4,9 @@ peak_xy falls inside the planted region; and, for pairs without a planted shortc
 whether any of them gets LOCALIZED_CUE. Printed, never asserted (tests/test_audit_planted.py asserts one seed).
 
     python tests/benchmarks/planted_quirks.py [--seeds 0 1 2] [--head flatten|gap] [--steps 128]
+
+"loc ok": a LOCALIZED_CUE on the planted stream. "named": the flags about the planted class (or both classes)
+name the planted stream and no other (CONTEXT_CUE aside) -- the test for a head that pools position away.
 """
 from __future__ import annotations
 
@@ -33,14 +36,29 @@ def audit_seed(seed: int, head: str, steps: int) -> list[dict]:
         result = analyse_pair(model, pair, vis, options)
         planted = next((p for p in data.PLANTED if {p.class_name, p.partner} == {pair.a, pair.b}), None)
         localized = [f for f in result.flags if f.code == "LOCALIZED_CUE"]
+        specs = {spec.name: spec.modality for spec in model.manifest.inputs}
+        # flags about the planted class (or about both classes of the pair) and the stream each one names
+        about = [f for f in result.flags if f.stream and f.class_name in (None, planted.class_name)] if planted else []
         rows.append({"seed": seed, "pair": f"{pair.a}/{pair.b}", "rank": pair.rank, "explicit": pair.explicit,
                      "planted": planted.kind if planted else "-",
-                     "flags": ",".join(f"{f.code}[{f.stream}]" for f in result.flags) or "-",
+                     "flags": ",".join(f"{f.code}[{f.stream}{'' if f.class_name is None else ':' + f.class_name[:5]}]"
+                                       for f in result.flags) or "-",
                      "stream_ok": (any(f.stream == planted.stream for f in localized) if planted else None),
+                     "named_ok": (any(_names(f, planted, specs) for f in about)
+                                  and not any(_names_other(f, planted, specs) for f in about)) if planted else None,
                      "peak_in_region": ([planted.contains(f.peak_xy) for f in localized if f.stream == planted.stream]
                                         if planted else None),
                      "min_softmax": min(v.probability for v in vis)})
     return rows
+
+
+def _names(flag, planted, specs: dict[str, str]) -> bool:
+    """Whether ``flag`` points at the planted stream (appearance = the rgb stream, motion = the flow stream)."""
+    return specs.get(flag.stream) == ("rgb" if planted.stream == "appearance" else "flow")
+
+
+def _names_other(flag, planted, specs: dict[str, str]) -> bool:
+    return flag.stream in specs and not _names(flag, planted, specs) and flag.code != "CONTEXT_CUE"
 
 
 def main() -> None:
@@ -52,18 +70,20 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = [row for seed in args.seeds for row in audit_seed(seed, args.head, args.steps)]
     print(f"head={args.head} steps={args.steps} seeds={args.seeds}  ({time.perf_counter() - t0:.0f}s)")
-    print(f"{'seed':>4} {'rank':>4} {'pair':34s} {'planted':9s} {'stream ok':9s} {'peak in':8s} flags")
+    print(f"{'seed':>4} {'rank':>4} {'pair':34s} {'planted':9s} {'loc ok':6s} {'named':6s} {'peak in':8s} flags")
     for r in rows:
         rank = "x" if r["explicit"] else str(r["rank"])
-        print(f"{r['seed']:>4} {rank:>4} {r['pair']:34s} {r['planted']:9s} {str(r['stream_ok']):9s} "
-              f"{str(r['peak_in_region']):8s} {r['flags']}")
+        print(f"{r['seed']:>4} {rank:>4} {r['pair']:34s} {r['planted']:9s} {str(r['stream_ok']):6s} "
+              f"{str(r['named_ok']):6s} {str(r['peak_in_region']):8s} {r['flags']}")
     planted = [r for r in rows if r["planted"] != "-"]
     in_top3 = sum(1 for r in planted if not r["explicit"])
     ok = sum(1 for r in planted if r["stream_ok"])
+    named = sum(1 for r in planted if r["named_ok"])
     peaks = [p for r in planted for p in (r["peak_in_region"] or [])]
     clean = [r for r in rows if r["planted"] == "-" and r["explicit"]]
     print(f"planted pairs in the top 3: {in_top3}/{len(planted)}; flagged LOCALIZED_CUE on the right stream: "
           f"{ok}/{len(planted)}; peak_xy inside the planted region: {sum(peaks)}/{len(peaks)}; "
+          f"flags about the planted class name its stream, and only it: {named}/{len(planted)}; "
           f"clean explicit pairs with LOCALIZED_CUE: {sum('LOCALIZED_CUE' in r['flags'] for r in clean)}/{len(clean)}")
 
 

@@ -112,14 +112,17 @@ def analyse_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[
 def render_class_artifacts(manifest: Manifest, visualizations: Sequence[Visualization], out_dir: Path,
                            seed: int = 0) -> dict[str, dict[str, list[dict]]]:
     """Clips, strips and tensors of seed ``seed`` of every class x stream x level, written under ``out_dir``;
-    returns class -> stream -> [{level, kappa, seed, gif, mp4, png, npy}] with paths relative to ``out_dir``."""
+    returns class -> stream -> [{level, kappa, seed, gif, mp4, png, npy}] with paths relative to ``out_dir``.
+    Flow clips of all classes share one colour scale, so that a pair's two classes can be compared."""
     out: dict[str, dict[str, list[dict]]] = {}
-    for v in sorted(visualizations, key=lambda v: v.key):
-        if v.key.seed != seed:
-            continue
+    chosen = sorted((v for v in visualizations if v.key.seed == seed), key=lambda v: v.key)
+    flow_max = {spec.name: max((render.flow_max_magnitude(v.tensors[spec.name], spec) for v in chosen), default=0.0)
+                for spec in manifest.inputs if spec.modality == "flow"}
+    for v in chosen:
         for spec in manifest.inputs:
             files = render.render_visualization(v.tensors[spec.name], spec, out_dir / "clips",
-                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}")
+                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}",
+                                                flow_max=flow_max.get(spec.name))
             entry = {"level": v.key.level, "kappa": v.kappa, "seed": v.key.seed,
                      **{fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}}
             out.setdefault(v.key.class_name, {}).setdefault(spec.name, []).append(entry)

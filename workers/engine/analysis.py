@@ -100,7 +100,7 @@ def swap_drops(model: nn.Module, specs: Sequence[InputSpec], own: SampleSet, own
     return (margin[None] - cut_margin) / np.maximum(np.abs(margin[None]), 1e-6)
 
 
-def scan_windows(height: int, width: int, fraction: float = 0.2) -> tuple[list[tuple[int, int, int, int]], int]:
+def scan_windows(height: int, width: int, fraction: float = 0.125) -> tuple[list[tuple[int, int, int, int]], int]:
     """Square windows of side ``fraction`` of the shorter side (at least 2 px), at a stride of half a side, that
     tile the frame; returns (boxes (y0, y1, x0, x1), side)."""
     side = max(2, int(round(fraction * min(height, width))))
@@ -110,41 +110,63 @@ def scan_windows(height: int, width: int, fraction: float = 0.2) -> tuple[list[t
     return [(y, y + side, x, x + side) for y in ys for x in xs], side
 
 
+# Windows whose corner lies at least this many window sides from the peak's (in x or y) count as "elsewhere": a
+# cue may spill into the windows next to its own, so those are not its competitors.
+ELSEWHERE_SIDES = 2
+
+
 @dataclass
 class Localisation:
-    """Occlusion scan of one stream for one pair: how much of the pair's separation each window holds."""
+    """Occlusion scan of one stream for one pair, in the direction (class) whose evidence is most localised:
+    how much of that class's margin over the other each window holds."""
 
-    whole_stream_drop: float     # share of the margin lost when the whole stream is swapped for the partner's
-    peak_drop: float             # the same for the strongest window
-    peak_share: float            # peak_drop / whole_stream_drop: the stream's separation held by that window
-    peak_separation: float       # peak_drop / best window that does not overlap it: how much the peak stands out
-    peak_xy: tuple[float, float] # normalised centre of the strongest window
-    window_drops: np.ndarray = field(repr=False)   # (len(boxes),) mean drop per window
+    favours: str                 # the class whose evidence sits in the peak window (removing it costs that class)
+    whole_stream_drop: float     # share of the margin lost when the whole stream is swapped (mean of both classes)
+    peak_drop: float             # share of ``favours``'s margin lost when only the peak window is swapped
+    peak_share: float            # peak_drop / the same class's whole-stream drop
+    peak_separation: float       # peak_drop / the strongest window elsewhere in the frame
+    peak_xy: tuple[float, float] # normalised centre of the peak window
+    window_drops: np.ndarray = field(repr=False)   # (len(boxes),) mean drop per window, direction ``favours``
+
+
+def peak_window(drops: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], side: int) -> tuple[int, float]:
+    """Index of the window with the largest drop and how many times the strongest window elsewhere (at least
+    ``ELSEWHERE_SIDES`` sides away) it holds; inf when nothing elsewhere has a positive drop. Pure."""
+    k = int(np.argmax(drops))
+    y0, _, x0, _ = boxes[k]
+    far = np.array([abs(y - y0) >= ELSEWHERE_SIDES * side or abs(x - x0) >= ELSEWHERE_SIDES * side
+                    for y, _, x, _ in boxes])
+    second = float(drops[far].max()) if far.any() else 0.0
+    peak = float(drops[k])
+    if second > 1e-6:
+        return k, peak / second
+    return k, float("inf") if peak > 0 else 0.0
 
 
 def localise(model: nn.Module, specs: Sequence[InputSpec], spec: InputSpec, vis_a: SampleSet, vis_b: SampleSet,
-             logits_a: np.ndarray, logits_b: np.ndarray, ia: int, ib: int, *,
+             logits_a: np.ndarray, logits_b: np.ndarray, ia: int, ib: int, names: tuple[str, str], *,
              device: torch.device | str = "cpu") -> Localisation:
-    """Swap windows of ``spec``'s stream between the classes (both directions) and find where the separation sits.
-    ``logits_a`` / ``logits_b``: the model's logits on ``vis_a`` / ``vis_b`` as they are."""
+    """Swap windows of ``spec``'s stream of one class's visualisations for the other class's mean there, in both
+    directions, and find the class whose margin sits most in one window. ``logits_a`` / ``logits_b``: the model's
+    logits on ``vis_a`` / ``vis_b`` as they are; ``names``: (a, b)."""
     boxes, side = scan_windows(spec.height, spec.width)
     mean_a = {k: v.mean(axis=0) for k, v in vis_a.items()}
     mean_b = {k: v.mean(axis=0) for k, v in vis_b.items()}
-    drops = np.concatenate([
-        swap_drops(model, specs, vis_a, logits_a, mean_b, spec.name, [None, *boxes], ia, ib, device=device),
-        swap_drops(model, specs, vis_b, logits_b, mean_a, spec.name, [None, *boxes], ib, ia, device=device)], axis=1)
-    drops = np.clip(drops, -1.0, 1.0).mean(axis=1)
-    whole, per_window = float(drops[0]), drops[1:]
-    k = int(np.argmax(per_window))
+    directions = []
+    for own, logits, partner, target, other, name in ((vis_a, logits_a, mean_b, ia, ib, names[0]),
+                                                      (vis_b, logits_b, mean_a, ib, ia, names[1])):
+        drops = np.clip(swap_drops(model, specs, own, logits, partner, spec.name, [None, *boxes], target, other,
+                                   device=device), -1.0, 1.0).mean(axis=1)
+        k, separation = peak_window(drops[1:], boxes, side)
+        directions.append((separation, k, drops, name))
+    whole = float(np.mean([d[2][0] for d in directions]))
+    separation, k, drops, name = max(directions, key=lambda d: (d[0], d[2][1 + d[1]]))
     y0, _, x0, _ = boxes[k]
-    far = [v for (y, _, x, _), v in zip(boxes, per_window) if abs(y - y0) >= side or abs(x - x0) >= side]
-    second = float(max(far)) if far else 0.0
-    peak = float(per_window[k])
+    peak = float(drops[1 + k])
     return Localisation(
-        whole_stream_drop=whole, peak_drop=peak,
-        peak_share=peak / whole if whole > 1e-6 else 0.0,
-        peak_separation=float(peak / second) if second > 1e-6 else float("inf") if peak > 0 else 0.0,
-        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height), window_drops=per_window)
+        favours=name, whole_stream_drop=whole, peak_drop=peak,
+        peak_share=peak / float(drops[0]) if drops[0] > 1e-6 else 0.0, peak_separation=separation,
+        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height), window_drops=drops[1:])
 
 
 @dataclass
@@ -155,12 +177,15 @@ class StreamScores:
     difference_concentration: float    # energy share of the top 5% pixels of the consistent difference map
     difference_peak_xy: tuple[float, float]   # peak of the consistent difference map
     localisation: Localisation         # occlusion scan: where the separation sits
-    peak_favours: str                  # which class's evidence is stronger at the localisation peak
     difference_map: np.ndarray = field(repr=False)
 
     @property
     def peak_xy(self) -> tuple[float, float]:
         return self.localisation.peak_xy
+
+    @property
+    def peak_favours(self) -> str:
+        return self.localisation.favours
 
     def to_json(self) -> dict:
         loc = self.localisation
@@ -169,7 +194,7 @@ class StreamScores:
                 "difference_peak_xy": list(self.difference_peak_xy), "whole_stream_drop": loc.whole_stream_drop,
                 "peak_drop": loc.peak_drop, "peak_share": loc.peak_share,
                 "peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
-                "peak_xy": list(loc.peak_xy), "peak_favours": self.peak_favours}
+                "peak_xy": list(loc.peak_xy), "peak_favours": loc.favours}
 
 
 @dataclass
@@ -179,6 +204,7 @@ class PairScores:
     cross_activation: dict[str, float]               # a_on_b: softmax of b on a's visualisations; b_on_a; *_logit_ratio
     streams: dict[str, StreamScores]
     stream_reliance: dict[str, dict[str, float]]     # class -> stream -> share of the class logit lost without it
+    stream_evidence: dict[str, dict[str, float]]     # class -> stream -> its margin over the partner, stream alone
     motion_reliance: dict[str, float]                # class -> share of the logit lost when all motion is removed
     speed_invariance: dict[str, dict[str, float]]    # class -> stream -> similarity across kappa levels
     overall_feature_similarity: float
@@ -190,6 +216,7 @@ class PairScores:
             "feature_similarity": self.overall_feature_similarity,
             **{name: s.to_json() for name, s in self.streams.items()},
             "stream_reliance": self.stream_reliance,
+            "stream_evidence": self.stream_evidence,
             "motion_reliance": self.motion_reliance,
             "speed_invariance": self.speed_invariance,
         })
@@ -244,14 +271,16 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
     per_stream: dict[str, StreamScores] = {}
     margins: dict[str, float] = {}
     reliance: dict[str, dict[str, float]] = {a: {}, b: {}}
+    evidence: dict[str, dict[str, float]] = {a: {}, b: {}}
     only: dict[str, tuple[Evaluation, Evaluation]] = {}
     for name in names:
         others = frozenset(n for n in names if n != name)
         only[name] = (evaluate(model, specs, vis_a, neutral=others, device=device),
                       evaluate(model, specs, vis_b, neutral=others, device=device))
         ea, eb = only[name]
-        margins[name] = float(np.mean([(ea.logits[:, ia] - ea.logits[:, ib]).mean(),
-                                       (eb.logits[:, ib] - eb.logits[:, ia]).mean()]))
+        evidence[a][name] = float((ea.logits[:, ia] - ea.logits[:, ib]).mean())
+        evidence[b][name] = float((eb.logits[:, ib] - eb.logits[:, ia]).mean())
+        margins[name] = (evidence[a][name] + evidence[b][name]) / 2
         if len(names) > 1:
             without_a = evaluate(model, specs, vis_a, neutral=frozenset({name}), device=device)
             without_b = evaluate(model, specs, vis_b, neutral=frozenset({name}), device=device)
@@ -259,7 +288,7 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
             reliance[b][name] = _relative_drop(full_b.logits[:, ib], without_b.logits[:, ib], base_logits[ib])
         else:
             reliance[a][name] = reliance[b][name] = 1.0
-    located = {spec.name: localise(model, specs, spec, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib,
+    located = {spec.name: localise(model, specs, spec, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib, (a, b),
                                    device=device) for spec in specs}
     total_drop = sum(max(loc.whole_stream_drop, 0.0) for loc in located.values())
     for spec in specs:
@@ -267,8 +296,6 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
         ea, eb = only[name]
         loc = located[name]
         tmap, signed = scores.consistent_difference_map(vis_a[name], vis_b[name], spec.modality)
-        y = min(int(loc.peak_xy[1] * tmap.shape[0]), tmap.shape[0] - 1)
-        x = min(int(loc.peak_xy[0] * tmap.shape[1]), tmap.shape[1] - 1)
         per_stream[name] = StreamScores(
             feature_similarity=scores.cosine_similarity(ea.features.mean(0) - base_feat, eb.features.mean(0) - base_feat),
             separation_margin=margins[name],
@@ -276,8 +303,6 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
             difference_concentration=scores.energy_concentration(tmap),
             difference_peak_xy=scores.peak_xy(tmap),
             localisation=loc,
-            peak_favours=a if float(np.abs(vis_a[name][..., y, x]).mean()) >= float(np.abs(vis_b[name][..., y, x]).mean())
-            else b,
             difference_map=tmap,
         )
     motion = {}
@@ -290,4 +315,4 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
         speed[cls] = {spec.name: scores.speed_invariance(
             [vis[spec.name][lv == level] for level in sorted(set(levels))], spec.modality) for spec in specs}
     return PairScores(a=a, b=b, cross_activation=cross, streams=per_stream, stream_reliance=reliance,
-                      motion_reliance=motion, speed_invariance=speed, overall_feature_similarity=overall_sim)
+                      stream_evidence=evidence, motion_reliance=motion, speed_invariance=speed, overall_feature_similarity=overall_sim)

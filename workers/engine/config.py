@@ -17,7 +17,10 @@ Where the defaults come from:
   maximises the bare logit (``contrast = 0``); on the reference model that lets a class whose evidence is a
   subset of its partner's (the watermark class) end up *classified as the partner* (softmax 0.00), because the
   partner's logit grows faster on the shared evidence. Half the log-odds keeps the shared evidence visible and
-  still ends at softmax >= 0.99 (tests/test_engine_reference.py).
+  still ends at softmax >= 0.99 (tests/test_engine_reference.py). On the reference net with a pooled head
+  (``head="gap"``) half is not enough for some classes (softmax 0.00 for all 9 visualisations of one class), so
+  rows that end below ``retry_below_probability`` are optimised again at ``retry_contrast = 1`` (the full
+  log-odds, i.e. log-softmax) and the better result is kept; its recorded config says which contrast made it.
 - ``init_scale = 0.01``: "small white noise" (DESIGN 4.1).
 """
 from __future__ import annotations
@@ -44,6 +47,8 @@ class VisualizationConfig(BaseModel):
 
     steps: int = Field(256, ge=1, le=100_000)
     contrast: float = Field(0.5, ge=0, le=1)
+    retry_below_probability: float = Field(0.5, ge=0, le=1)
+    retry_contrast: float = Field(1.0, ge=0, le=1)
     lr: float = Field(0.05, gt=0)
     alpha: float = Field(6.0, gt=0)
     beta: float = Field(2.0, gt=0)

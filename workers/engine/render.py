@@ -82,21 +82,37 @@ def flow_to_pixels(tensor: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.nan_to_num(tensor, nan=0.0, posinf=0.0, neginf=0.0) * np.float32(scale)
 
 
-def display_frames(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128) -> np.ndarray:
+def flow_max_magnitude(tensor: np.ndarray, spec: InputSpec) -> float:
+    """Largest displacement (pixels) in one model-space flow tensor ``(2, T, H, W)``: pass the largest over
+    several clips as ``flow_max`` to draw them on one colour scale."""
+    flow = flow_to_pixels(_check_tensor(tensor, spec), spec)
+    return float(np.sqrt((flow ** 2).sum(axis=0)).max())
+
+
+def display_frames(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128,
+                   flow_max: float | None = None) -> np.ndarray:
     """Display frames of one stream tensor.
 
     ``tensor: (C, T, H, W)`` model space -> ``uint8 (T, H*f, W*f, 3)`` with the smallest integer ``f`` that
     makes the shorter side ``>= min_size`` (nearest neighbour, so model pixels stay visible as blocks).
     RGB is de-normalised and clipped to [0, 1]. Flow is colour-coded with torchvision's ``flow_to_image``
     on the displacement in pixels, all frames in one call so that one colour scale (the clip's largest
-    displacement = full saturation) holds across the clip; zero flow is white.
+    displacement = full saturation, or ``flow_max`` pixels when given: use one value for clips that are
+    compared) holds across the clip; zero flow is white.
     """
     array = _check_tensor(tensor, spec)
     if spec.modality == "rgb":
         frames = np.rint(rgb_to_pixels(array, spec) * 255.0).astype(np.uint8)
     else:
-        flow = torch.from_numpy(np.ascontiguousarray(flow_to_pixels(array, spec).transpose(1, 0, 2, 3)))
-        frames = flow_to_image(flow).permute(0, 2, 3, 1).numpy()  # (T, 2, H, W) -> (T, H, W, 3)
+        pixels = flow_to_pixels(array, spec).transpose(1, 0, 2, 3)  # (T, 2, H, W)
+        if flow_max is not None:
+            # flow_to_image saturates at the batch's largest displacement: one extra frame holding a single
+            # vector of length flow_max (dropped below) pins that to the shared scale
+            pin = np.zeros((1, *pixels.shape[1:]), np.float32)
+            pin[0, 0, 0, 0] = max(flow_max, float(np.sqrt((pixels ** 2).sum(axis=1)).max()))
+            pixels = np.concatenate([pixels, pin])
+        frames = flow_to_image(torch.from_numpy(np.ascontiguousarray(pixels))).permute(0, 2, 3, 1).numpy()
+        frames = frames[:array.shape[1]]
     factor = upscale_factor(array.shape[2], array.shape[3], min_size)
     return np.ascontiguousarray(_upscale(frames, factor))
 
@@ -127,20 +143,21 @@ def _stack_rows(rows: list[np.ndarray], gap: int = STRIP_GAP) -> np.ndarray:
     return out
 
 
-def flow_magnitude_strips(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128) -> np.ndarray:
+def flow_magnitude_strips(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128,
+                          flow_max: float | None = None) -> np.ndarray:
     """x and y flow components as two strips of frames, in a diverging colour map.
 
     ``tensor: (2, T, H, W)`` model-space flow -> ``uint8 (2*H*f + gap, T*W*f + (T-1)*gap, 3)``: the top
     strip is the x component, the bottom one y, frames left to right, with the same upscaling and gaps as
     the frame strip so that they line up under it. One symmetric scale ``[-m, m]`` for both components and
-    all frames (``m`` = the largest absolute component in pixels): red is positive (right / down), blue
-    negative, white zero.
+    all frames (``m`` = the largest absolute component in pixels, or ``flow_max`` when given): red is
+    positive (right / down), blue negative, white zero.
     """
     array = _check_tensor(tensor, spec)
     if spec.modality != "flow":
         raise ValueError(f"magnitude strips need a flow tensor, got modality {spec.modality!r}")
     flow = flow_to_pixels(array, spec)
-    limit = float(np.abs(flow).max())
+    limit = max(float(np.abs(flow).max()), flow_max or 0.0)
     normalised = flow / limit if limit > 0 else np.zeros_like(flow)
     cmap = _colormap(DIVERGING_CMAP)
     coloured = (cmap((normalised + 1.0) / 2.0)[..., :3] * 255.0).round().astype(np.uint8)  # (2, T, H, W, 3)
@@ -149,11 +166,12 @@ def flow_magnitude_strips(tensor: np.ndarray, spec: InputSpec, *, min_size: int 
     return _stack_rows(rows)
 
 
-def frame_strip(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128) -> np.ndarray:
+def frame_strip(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128,
+                flow_max: float | None = None) -> np.ndarray:
     """The PNG strip: display frames side by side; for flow, the x/y strips below."""
-    rows = [_tile_row(display_frames(tensor, spec, min_size=min_size))]
+    rows = [_tile_row(display_frames(tensor, spec, min_size=min_size, flow_max=flow_max))]
     if spec.modality == "flow":
-        rows.append(flow_magnitude_strips(tensor, spec, min_size=min_size))
+        rows.append(flow_magnitude_strips(tensor, spec, min_size=min_size, flow_max=flow_max))
     return _stack_rows(rows)
 
 
@@ -252,20 +270,22 @@ def _write_npy(handle: BinaryIO, array: np.ndarray) -> None:
 
 
 def render_visualization(
-    tensor: np.ndarray, spec: InputSpec, out_dir: Path, stem: str, *, fps: float = 8.0, min_size: int = 128
+    tensor: np.ndarray, spec: InputSpec, out_dir: Path, stem: str, *, fps: float = 8.0, min_size: int = 128,
+    flow_max: float | None = None,
 ) -> dict[str, Path]:
     """Write the artifacts of one visualisation ``tensor: (C, T, H, W)`` (model space) into ``out_dir``.
 
     Returns ``{"gif", "mp4", "png", "npy"}`` -> paths ``{stem}.gif`` (looping), ``{stem}.mp4`` (H.264
     yuv420p, sizes padded to even), ``{stem}.png`` (frame strip; for flow the x/y strips below) and
-    ``{stem}.npy`` (the tensor as float32, unchanged). Each file is written atomically.
+    ``{stem}.npy`` (the tensor as float32, unchanged). Each file is written atomically. ``flow_max``: the
+    displacement (pixels) drawn at full saturation, shared by the clips a reviewer compares.
     """
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     array = _check_tensor(tensor, spec)
     out_dir = Path(out_dir)
-    frames = display_frames(array, spec, min_size=min_size)
-    strip = frame_strip(array, spec, min_size=min_size)
+    frames = display_frames(array, spec, min_size=min_size, flow_max=flow_max)
+    strip = frame_strip(array, spec, min_size=min_size, flow_max=flow_max)
     return {
         "gif": atomic_write(out_dir / f"{stem}.gif", lambda h: _write_gif(h, frames, fps)),
         "mp4": _atomic_mp4(out_dir / f"{stem}.mp4", frames, fps),

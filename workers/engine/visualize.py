@@ -103,6 +103,25 @@ def visualize(model: nn.Module, specs: Sequence[InputSpec], requests: Sequence[U
         if bad:
             raise InvalidInput(f"class index {bad[0]} is outside 0..{num_classes - 1}", field="classes")
     chunk = estimate_chunk_size(model, specs, config, dev)
+    results = _optimise_rows(model, specs, list(requests), config, dev, chunk, progress)
+    retry = [i for i, r in enumerate(results) if r.probability is not None
+             and r.probability < config.retry_below_probability and config.contrast < config.retry_contrast]
+    if retry:
+        # A class whose evidence is largely shared with another can end classified as that other class (its
+        # partner's logit grows faster); those rows are run again on the full log-odds, and the better result kept.
+        log.info("%d of %d class visualisations below softmax %.2f: retrying at contrast %.2f", len(retry),
+                 len(results), config.retry_below_probability, config.retry_contrast)
+        again = _optimise_rows(model, specs, [requests[i] for i in retry],
+                               config.model_copy(update={"contrast": config.retry_contrast}), dev, chunk, None)
+        for i, result in zip(retry, again):
+            if result.probability > results[i].probability:
+                results[i] = result
+    return results
+
+
+def _optimise_rows(model: nn.Module, specs: Sequence[InputSpec], requests: list[UnitRequest],
+                   config: VisualizationConfig, dev: torch.device, chunk: int,
+                   progress: Callable[[int, int], None] | None) -> list[UnitResult]:
     results: list[UnitResult] = []
     recorded = config.model_dump()
     for start in range(0, len(requests), chunk):

@@ -1,0 +1,85 @@
+"""Flag rules on hand-made scores: each fires on its own evidence and nothing else, and a pair never carries two
+flags with the same (code, stream), the key a review is stored under."""
+import numpy as np
+import pytest
+
+from workers.engine.analysis import Localisation, PairScores, StreamScores
+from workers.engine.flags import FlagThresholds, derive_flags, one_stream_classes
+from workers.engine.manifest import InputSpec
+
+SPECS = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 8, 32, 32]),
+         InputSpec(name="motion", modality="flow", layout="NCTHW", shape=[2, 8, 32, 32])]
+
+
+def _loc(favours="A", whole=0.5, peak=0.1, separation=1.2, xy=(0.1, 0.1)) -> Localisation:
+    return Localisation(favours=favours, whole_stream_drop=whole, peak_drop=peak, peak_share=peak / whole,
+                        peak_separation=separation, peak_xy=xy, window_drops=np.zeros(4))
+
+
+def _stream(loc: Localisation) -> StreamScores:
+    return StreamScores(feature_similarity=0.2, separation_margin=10.0, separation_share=0.5,
+                        difference_concentration=0.1, difference_peak_xy=(0.5, 0.5), localisation=loc,
+                        difference_map=np.zeros((4, 4)))
+
+
+def _scores(app: Localisation | None = None, mot: Localisation | None = None, evidence=None,
+            motion_reliance=None) -> PairScores:
+    return PairScores(
+        a="A", b="B",
+        cross_activation={"a_on_b": 0.0, "b_on_a": 0.0, "a_on_b_logit_ratio": 0.0, "b_on_a_logit_ratio": 0.0},
+        streams={"appearance": _stream(app or _loc()), "motion": _stream(mot or _loc())},
+        stream_reliance={"A": {"appearance": 0.5, "motion": 0.5}, "B": {"appearance": 0.5, "motion": 0.5}},
+        stream_evidence=evidence or {"A": {"appearance": 5.0, "motion": 5.0}, "B": {"appearance": 5.0, "motion": 5.0}},
+        motion_reliance=motion_reliance or {"A": 0.5, "B": 0.5},
+        speed_invariance={}, overall_feature_similarity=0.1)
+
+
+def _codes(flags):
+    return [(f.code, f.stream) for f in flags]
+
+
+def test_balanced_scores_raise_no_flag():
+    assert derive_flags(_scores(), SPECS) == []
+
+
+def test_localized_cue_needs_a_window_that_stands_out_and_carries_enough_of_the_margin():
+    th = FlagThresholds()
+    fires = _scores(app=_loc(separation=th.localized_separation, peak=0.05, xy=(0.12, 0.12)))
+    [flag] = derive_flags(fires, SPECS)
+    assert (flag.code, flag.stream, flag.class_name, flag.peak_xy) == ("LOCALIZED_CUE", "appearance", "A", (0.12, 0.12))
+    assert "top-left" in flag.message and "A's training clips" in flag.message
+    assert derive_flags(_scores(app=_loc(separation=th.localized_separation * 0.99, peak=0.05)), SPECS) == []
+    assert derive_flags(_scores(app=_loc(separation=10.0, peak=th.localized_min_peak_drop / 2)), SPECS) == []
+    assert derive_flags(_scores(app=_loc(separation=10.0, peak=0.05, whole=0.1)), SPECS) == []
+
+
+def test_one_stream_classes_is_per_class_and_ignores_negative_evidence():
+    evidence = {"A": {"appearance": 9.5, "motion": -3.0}, "B": {"appearance": 1.0, "motion": 9.0}}
+    assert one_stream_classes(evidence, 0.9) == {"appearance": [("A", 1.0)], "motion": [("B", 0.9)]}
+    assert one_stream_classes({"A": {"appearance": -1.0, "motion": 0.0}}, 0.9) == {}
+
+
+def test_one_stream_flags_name_the_class_and_stream_and_merge_when_both_classes_share_it():
+    own = derive_flags(_scores(evidence={"A": {"appearance": 20.0, "motion": -2.0},
+                                         "B": {"appearance": 5.0, "motion": 5.0}}), SPECS)
+    [flag] = own
+    assert (flag.code, flag.stream, flag.class_name) == ("APPEARANCE_ONLY_SEPARATION", "appearance", "A")
+    assert "reads as B" in flag.message
+    both = derive_flags(_scores(evidence={"A": {"appearance": 0.1, "motion": 9.0},
+                                          "B": {"appearance": 0.0, "motion": 4.0}}), SPECS)
+    assert _codes(both) == [("MOTION_ONLY_SEPARATION", "motion")]
+    assert both[0].class_name is None and "A is told" in both[0].message and "B is told" in both[0].message
+
+
+@pytest.mark.parametrize("reliance", [{"A": 0.01, "B": 0.02}, {"A": 0.01, "B": 0.5}])
+def test_context_cue_is_one_flag_per_pair(reliance):
+    flags = derive_flags(_scores(motion_reliance=reliance), SPECS)
+    assert _codes(flags) == [("CONTEXT_CUE", "appearance")]
+
+
+def test_no_two_flags_of_a_pair_share_a_review_key():
+    loud = _scores(app=_loc(separation=9.0, peak=0.3), mot=_loc(favours="B", separation=9.0, peak=0.3),
+                   evidence={"A": {"appearance": 0.0, "motion": 9.0}, "B": {"appearance": 0.0, "motion": 9.0}},
+                   motion_reliance={"A": 0.0, "B": 0.0})
+    keys = _codes(derive_flags(loud, SPECS))
+    assert len(keys) == len(set(keys)) >= 4
