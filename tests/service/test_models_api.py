@@ -35,8 +35,14 @@ def test_same_bytes_in_two_projects_share_one_stored_file(client, make_token, ap
 def test_upload_that_is_not_a_zip_is_422(client, make_token) -> None:
     resp = upload(client, make_token(), b"definitely not a zip")
     assert resp.status_code == 422
-    assert resp.json["error"] == {"code": "invalid_bundle", "message": "the bundle is not a .zip file",
-                                  "field": "bundle"}
+    assert resp.json["error"] == {"code": "invalid_bundle", "field": "bundle", "message": (
+        "the bundle is not a zip archive; a bundle is a .zip holding manifest.json and one model file")}
+
+
+def test_raw_pickle_upload_is_refused_as_unsafe(client, make_token) -> None:
+    resp = upload(client, make_token(), b"\x80\x04\x95 a pickled checkpoint")
+    assert resp.status_code == 422
+    assert resp.json["error"]["code"] == "unsafe_bundle" and resp.json["error"]["field"] == "bundle"
 
 
 def test_pickle_checkpoint_in_bundle_is_refused_as_unsafe(client, make_token) -> None:

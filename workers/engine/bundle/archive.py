@@ -1,6 +1,8 @@
 """Opening what a user uploads (a .zip path, its bytes, or a directory) without trusting it: member paths,
 duplicate names and the total unpacked size are checked before anything is read, and pickles, PyTorch
-checkpoints and TorchScript archives are refused by name and by content."""
+checkpoints and TorchScript archives are refused by name and by content; then its manifest and model file.
+
+Torch-free, so that the web process checks uploads with the same code as the worker (``load_bundle``)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from workers.engine.errors import BundleError, UnsafeBundle
+from workers.engine.manifest import Manifest, parse_manifest
 
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
+MAX_MANIFEST_BYTES = 1024 * 1024
+MODEL_FILES = {"onnx": "model.onnx", "safetensors": "weights.safetensors", "torch.export": "model.pt2"}
 EXPORT_HINT = "export the model to ONNX (`quirkscope export`) or to safetensors with a registered architecture"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".jit", ".torchscript")
 _IGNORED_PREFIXES = ("__MACOSX/",)
@@ -144,8 +149,22 @@ class BundleArchive:
 
 def open_zip_bytes(data: bytes, label: str, max_uncompressed_bytes: int) -> BundleArchive:
     """Check and index a bundle zip held in memory."""
-    if not looks_like_zip(data) or not zipfile.is_zipfile(io.BytesIO(data)):
-        if looks_like_pickle(data):
+    return _open_zip(io.BytesIO(data), data[:4], hashlib.sha256(data).hexdigest(), label, max_uncompressed_bytes)
+
+
+def open_zip_file(path: Path, label: str, max_uncompressed_bytes: int) -> BundleArchive:
+    """Check and index a bundle zip on disk, reading members only when asked (an upload is never held whole)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(0)
+        sha = hashlib.file_digest(fh, "sha256").hexdigest()
+    return _open_zip(path, head, sha, label, max_uncompressed_bytes)
+
+
+def _open_zip(source: io.BytesIO | Path, head: bytes, sha256: str, label: str,
+              max_uncompressed_bytes: int) -> BundleArchive:
+    if not looks_like_zip(head) or not zipfile.is_zipfile(source):
+        if looks_like_pickle(head):
             raise UnsafeBundle(
                 f"{label} is a Python pickle, which runs code when loaded; {EXPORT_HINT}", field="bundle"
             )
@@ -154,7 +173,7 @@ def open_zip_bytes(data: bytes, label: str, max_uncompressed_bytes: int) -> Bund
             field="bundle",
         )
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(source)
         infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
         raise BundleError(f"{label} is not a readable zip archive: {exc}", field="bundle") from exc
@@ -176,7 +195,7 @@ def open_zip_bytes(data: bytes, label: str, max_uncompressed_bytes: int) -> Bund
         rel = info.filename[len(root):]
         sizes[rel] = info.file_size
         readers[rel] = (lambda info=info: zf.read(info))
-    return BundleArchive(label, hashlib.sha256(data).hexdigest(), sizes, readers)
+    return BundleArchive(label, sha256, sizes, readers)
 
 
 def open_directory(path: Path, max_uncompressed_bytes: int) -> BundleArchive:
@@ -219,4 +238,29 @@ def open_bundle(
             f"{EXPORT_HINT}",
             field="bundle",
         )
-    return open_zip_bytes(path.read_bytes(), path.name, max_uncompressed_bytes)
+    return open_zip_file(path, path.name, max_uncompressed_bytes)
+
+
+def read_manifest(archive: BundleArchive) -> tuple[Manifest, str]:
+    """The bundle's validated manifest and the name of the one model file its ``format`` needs (present, and
+    the only model file in the bundle)."""
+    if "manifest.json" not in archive.sizes:
+        raise BundleError(f"{archive.label} has no manifest.json", field="manifest")
+    if archive.sizes["manifest.json"] > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{archive.label} has a manifest.json over {MAX_MANIFEST_BYTES} bytes", field="manifest")
+    manifest = parse_manifest(archive.read("manifest.json"))
+    model_file = MODEL_FILES[manifest.format]
+    present = sorted(set(MODEL_FILES.values()) & set(archive.sizes))
+    if model_file not in archive.sizes:
+        raise BundleError(
+            f"{archive.label} has no {model_file}, which format '{manifest.format}' needs"
+            + (f" (it holds {', '.join(present)})" if present else ""),
+            field=model_file,
+        )
+    if present != [model_file]:
+        raise BundleError(
+            f"{archive.label} holds several model files ({', '.join(present)}); keep only the {model_file} "
+            f"that format '{manifest.format}' names",
+            field=model_file,
+        )
+    return manifest, model_file

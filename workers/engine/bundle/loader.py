@@ -8,18 +8,11 @@ from pathlib import Path
 from torch import nn
 
 from workers.engine.bundle import checks, onnx_format, pt2_format, safetensors_format
-from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, open_bundle
-from workers.engine.errors import BundleError
-from workers.engine.manifest import Manifest, parse_manifest
+from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, MODEL_FILES, open_bundle, read_manifest
+from workers.engine.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST_BYTES = 1024 * 1024
-MODEL_FILES = {
-    "onnx": onnx_format.MODEL_FILE,
-    "safetensors": safetensors_format.MODEL_FILE,
-    "torch.export": pt2_format.MODEL_FILE,
-}
 
 
 @dataclass
@@ -47,25 +40,7 @@ def load_bundle(
     ``BundleError`` / ``UnsafeBundle`` / ``ModelLoadError`` with the offending ``field``.
     """
     archive = open_bundle(source, max_uncompressed_bytes)
-    if "manifest.json" not in archive.sizes:
-        raise BundleError(f"{archive.label} has no manifest.json", field="manifest")
-    if archive.sizes["manifest.json"] > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{archive.label} has a manifest.json over {MAX_MANIFEST_BYTES} bytes", field="manifest")
-    manifest = parse_manifest(archive.read("manifest.json"))
-    model_file = MODEL_FILES[manifest.format]
-    present = sorted(set(MODEL_FILES.values()) & set(archive.sizes))
-    if model_file not in archive.sizes:
-        raise BundleError(
-            f"{archive.label} has no {model_file}, which format '{manifest.format}' needs"
-            + (f" (it holds {', '.join(present)})" if present else ""),
-            field=model_file,
-        )
-    if present != [model_file]:
-        raise BundleError(
-            f"{archive.label} holds several model files ({', '.join(present)}); keep only the {model_file} "
-            f"that format '{manifest.format}' names",
-            field=model_file,
-        )
+    manifest, model_file = read_manifest(archive)
     data = archive.read(model_file)
     if manifest.format == "onnx":
         module = onnx_format.load_onnx(data, manifest)

@@ -12,12 +12,12 @@ from google.protobuf.message import DecodeError
 from onnx2torch import convert
 from torch import fx, nn
 
-from workers.engine.bundle.archive import pickle_kind
+from workers.engine.bundle.archive import MODEL_FILES, pickle_kind
 from workers.engine.bundle.checks import example_inputs
 from workers.engine.errors import BundleError, ModelLoadError, UnsafeBundle
 from workers.engine.manifest import Manifest
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = MODEL_FILES["onnx"]
 OPSET = 17
 """The newest opset whose every operator onnx2torch 1.5 converts (opset 18 changes ReduceMean, Pad, ...)."""
 OUTPUT_NAME = "logits"

@@ -25,10 +25,10 @@ from collections.abc import Callable
 import torch
 from torch.export.pt2_archive._package import PT2ArchiveReader
 
-from workers.engine.bundle.archive import looks_like_pickle
+from workers.engine.bundle.archive import MODEL_FILES, looks_like_pickle
 from workers.engine.errors import BundleError, UnsafeBundle
 
-MODEL_FILE = "model.pt2"
+MODEL_FILE = MODEL_FILES["torch.export"]
 
 _ALLOWED_MEMBERS = [re.compile(p) for p in (
     r"archive_format", r"archive_version", r"byteorder", r"\.data/version", r"\.data/serialization_id",

@@ -12,11 +12,11 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from workers.engine.architectures import build_architecture
-from workers.engine.bundle.archive import pickle_kind
+from workers.engine.bundle.archive import MODEL_FILES, pickle_kind
 from workers.engine.errors import BundleError, ModelLoadError, UnsafeBundle
 from workers.engine.manifest import Manifest
 
-MODEL_FILE = "weights.safetensors"
+MODEL_FILE = MODEL_FILES["safetensors"]
 _SHOWN = 5
 
 
