@@ -69,6 +69,13 @@ def test_one_stream_flags_name_the_class_and_stream_and_merge_when_both_classes_
                                           "B": {"appearance": 0.0, "motion": 4.0}}), SPECS)
     assert _codes(both) == [("MOTION_ONLY_SEPARATION", "motion")]
     assert both[0].class_name is None and "A is told" in both[0].message and "B is told" in both[0].message
+    assert both[0].severity == "low"  # both classes on motion: how the model separates pairs anyway
+
+
+def test_one_stream_flag_is_medium_when_the_partner_leans_on_another_stream():
+    flags = derive_flags(_scores(evidence={"A": {"appearance": 20.0, "motion": -2.0},
+                                           "B": {"appearance": 1.0, "motion": 6.0}}), SPECS)
+    assert [(f.code, f.class_name, f.severity) for f in flags] == [("APPEARANCE_ONLY_SEPARATION", "A", "medium")]
 
 
 @pytest.mark.parametrize("reliance", [{"A": 0.01, "B": 0.02}, {"A": 0.01, "B": 0.5}])

@@ -42,7 +42,10 @@ def audit_seed(seed: int, head: str, steps: int) -> list[dict]:
         rows.append({"seed": seed, "pair": f"{pair.a}/{pair.b}", "rank": pair.rank, "explicit": pair.explicit,
                      "planted": planted.kind if planted else "-",
                      "flags": ",".join(f"{f.code}[{f.stream}{'' if f.class_name is None else ':' + f.class_name[:5]}]"
+                                       + ("" if f.severity == "medium" else f"({f.severity})")
                                        for f in result.flags) or "-",
+                     "medium_stream_flag": any(f.code.endswith("_ONLY_SEPARATION") and f.severity != "low"
+                                               for f in result.flags),
                      "stream_ok": (any(f.stream == planted.stream for f in localized) if planted else None),
                      "named_ok": (any(_names(f, planted, specs) for f in about)
                                   and not any(_names_other(f, planted, specs) for f in about)) if planted else None,
@@ -84,7 +87,8 @@ def main() -> None:
     print(f"planted pairs in the top 3: {in_top3}/{len(planted)}; flagged LOCALIZED_CUE on the right stream: "
           f"{ok}/{len(planted)}; peak_xy inside the planted region: {sum(peaks)}/{len(peaks)}; "
           f"flags about the planted class name its stream, and only it: {named}/{len(planted)}; "
-          f"clean explicit pairs with LOCALIZED_CUE: {sum('LOCALIZED_CUE' in r['flags'] for r in clean)}/{len(clean)}")
+          f"clean explicit pairs with LOCALIZED_CUE: {sum('LOCALIZED_CUE' in r['flags'] for r in clean)}/{len(clean)}; "
+          f"with a medium one-stream flag: {sum(r['medium_stream_flag'] for r in clean)}/{len(clean)}")
 
 
 if __name__ == "__main__":

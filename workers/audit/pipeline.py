@@ -66,10 +66,14 @@ class PairResult:
     flags: list[Flag]
 
 
-def plan_audit(manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions) -> AuditPlan:
-    """The ranked pairs (DESIGN 3.3) plus explicit ones, and one objective per class x level x seed."""
-    pairs = select_audit_pairs(confusion, top_k=options.top_k, min_support=options.min_support,
-                               min_rate=options.min_rate, explicit=[tuple(p) for p in options.pairs])
+def plan_audit(manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions,
+               pairs: Sequence[RankedPair] | None = None) -> AuditPlan:
+    """The ranked pairs (DESIGN 3.3) plus explicit ones -- or ``pairs`` when they were ranked already (the API
+    stores them with the audit) -- and one objective per class x level x seed."""
+    if pairs is None:
+        pairs = select_audit_pairs(confusion, top_k=options.top_k, min_support=options.min_support,
+                                   min_rate=options.min_rate, explicit=[tuple(p) for p in options.pairs])
+    pairs = list(pairs)
     classes = [c for c in manifest.classes if any(c in (p.a, p.b) for p in pairs)]
     keys = [ObjectiveKey(c, level, seed) for c in classes for level in range(options.levels)
             for seed in range(options.seeds)]

@@ -11,7 +11,9 @@ without a planted shortcut by more than 2.5x) and checked on held-out seeds (doc
 APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class and need no position: each stream alone (the
 others neutral) is run on the class's visualisations, and the flag fires when one stream holds >= 90% of the
 class's positive margin over its partner. This is what still names the stream on a net whose head pools away
-position (no LOCALIZED_CUE can fire there); on a motion-driven net the motion variant is common and says little.
+position (no LOCALIZED_CUE fires there). Severity is medium when the pair's two classes lean on different
+streams (the watermark class on appearance, its partner on motion), low when both lean on the same one: on a
+motion-driven net most pairs are separated by motion, which is no finding by itself.
 """
 from __future__ import annotations
 
@@ -78,6 +80,12 @@ def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) 
     return out
 
 
+def dominant_stream(evidence: dict[str, float]) -> str | None:
+    """The stream with the largest positive stream-alone margin of one class; None when no stream has any. Pure."""
+    name, value = max(evidence.items(), key=lambda kv: kv[1])
+    return name if value > 0 else None
+
+
 def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
     """Flags of one pair, most specific first."""
     th = th or FlagThresholds()
@@ -99,6 +107,10 @@ def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds
                 f"{what} there that {other}'s lack.", loc.peak_xy, class_name=loc.favours))
     if len(s.streams) > 1:
         one_stream = one_stream_classes(s.stream_evidence, th.only_evidence_share)
+        dominant = {cls: dominant_stream(evidence) for cls, evidence in s.stream_evidence.items()}
+        # both classes carried by the same stream is how the model separates pairs in general (on a motion-driven
+        # net, motion): worth a glance; a class carried by another stream than its partner is worth a look
+        differ = len(set(dominant.values())) > 1 and None not in dominant.values()
         for name, found in one_stream.items():
             kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
             parts = []
@@ -109,9 +121,11 @@ def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds
                 parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
                              f"gives it{tail})")
             classes = [cls for cls, _ in found]
+            where = (f"look at what in {name} sets {' and '.join(classes)}'s training clips apart" if differ else
+                     f"both classes lean on {name}, so this may be how the model tells most classes apart; check "
+                     f"{name} in {' and '.join(classes)}'s training clips if other flags point there")
             flags.append(Flag(
-                kind, name, "medium" if len(found) == 1 else "low",
-                "; ".join(parts) + f": look at what in {name} sets {' and '.join(classes)}'s training clips apart.",
+                kind, name, "medium" if differ else "low", "; ".join(parts) + f": {where}.",
                 None, class_name=classes[0] if len(classes) == 1 else None))
     ratio = min(s.cross_activation["a_on_b_logit_ratio"], s.cross_activation["b_on_a_logit_ratio"])
     if s.overall_feature_similarity >= th.shared_feature_similarity or ratio >= th.shared_logit_ratio:

@@ -134,10 +134,9 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
                         .values(status="running", started_at=utcnow()))
         audit = session.get(Audit, audit_id)
         manifest, cm, options = audit_inputs(audit)
-        plan = plan_audit(manifest, cm, options)
-        stored = [(p.rank, p.class_a, p.class_b) for p in audit.pairs]
-        if stored != [(p.rank, p.a, p.b) for p in plan.pairs]:  # same function as the API; keep them equal
-            raise RuntimeError(f"audit {audit_id}: planned pairs differ from the stored ones")
+        # the pairs the API ranked and stored are the audit's pairs: not ranked a second time here
+        stored = sorted(audit.pairs, key=lambda p: p.rank)
+        plan = plan_audit(manifest, cm, options, pairs=[ranked_pair(p) for p in stored])
         keys = [[k.class_name, k.level, k.seed] for k in plan.keys]
         items = [WorkItem(audit_id=audit_id, kind="visualise", key=i,
                           payload={"task": "workers.tasks.visualise_chunk", "args": [audit_id, i], "queue": "gpu",
