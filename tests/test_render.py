@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import os
+import time
 
 import av
 import numpy as np
@@ -159,6 +160,9 @@ def test_mp4_decodes_back_to_every_frame_at_the_display_size(tmp_path):
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert stream.codec_context.pix_fmt == "yuv420p"
+        # tagged with the matrix the frames were converted with (BT.601 = SMPTE 170M, limited range)
+        assert (stream.codec_context.colorspace, stream.codec_context.color_primaries,
+                stream.codec_context.color_trc, stream.codec_context.color_range) == (6, 6, 6, 1)
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     assert len(decoded) == T
     assert decoded[0].shape == (128, 128, 3)
@@ -257,3 +261,19 @@ def test_difference_map_rejects_bad_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         render_difference_map(diff_map, tmp_path, "bad", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_next_write_removes_stale_part_files_of_a_killed_write_but_not_fresh_ones(tmp_path):
+    target = tmp_path / "clip.png"
+    stale = tmp_path / ".clip.png.abc123.part"
+    fresh = tmp_path / ".clip.png.def456.part"
+    other = tmp_path / ".other.png.abc123.part"
+    for leftover in (stale, fresh, other):
+        leftover.write_bytes(b"half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_write(target, lambda h: h.write(b"png"))
+    assert target.read_bytes() == b"png"
+    assert not stale.exists()
+    assert fresh.exists() and other.exists()  # a writer may still own it; another file's leftovers wait for it

@@ -10,10 +10,12 @@ unfolded to ``(C, T, H, W)`` by the caller.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import math
 import os
 import tempfile
+import time
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -176,15 +178,35 @@ def frame_strip(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128,
 
 
 # --------------------------------------------------------------------------------------------- files
+STALE_PART_S = 15 * 60
+
+
+def remove_stale_parts(path: Path, older_than_s: float = STALE_PART_S) -> int:
+    """Delete the temp files earlier, killed writes of ``path`` left behind; returns how many."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path in ``path``'s folder to write; on success it replaces ``path`` (``os.replace``).
 
     A process killed mid-write leaves at most a hidden ``.{name}.*.part`` file, never a half ``path``;
-    on an exception the temp file is removed. The result is made ``0o644`` (temp files are private).
+    on an exception the temp file is removed, and the next write of ``path`` removes such leftovers once they
+    are older than ``STALE_PART_S`` (younger ones may belong to a writer still running). The result is made
+    ``0o644`` (temp files are private).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -235,8 +257,10 @@ def _write_mp4(target: Path, frames: np.ndarray, fps: float) -> None:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            # High profile yuv420p plays in every browser; crf 18 keeps thin structures visible.
-            stream.options = {"crf": "18", "preset": "medium", "profile": "high"}
+            # High profile yuv420p plays in every browser; crf 18 keeps thin structures visible. The RGB -> YUV
+            # conversion below is swscale's default (BT.601, limited range): say so, or players guess BT.709.
+            stream.options = {"crf": "18", "preset": "medium", "profile": "high",
+                              "x264-params": "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m:range=tv"}
         else:
             stream.bit_rate = 4_000_000
         for image in frames:
