@@ -112,6 +112,7 @@ def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_di
 
 def print_summary(report: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{report['audit']['model']['name']} {report['audit']['model']['version']}: audited pairs")
@@ -119,7 +120,11 @@ def print_summary(report: dict) -> None:
         table.add_column(col)
     table.add_column("flags", overflow="fold")
     for p in report["pairs"]:
-        flags = ", ".join(f"{f['code']}" + (f"[{f['stream']}]" if f["stream"] else "") for f in p["flags"]) or "-"
+        # "[stream]" would be read as rich markup: escaped; low-severity flags dimmed
+        flags = ", ".join(
+            ("[dim]" if f.get("severity") == "low" else "")
+            + escape(f["code"] + (f"[{f['stream']}]" if f["stream"] else ""))
+            + ("[/dim]" if f.get("severity") == "low" else "") for f in p["flags"]) or "-"
         table.add_row(str(p["rank"]), p["a"], p["b"], f"{p['confusion']['a_as_b']:.0%}",
                       f"{p['confusion']['b_as_a']:.0%}", flags)
     Console().print(table)

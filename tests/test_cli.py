@@ -57,3 +57,16 @@ def test_pickle_checkpoint_is_refused_with_export_hint(capsys, tmp_path):
     code, err = run(capsys, "visualize", "--model", str(tmp_path / "model.pt"), "--classes", "a",
                     "--out", str(tmp_path / "v"))
     assert code == 2 and ("ONNX" in err[0] or "onnx" in err[0])
+
+
+def test_summary_shows_each_flag_with_its_stream(capsys):
+    from service.cli import print_summary
+
+    report = {"audit": {"model": {"name": "m", "version": "v"}}, "pairs": [
+        {"rank": 1, "a": "A", "b": "B", "confusion": {"a_as_b": 0.5, "b_as_a": 0.0},
+         "flags": [{"code": "LOCALIZED_CUE", "stream": "appearance", "severity": "medium"},
+                   {"code": "MOTION_ONLY_SEPARATION", "stream": "motion", "severity": "low"},
+                   {"code": "SHARED_EVIDENCE", "stream": None, "severity": "medium"}]}]}
+    print_summary(report)
+    out = "".join(capsys.readouterr().out.split())  # the table may fold long cells
+    assert "LOCALIZED_CUE[appearance]" in out and "MOTION_ONLY_SEPARATION[motion]" in out and "SHARED_EVIDENCE" in out

@@ -23,7 +23,7 @@ def _stream(loc: Localisation) -> StreamScores:
 
 
 def _scores(app: Localisation | None = None, mot: Localisation | None = None, evidence=None,
-            motion_reliance=None) -> PairScores:
+            motion_reliance=None, target_softmax=None) -> PairScores:
     return PairScores(
         a="A", b="B",
         cross_activation={"a_on_b": 0.0, "b_on_a": 0.0, "a_on_b_logit_ratio": 0.0, "b_on_a_logit_ratio": 0.0},
@@ -31,7 +31,8 @@ def _scores(app: Localisation | None = None, mot: Localisation | None = None, ev
         stream_reliance={"A": {"appearance": 0.5, "motion": 0.5}, "B": {"appearance": 0.5, "motion": 0.5}},
         stream_evidence=evidence or {"A": {"appearance": 5.0, "motion": 5.0}, "B": {"appearance": 5.0, "motion": 5.0}},
         motion_reliance=motion_reliance or {"A": 0.5, "B": 0.5},
-        speed_invariance={}, overall_feature_similarity=0.1)
+        speed_invariance={}, overall_feature_similarity=0.1,
+        target_softmax=target_softmax or {"A": 0.99, "B": 0.99})
 
 
 def _codes(flags):
@@ -90,3 +91,10 @@ def test_no_two_flags_of_a_pair_share_a_review_key():
                    motion_reliance={"A": 0.0, "B": 0.0})
     keys = _codes(derive_flags(loud, SPECS))
     assert len(keys) == len(set(keys)) >= 4
+
+
+def test_a_class_whose_visualisations_are_not_that_class_is_flagged_weak():
+    [flag] = derive_flags(_scores(target_softmax={"A": 0.99, "B": 0.003}), SPECS)
+    assert (flag.code, flag.stream, flag.class_name) == ("WEAK_VISUALISATION", None, "B")
+    assert "0.003" in flag.message
+    assert derive_flags(_scores(target_softmax={"A": 0.6, "B": 0.5}), SPECS) == []

@@ -208,6 +208,7 @@ class PairScores:
     motion_reliance: dict[str, float]                # class -> share of the logit lost when all motion is removed
     speed_invariance: dict[str, dict[str, float]]    # class -> stream -> similarity across kappa levels
     overall_feature_similarity: float
+    target_softmax: dict[str, float] = field(default_factory=dict)   # class -> lowest softmax of it on its own
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -219,6 +220,7 @@ class PairScores:
             "stream_evidence": self.stream_evidence,
             "motion_reliance": self.motion_reliance,
             "speed_invariance": self.speed_invariance,
+            "target_softmax": self.target_softmax,
         })
 
 
@@ -266,6 +268,7 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
         "a_on_b_logit_ratio": _logit_ratio(full_a.logits, ia, ib),
         "b_on_a_logit_ratio": _logit_ratio(full_b.logits, ib, ia),
     }
+    target_softmax = {a: float(softmax(full_a.logits)[:, ia].min()), b: float(softmax(full_b.logits)[:, ib].min())}
     overall_sim = scores.cosine_similarity(full_a.features.mean(0) - base_feat, full_b.features.mean(0) - base_feat)
 
     per_stream: dict[str, StreamScores] = {}
@@ -315,4 +318,5 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
         speed[cls] = {spec.name: scores.speed_invariance(
             [vis[spec.name][lv == level] for level in sorted(set(levels))], spec.modality) for spec in specs}
     return PairScores(a=a, b=b, cross_activation=cross, streams=per_stream, stream_reliance=reliance,
-                      stream_evidence=evidence, motion_reliance=motion, speed_invariance=speed, overall_feature_similarity=overall_sim)
+                      stream_evidence=evidence, motion_reliance=motion, speed_invariance=speed, overall_feature_similarity=overall_sim,
+                      target_softmax=target_softmax)

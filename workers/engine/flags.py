@@ -14,6 +14,9 @@ class's positive margin over its partner. This is what still names the stream on
 position (no LOCALIZED_CUE fires there). Severity is medium when the pair's two classes lean on different
 streams (the watermark class on appearance, its partner on motion), low when both lean on the same one: on a
 motion-driven net most pairs are separated by motion, which is no finding by itself.
+
+WEAK_VISUALISATION: a class's visualisations did not all end classified as that class (softmax < 0.5), so the
+pair's other scores rest on pictures that do not show it.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class FlagThresholds(BaseModel):
     shared_feature_similarity: float = Field(0.9, ge=-1, le=1)
     shared_logit_ratio: float = Field(0.5)
     context_motion_reliance: float = Field(0.1, ge=0, le=1)
+    weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,15 @@ def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds
     """Flags of one pair, most specific first."""
     th = th or FlagThresholds()
     flags: list[Flag] = []
+    weak = [(cls, p) for cls, p in s.target_softmax.items() if p < th.weak_visualisation_softmax]
+    if weak:
+        flags.append(Flag(
+            "WEAK_VISUALISATION", None, "medium",
+            "; ".join(f"some of {cls}'s visualisations end classified as another class (lowest softmax {p:.3f})"
+                      for cls, p in weak)
+            + ": the model's evidence for that class is largely another class's, and this pair's other scores and "
+              "flags rest on visualisations that do not show it; weigh them accordingly.",
+            class_name=weak[0][0] if len(weak) == 1 else None))
     modality = {spec.name: spec.modality for spec in specs}
     for name, st in s.streams.items():
         loc = st.localisation
