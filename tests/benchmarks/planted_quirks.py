@@ -3,7 +3,7 @@ for each planted pair its confusion rank, whether it is flagged, with which stre
 peak_xy falls inside the planted region; and, for pairs without a planted shortcut audited through explicit pairs,
 whether any of them gets LOCALIZED_CUE. Printed, never asserted (tests/test_audit_planted.py asserts one seed).
 
-    python tests/benchmarks/planted_quirks.py [--seeds 0 1 2] [--head flatten|gap] [--steps 128]
+    python tests/benchmarks/planted_quirks.py [--seeds 0 1 2] [--head flatten|gap] [--steps 128] [--json OUT]
 
 "loc ok": a LOCALIZED_CUE on the planted stream. "named": the flags about the planted class (or both classes)
 name the planted stream and no other (CONTEXT_CUE aside) -- the test for a head that pools position away.
@@ -11,7 +11,9 @@ name the planted stream and no other (CONTEXT_CUE aside) -- the test for a head 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from service.confusion import parse_confusion
 from workers.audit.options import AuditOptions
@@ -51,7 +53,8 @@ def audit_seed(seed: int, head: str, steps: int) -> list[dict]:
                                   and not any(_names_other(f, planted, specs) for f in about)) if planted else None,
                      "peak_in_region": ([planted.contains(f.peak_xy) for f in localized if f.stream == planted.stream]
                                         if planted else None),
-                     "min_softmax": min(v.probability for v in vis)})
+                     "min_softmax": min(v.probability for v in vis),
+                     "scores": result.scores.to_json(), "flag_list": [f.to_json() for f in result.flags]})
     return rows
 
 
@@ -69,6 +72,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--head", choices=("flatten", "gap"), default="flatten")
     parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--json", type=Path, help="also write every row with its scores and flags here "
+                                                   "(to recalibrate thresholds without re-running)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     rows = [row for seed in args.seeds for row in audit_seed(seed, args.head, args.steps)]
@@ -78,6 +83,8 @@ def main() -> None:
         rank = "x" if r["explicit"] else str(r["rank"])
         print(f"{r['seed']:>4} {rank:>4} {r['pair']:34s} {r['planted']:9s} {str(r['stream_ok']):6s} "
               f"{str(r['named_ok']):6s} {str(r['peak_in_region']):8s} {r['flags']}")
+    if args.json:
+        args.json.write_text(json.dumps({"head": args.head, "steps": args.steps, "rows": rows}, indent=1))
     planted = [r for r in rows if r["planted"] != "-"]
     in_top3 = sum(1 for r in planted if not r["explicit"])
     ok = sum(1 for r in planted if r["stream_ok"])
