@@ -75,7 +75,7 @@ def test_one_stream_flags_name_the_class_and_stream_and_merge_when_both_classes_
 
 def test_one_stream_flag_is_medium_when_the_partner_leans_on_another_stream():
     flags = derive_flags(_scores(evidence={"A": {"appearance": 20.0, "motion": -2.0},
-                                           "B": {"appearance": 1.0, "motion": 6.0}}), SPECS)
+                                           "B": {"appearance": 3.0, "motion": 6.0}}), SPECS)
     assert [(f.code, f.class_name, f.severity) for f in flags] == [("APPEARANCE_ONLY_SEPARATION", "A", "medium")]
 
 

@@ -9,9 +9,10 @@ Calibrated on seeds 0-2 of the reference benchmark (planted windows stood out by
 without a planted shortcut by more than 2.5x) and checked on held-out seeds (docs/planted_benchmark.md).
 
 APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class and need no position: each stream alone (the
-others neutral) is run on the class's visualisations, and the flag fires when one stream holds >= 90% of the
-class's positive margin over its partner. This is what still names the stream on a net whose head pools away
-position (no LOCALIZED_CUE fires there). Severity is medium when the pair's two classes lean on different
+others neutral) is run on the class's visualisations, and the flag fires when one stream holds >= 75% (3:1) of
+the class's positive margin over its partner. This is what still names the stream on a net whose head pools away
+position (no LOCALIZED_CUE fires there). 75% was set on seeds 0-5 of both heads (the pooled net's flicker class
+sits at 79-84%) and checked on seeds 6-8. Severity is medium when the pair's two classes lean on different
 streams (the watermark class on appearance, its partner on motion), low when both lean on the same one: on a
 motion-driven net most pairs are separated by motion, which is no finding by itself.
 
@@ -39,7 +40,7 @@ class FlagThresholds(BaseModel):
     localized_min_stream_drop: float = Field(0.15, ge=0, le=1)
     localized_min_peak_drop: float = Field(0.02, ge=0, le=1)
     localized_separation: float = Field(3.0, ge=1)
-    only_evidence_share: float = Field(0.9, ge=0.5, le=1)
+    only_evidence_share: float = Field(0.75, ge=0.5, le=1)
     shared_feature_similarity: float = Field(0.9, ge=-1, le=1)
     shared_logit_ratio: float = Field(0.5)
     context_motion_reliance: float = Field(0.1, ge=0, le=1)
