@@ -13,7 +13,7 @@ SPECS = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 
 
 def _loc(favours="A", whole=0.5, peak=0.1, separation=1.2, xy=(0.1, 0.1)) -> Localisation:
     return Localisation(favours=favours, whole_stream_drop=whole, peak_drop=peak, peak_share=peak / whole,
-                        peak_separation=separation, peak_xy=xy, window_drops=np.zeros(4))
+                        peak_separation=separation, peak_xy=xy)
 
 
 def _stream(loc: Localisation) -> StreamScores:

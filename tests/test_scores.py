@@ -20,7 +20,7 @@ def test_consistent_difference_peaks_where_every_seed_differs_not_where_one_does
     b = rng.normal(0, 0.1, size=(4, 3, 2, 16, 16))
     a[:, :, :, 2:4, 10:12] += 1.0          # in every seed of class a
     b[0, :, :, 12:14, 2:4] += 3.0          # in one seed of class b only
-    m, _ = scores.consistent_difference_map(a, b)
+    m = scores.consistent_difference_map(a, b)
     x, y = scores.peak_xy(m)
     assert 10 / 16 <= x <= 12 / 16 and 2 / 16 <= y <= 4 / 16
     assert m[2:4, 10:12].mean() > 2 * m[12:14, 2:4].mean()

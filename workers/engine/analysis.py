@@ -126,7 +126,6 @@ class Localisation:
     peak_share: float            # peak_drop / the same class's whole-stream drop
     peak_separation: float       # peak_drop / the strongest window elsewhere in the frame
     peak_xy: tuple[float, float] # normalised centre of the peak window
-    window_drops: np.ndarray = field(repr=False)   # (len(boxes),) mean drop per window, direction ``favours``
 
 
 def peak_window(drops: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], side: int) -> tuple[int, float]:
@@ -166,7 +165,7 @@ def localise(model: nn.Module, specs: Sequence[InputSpec], spec: InputSpec, vis_
     return Localisation(
         favours=name, whole_stream_drop=whole, peak_drop=peak,
         peak_share=peak / float(drops[0]) if drops[0] > 1e-6 else 0.0, peak_separation=separation,
-        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height), window_drops=drops[1:])
+        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height))
 
 
 @dataclass
@@ -298,7 +297,7 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
         name = spec.name
         ea, eb = only[name]
         loc = located[name]
-        tmap, signed = scores.consistent_difference_map(vis_a[name], vis_b[name], spec.modality)
+        tmap = scores.consistent_difference_map(vis_a[name], vis_b[name], spec.modality)
         per_stream[name] = StreamScores(
             feature_similarity=scores.cosine_similarity(ea.features.mean(0) - base_feat, eb.features.mean(0) - base_feat),
             separation_margin=margins[name],
@@ -318,5 +317,5 @@ def score_pair(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[s
         speed[cls] = {spec.name: scores.speed_invariance(
             [vis[spec.name][lv == level] for level in sorted(set(levels))], spec.modality) for spec in specs}
     return PairScores(a=a, b=b, cross_activation=cross, streams=per_stream, stream_reliance=reliance,
-                      stream_evidence=evidence, motion_reliance=motion, speed_invariance=speed, overall_feature_similarity=overall_sim,
-                      target_softmax=target_softmax)
+                      stream_evidence=evidence, motion_reliance=motion, speed_invariance=speed,
+                      overall_feature_similarity=overall_sim, target_softmax=target_softmax)

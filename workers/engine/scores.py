@@ -26,7 +26,7 @@ def pixel_descriptor(x: np.ndarray, modality: str = "rgb") -> np.ndarray:
 
 
 def consistent_difference_map(a: np.ndarray, b: np.ndarray, modality: str = "rgb", *,
-                              t_full: float = 3.0, floor: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+                              t_full: float = 3.0, floor: float = 0.05) -> np.ndarray:
     """Where two classes' visualisations differ, *consistently* across samples.
 
     a: (Sa, C, T, H, W), b: (Sb, C, T, H, W), Sa, Sb >= 1. Per descriptor element: the Welch t-statistic
@@ -35,7 +35,7 @@ def consistent_difference_map(a: np.ndarray, b: np.ndarray, modality: str = "rgb
     size gated by consistency, effect x min(1, |t| / t_full): a difference seen in one seed only (|t| small) is
     discounted, while among consistent differences the *large* ones stand out. A bare t-map would not do: class
     visualisations are so repeatable that small differences everywhere reach large t and drown a planted cue.
-    Returns (map (H, W), root mean square over descriptor channels; signed mean difference (D, H, W))."""
+    Returns the map (H, W): root mean square over descriptor channels."""
     da, db = pixel_descriptor(a, modality), pixel_descriptor(b, modality)
     diff = da.mean(axis=0) - db.mean(axis=0)
     var_a = da.var(axis=0, ddof=1) if len(da) > 1 else np.zeros_like(diff)
@@ -44,7 +44,7 @@ def consistent_difference_map(a: np.ndarray, b: np.ndarray, modality: str = "rgb
     scale = float(np.concatenate([da, db]).std()) + EPS
     t = diff / np.maximum(spread, floor * scale)
     gated = np.abs(diff) / scale * np.minimum(1.0, np.abs(t) / t_full)
-    return np.sqrt(np.mean(gated ** 2, axis=0)), diff
+    return np.sqrt(np.mean(gated ** 2, axis=0))
 
 
 def energy_concentration(m: np.ndarray, top_fraction: float = 0.05) -> float:
