@@ -70,25 +70,24 @@ def _where(xy: tuple[float, float]) -> str:
     return f"the {place} of the frame (x={x:.2f}, y={y:.2f})"
 
 
-def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) -> dict[str, list[tuple[str, float]]]:
-    """stream -> [(class, share)] for each class whose positive stream-alone margins over its partner sit
-    >= ``min_share`` in that one stream. Pure."""
-    out: dict[str, list[tuple[str, float]]] = {}
-    for cls, per_stream in evidence.items():
-        positive = {name: max(value, 0.0) for name, value in per_stream.items()}
-        total = sum(positive.values())
-        if total <= 0:
-            continue
-        name, share = max(((n, v / total) for n, v in positive.items()), key=lambda nv: nv[1])
-        if share >= min_share:
-            out.setdefault(name, []).append((cls, share))
-    return out
-
-
 def dominant_stream(evidence: dict[str, float]) -> str | None:
     """The stream with the largest positive stream-alone margin of one class; None when no stream has any. Pure."""
     name, value = max(evidence.items(), key=lambda kv: kv[1])
     return name if value > 0 else None
+
+
+def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) -> dict[str, list[tuple[str, float]]]:
+    """stream -> [(class, share)] for each class whose dominant stream holds >= ``min_share`` of its positive
+    stream-alone margins over its partner. Pure."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for cls, per_stream in evidence.items():
+        name = dominant_stream(per_stream)
+        if name is None:
+            continue
+        share = per_stream[name] / sum(max(value, 0.0) for value in per_stream.values())
+        if share >= min_share:
+            out.setdefault(name, []).append((cls, share))
+    return out
 
 
 def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
