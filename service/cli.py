@@ -121,10 +121,9 @@ def print_summary(report: dict) -> None:
     table.add_column("flags", overflow="fold")
     for p in report["pairs"]:
         # "[stream]" would be read as rich markup: escaped; low-severity flags dimmed
-        flags = ", ".join(
-            ("[dim]" if f.get("severity") == "low" else "")
-            + escape(f["code"] + (f"[{f['stream']}]" if f["stream"] else ""))
-            + ("[/dim]" if f.get("severity") == "low" else "") for f in p["flags"]) or "-"
+        flags = ", ".join(f"[{'dim' if f.get('severity') == 'low' else 'default'}]"
+                          + escape(f["code"] + (f"[{f['stream']}]" if f["stream"] else "")) + "[/]"
+                          for f in p["flags"]) or "-"
         table.add_row(str(p["rank"]), p["a"], p["b"], f"{p['confusion']['a_as_b']:.0%}",
                       f"{p['confusion']['b_as_a']:.0%}", flags)
     Console().print(table)
