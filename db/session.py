@@ -71,12 +71,11 @@ class BoundDatabase:
 
 
 class Database:
-    """Flask extension: ``db.init_app(app, url)``; ``db.session`` is the current app context's session,
+    """Flask extension: ``db.init_app(app, bound)``; ``db.session`` is the current app context's session,
     closed at teardown; ``db.bound`` the current app's engine and session factory (for sessions outside
     a request: reaper, heartbeats). State lives in ``app.extensions``, so several apps can coexist."""
 
-    def init_app(self, app: Any, url: str, *, null_pool: bool = False) -> BoundDatabase:
-        bound = BoundDatabase(url, null_pool=null_pool)
+    def init_app(self, app: Any, bound: BoundDatabase) -> BoundDatabase:
         app.extensions["quirkscope_db"] = bound
         app.teardown_appcontext(self._teardown)
         return bound

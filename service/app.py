@@ -1,6 +1,7 @@
 """The Flask application factory: settings, database, artifact store, error mapping, the ``api`` blueprint
 (``/api/v1``, with its OpenAPI document at ``/api/v1/openapi.json``), the ``report`` HTML blueprint, and
-the Celery app bound to it. The web process never imports torch."""
+the Celery app it enqueues with (built from the same settings and database). The web process never imports
+torch."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -8,19 +9,18 @@ from typing import Any, Mapping
 from flask import request
 from flask_openapi3 import Info, OpenAPI
 
-from db.artifacts import store_from_url
 from service.errors_http import register_error_handlers, validation_error_response
 from service.extensions import db
-from service.settings import Settings, load_settings
+from workers.celery_app import create_celery_app
+from workers.runtime import WorkerContext
+from workers.settings import Settings, load_settings
 
 API_VERSION = "1.0.0"
 UPLOAD_ENDPOINTS = frozenset({"api.upload_model"})
 
 
-def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | None = None,
-               worker: bool = False) -> OpenAPI:
-    """Build the app. ``config`` overrides Flask config keys; ``settings`` defaults to the environment;
-    ``worker`` makes the database pool fork-safe (no pooled connections) for Celery prefork workers."""
+def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | None = None) -> OpenAPI:
+    """Build the app. ``config`` overrides Flask config keys; ``settings`` defaults to the environment."""
     settings = settings or load_settings()
     app = OpenAPI(
         __name__,
@@ -44,8 +44,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | 
     if config:
         app.config.update(config)
     app.extensions["quirkscope_settings"] = settings
-    db.init_app(app, settings.database_url, null_pool=worker)
-    app.extensions["quirkscope_artifacts"] = store_from_url(settings.artifacts_url)
+    context = WorkerContext.from_settings(settings)
+    db.init_app(app, context.database)
+    app.extensions["quirkscope_artifacts"] = context.artifacts
+    app.extensions["celery"] = create_celery_app(settings, context)
     register_error_handlers(app)
 
     @app.before_request
@@ -60,8 +62,4 @@ def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | 
 
     app.register_api(api_blueprint)
     app.register_blueprint(pages_blueprint)
-
-    from workers.celery_app import celery_init_app
-
-    celery_init_app(app)
     return app

@@ -91,8 +91,8 @@ def _audit_options(args: argparse.Namespace):
 def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_dir: Path | None,
                       json_path: Path | None, device: str | None) -> dict:
     """Validate everything, run the audit in-process, write the JSON and the HTML report."""
-    from service.confusion import load_confusion_file
-    from service.report_html import write_report
+    from workers.audit.confusion import load_confusion_file
+    from workers.audit.report_html import write_report
     from workers.audit.pipeline import run_local_audit
 
     model = _load_model(model_path)

@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Sequence
 
-from service.settings import Settings, load_settings
+from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 WORKER_QUEUES = ("gpu", "cpu")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from celery import Celery
 
     from db.artifacts import ArtifactStore
-    from service.settings import Settings
+    from workers.settings import Settings
 
 db = Database()
 

@@ -1,6 +1,6 @@
 """The HTML blueprint ``report``: a login that takes an API token (kept as its hash in the signed, HTTP-only
 session cookie), the audit list, the live audit page (the local report's page, rendered by
-``service.report_html``, with progress while running) and the review form posted from each flag."""
+``workers.audit.report_html``, with progress while running) and the review form posted from each flag."""
 from __future__ import annotations
 
 import secrets
@@ -10,16 +10,15 @@ from flask import Blueprint, Response, abort, redirect, render_template_string, 
 from markupsafe import Markup
 from sqlalchemy import select
 
-from db.models import FINISHED_STATUSES, Audit, ModelBundle
-from service.api.report import build_report
+from db.models import Audit, ModelBundle
 from service.auth import SESSION_KEY, Principal, current_principal, hash_token, principal_for_hash
 from service.errors_http import NotAuthenticated, NotFound, PermissionDenied
 from service.extensions import db
+from service.report_page import render_audit_page
 from workers.engine.errors import QuirkScopeError
 
 pages_blueprint = Blueprint("report", __name__)
 CSRF_KEY = "csrf"
-LIVE_REFRESH_S = 5
 
 _LAYOUT = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ title }} · QuirkScope</title>
@@ -120,38 +119,20 @@ def audit_list() -> Response:
     return _page("Audits", _AUDITS, principal, audits=audits)
 
 
-def render_audit_page(audit: Audit, *, review_forms: bool) -> Response:
-    """The report page of ``audit``: the static report's template, live while the audit runs."""
-    from service.report_html import render_report_html
-
-    report = build_report(audit)
-    live = None
-    if audit.status != "done":
-        running = audit.status not in FINISHED_STATUSES
-        live = {"progress": audit.progress or 0.0, "status": audit.status, "message": audit.error or "",
-                "refresh_s": LIVE_REFRESH_S if running else None}
-
-    def asset_url(rel: str) -> str:
-        return url_for("api.get_artifact", audit_id=audit.id, key=rel)
-
-    review_url_for = None
-    if review_forms:
-        csrf = _csrf_token()
-
-        def review_url_for(flag: Mapping[str, Any]) -> str | None:
-            return url_for("report.review_flag", flag_id=flag["id"], csrf=csrf) if flag.get("id") else None
-
-    html = render_report_html(report, live=live, review_url_for=review_url_for, asset_url=asset_url)
-    return Response(html, mimetype="text/html")
-
-
 @pages_blueprint.get("/audits/<int:audit_id>")
 def audit_page(audit_id: int) -> Response:
     from service.api.audits import get_audit
 
     principal = _viewer()
     audit = get_audit(principal.project_id, audit_id)
-    return render_audit_page(audit, review_forms="review" in principal.scopes)
+    review_url_for = None
+    if "review" in principal.scopes:
+        csrf = _csrf_token()
+
+        def review_url_for(flag: Mapping[str, Any]) -> str | None:
+            return url_for("report.review_flag", flag_id=flag["id"], csrf=csrf) if flag.get("id") else None
+
+    return render_audit_page(audit, review_url_for=review_url_for)
 
 
 @pages_blueprint.post("/flags/<int:flag_id>/review")

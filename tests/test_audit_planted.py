@@ -2,7 +2,7 @@
 tests/benchmarks/planted_quirks.py)."""
 import pytest
 
-from service.confusion import parse_confusion
+from workers.audit.confusion import parse_confusion
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import run_local_audit
 from workers.engine.bundle import LoadedModel

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from service.confusion import ConfusionMatrix, load_confusion_file, parse_confusion
+from workers.audit.confusion import ConfusionMatrix, load_confusion_file, parse_confusion
 from workers.engine.errors import InvalidConfusionMatrix, InvalidInput
 
 MANIFEST = ["walk", "run", "jump"]

@@ -3,8 +3,8 @@ flags with the same (code, stream), the key a review is stored under."""
 import numpy as np
 import pytest
 
-from workers.engine.analysis import Localisation, PairScores, StreamScores
-from workers.engine.flags import FlagThresholds, derive_flags, one_stream_classes
+from workers.audit.analysis import Localisation, PairScores, StreamScores
+from workers.audit.flags import FlagThresholds, derive_flags, one_stream_classes
 from workers.engine.manifest import InputSpec
 
 SPECS = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 8, 32, 32]),

@@ -9,8 +9,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from service.confusion import ConfusionMatrix
-from service.ranking import RankedPair, parse_pairs_option, rank_confused_pairs, select_audit_pairs
+from workers.audit.confusion import ConfusionMatrix
+from workers.audit.ranking import RankedPair, parse_pairs_option, rank_confused_pairs, select_audit_pairs
 from workers.engine.errors import InvalidInput
 
 # Equal supports (100 each). Rates: a->b .15, b->a .10, b->c .05, c->b .08, a->c .05, c->a .02.

@@ -1,4 +1,4 @@
-"""Tests of the HTML report renderer (service.report_html): content, escaping, offline-ness, live hooks."""
+"""Tests of the HTML report renderer (workers.audit.report_html): content, escaping, offline-ness, live hooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from service.report_html import render_confusion_heatmap, render_report_html, write_report
+from workers.audit.report_html import render_confusion_heatmap, render_report_html, write_report
 from tests.fixtures_report import SAMPLE_CLASSES, build_sample_report
 
 HOSTILE_CLASS = '<script>alert("x")</script>Jump'

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from workers.engine import scores
-from workers.engine.analysis import peak_window, scan_windows
+from workers.audit import scores
+from workers.audit.analysis import peak_window, scan_windows
 
 
 def test_flow_descriptor_is_blind_to_the_phase_of_a_flicker():

@@ -1,22 +1,24 @@
-"""The Celery app, built from the Flask app as in Flask's "Background Tasks with Celery" pattern
-(``celery_init_app``): tasks run inside the app context; settings of DESIGN 5 (late acks, prefetch 1,
-soft < hard time limits, Redis visibility timeout above the hard limit, queues ``gpu`` and ``cpu``).
+"""The Celery app, built from the settings and a ``WorkerContext`` (database, artifact store), never from the
+Flask app: tasks run with that context active; settings of DESIGN 5 (late acks, prefetch 1, soft < hard
+time limits, Redis visibility timeout above the hard limit, queues ``gpu`` and ``cpu``).
 ``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA."""
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
+from workers.runtime import WorkerContext, activate
+from workers.settings import Settings, load_settings
+
 QUEUES = ("gpu", "cpu")
 TASK_MODULES = ("workers.tasks",)
 
 
-def celery_config(settings: Any) -> dict[str, Any]:
-    """The Celery configuration for ``settings`` (a ``service.settings.Settings``)."""
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for ``settings``."""
     conf: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
@@ -59,43 +61,37 @@ def celery_config(settings: Any) -> dict[str, Any]:
     return conf
 
 
-def celery_init_app(app: Any) -> Celery:
-    """Bind a Celery app to the Flask ``app``: every task runs inside ``app.app_context()``."""
+def create_celery_app(settings: Settings, context: WorkerContext | None = None, *,
+                      null_pool: bool = False) -> Celery:
+    """A Celery app for ``settings`` whose tasks run with ``context`` active (default: a new one from the
+    settings; ``null_pool`` for forking workers). The app becomes the default one of this process."""
+    context = context or WorkerContext.from_settings(settings, null_pool=null_pool)
 
-    class FlaskTask(Task):
+    class ContextTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
-            with app.app_context():
+            with activate(context):
                 return self.run(*args, **kwargs)
 
-    celery = Celery(app.name, task_cls=FlaskTask)
-    celery.config_from_object(celery_config(app.extensions["quirkscope_settings"]))
+    celery = Celery("quirkscope", task_cls=ContextTask)
+    celery.config_from_object(celery_config(settings))
+    celery.quirkscope_context = context  # type: ignore[attr-defined]
     celery.set_default()
-    app.extensions["celery"] = celery
     return celery
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def create_worker_app() -> Celery:
-    """Entry point of ``celery -A workers.celery_app worker``: a Flask app with a fork-safe pool."""
+    """Entry point of ``celery -A workers.celery_app worker``: settings from the environment, a fork-safe pool."""
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # torch.cuda.is_available must not poison fork
-    from service.app import create_app
-
-    flask_app = create_app(worker=True)
-    celery = flask_app.extensions["celery"]
-    celery.flask_app = flask_app  # type: ignore[attr-defined]
-    return celery
+    return create_celery_app(load_settings(), null_pool=True)
 
 
 @worker_process_init.connect
 def _dispose_pools_after_fork(**_: object) -> None:
     from celery import current_app
 
-    flask_app = getattr(current_app, "flask_app", None)
-    if flask_app is not None:
-        flask_app.extensions["quirkscope_db"].dispose_after_fork()
+    context = getattr(current_app, "quirkscope_context", None)
+    if context is not None:
+        context.database.dispose_after_fork()
 
 
 def __getattr__(name: str) -> Any:

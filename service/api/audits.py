@@ -12,16 +12,17 @@ from flask_openapi3 import Tag
 from sqlalchemy import func, select, update
 
 from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem, utcnow
-from service.api import api_blueprint, requires
+from service.api.blueprint import api_blueprint, requires
 from service.api.models import get_model
-from service.api.report import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
+from workers.audit.report_rows import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
 from service.api.schemas import (ArtifactPath, AuditCreate, AuditCreated, AuditListOut, AuditListQuery, AuditOut,
                                  AuditPath, CompareOut, ComparePath, ErrorOut, PairPath, ReportOut)
 from service.auth import current_principal
-from service.confusion import parse_confusion
+from workers.audit.confusion import parse_confusion
 from service.errors_http import NotFound, ServiceUnavailable
 from service.extensions import artifact_store, db, settings
-from service.ranking import select_audit_pairs
+from service.report_page import render_audit_page
+from workers.audit.ranking import select_audit_pairs
 from workers.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -176,10 +177,8 @@ def compare(path: ComparePath):
 @requires("read")
 def get_report_html(path: AuditPath):
     """The audit's report page (HTML), live while the audit runs."""
-    from service.pages import render_audit_page
-
     audit = get_audit(current_principal("read").project_id, path.audit_id)
-    return render_audit_page(audit, review_forms=False)
+    return render_audit_page(audit)
 
 
 @api_blueprint.delete("/audits/<int:audit_id>", tags=[tag], responses={202: AuditCreated, 404: ErrorOut})

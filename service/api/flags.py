@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask_openapi3 import Tag
 
 from db.models import Audit, Flag, Review
-from service.api import api_blueprint, requires
-from service.api.report import flag_dict, review_dict
+from service.api.blueprint import api_blueprint, requires
+from workers.audit.report_rows import flag_dict, review_dict
 from service.api.schemas import ErrorOut, FlagOut, FlagPath, ReviewBody, ReviewOut
 from service.auth import Principal, current_principal
 from service.errors_http import NotFound

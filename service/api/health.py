@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_openapi3 import Tag
 from sqlalchemy import text
 
-from service.api import api_blueprint, requires
+from service.api.blueprint import api_blueprint, requires
 from service.api.schemas import HealthOut, ReadyOut
 from service.extensions import artifact_store, celery_app, db
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db.models import ModelBundle
-from service.api import api_blueprint, requires
+from service.api.blueprint import api_blueprint, requires
 from service.api.bundles import discard, intake
 from service.api.schemas import ErrorOut, ModelListOut, ModelOut, ModelPath, ModelUploadForm
 from service.auth import current_principal

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from service.confusion import parse_confusion
+from workers.audit.confusion import parse_confusion
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import analyse_pair, plan_audit, visualise
 from workers.engine.bundle import LoadedModel

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.report_html import write_report
+from workers.audit.report_html import write_report
 from tests.fixtures_report import build_sample_report
 
 CHROMIUM = Path("/usr/bin/chromium")

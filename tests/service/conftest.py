@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from db.migrate import upgrade
-from service.settings import Settings, load_settings
+from workers.settings import Settings, load_settings
 
 PG_URL = os.environ.get("QUIRKSCOPE_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("QUIRKSCOPE_TEST_REDIS_URL")

@@ -8,7 +8,7 @@ import threading
 
 from celery import shared_task
 
-from workers.tasks import _after_reaped
+from workers.tasks.flow import _after_reaped
 from workers.tasks.runner import run_item
 
 

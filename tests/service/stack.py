@@ -54,7 +54,7 @@ def running_stack(home: Path, env: dict[str, str]) -> Iterator[Stack]:
     """Start workers, API server and reaper with ``env`` (QUIRKSCOPE_* variables) in the environment."""
     from service.app import create_app
     from service.commands import create_token, migrate, run_reaper, spawn_worker, stop_process
-    from service.settings import load_settings
+    from workers.settings import load_settings
 
     full_env = {"QUIRKSCOPE_HOME": str(home), "QUIRKSCOPE_SECRET_KEY": "test", "QUIRKSCOPE_COOKIE_SECURE": "0",
                 "QUIRKSCOPE_HEARTBEAT_S": "1", "QUIRKSCOPE_STALE_AFTER_S": "30", "QUIRKSCOPE_REAPER_INTERVAL_S": "2",

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def local_report(reference, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from service.confusion import parse_confusion
+    from workers.audit.confusion import parse_confusion
     from workers.audit.options import AuditOptions
     from workers.audit.pipeline import run_local_audit
     from workers.engine.bundle import load_bundle

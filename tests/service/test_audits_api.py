@@ -150,7 +150,7 @@ def test_web_process_serves_requests_without_importing_torch(tmp_path) -> None:
         "import sys\n"
         "from db.migrate import upgrade\n"
         "from service.app import create_app\n"
-        "from service.settings import load_settings\n"
+        "from workers.settings import load_settings\n"
         f"s = load_settings(env={{}}, home={str(tmp_path)!r}, broker_url='memory://', result_backend='cache+memory://')\n"
         "upgrade(s.database_url)\n"
         "c = create_app(settings=s).test_client()\n"

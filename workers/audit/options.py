@@ -5,7 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workers.engine.config import VisualizationConfig
 from workers.engine.errors import InvalidInput
-from workers.engine.flags import FlagThresholds
+from workers.audit.flags import FlagThresholds
 
 
 class AuditOptions(BaseModel):
@@ -27,7 +27,7 @@ class AuditOptions(BaseModel):
     @classmethod
     def _pairs_from_text(cls, value):
         if isinstance(value, str):
-            from service.ranking import parse_pairs_option
+            from workers.audit.ranking import parse_pairs_option
 
             return parse_pairs_option(value)
         return value

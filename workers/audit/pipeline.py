@@ -16,13 +16,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from service.confusion import ConfusionMatrix
-from service.ranking import RankedPair, select_audit_pairs
+from workers.audit.confusion import ConfusionMatrix
+from workers.audit.ranking import RankedPair, select_audit_pairs
 from workers.audit.options import AuditOptions
 from workers.engine import render
-from workers.engine.analysis import PairScores, score_pair
+from workers.audit.analysis import PairScores, score_pair
 from workers.engine.bundle import LoadedModel
-from workers.engine.flags import Flag, derive_flags
+from workers.audit.flags import Flag, derive_flags
 from workers.engine.manifest import Manifest
 from workers.engine.visualize import UnitRequest, visualize
 

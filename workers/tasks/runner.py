@@ -12,7 +12,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from db.models import WorkItem
-from service.extensions import db, settings
+from workers import runtime
 from workers.engine.errors import QuirkScopeError
 from workers.tasks.claims import claim, fail_audit, fail_item, finish, heartbeat, release, update_progress
 
@@ -37,7 +37,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def backoff_s(retries: int) -> float:
-    conf = settings()
+    conf = runtime.current().settings
     base = min(conf.retry_backoff_s * (2 ** retries), conf.retry_backoff_max_s)
     return base * (0.5 + random.random() / 2)  # jitter
 
@@ -45,8 +45,8 @@ def backoff_s(retries: int) -> float:
 def run_item(task: Task, audit_id: int, kind: str, key: int, body: Body) -> str:
     """Run ``body(session, item)`` for the work item (audit_id, kind, key) under the claim protocol.
     Returns ``done``, ``skipped`` or ``failed``; raises only ``Retry`` (for a transient error)."""
-    conf = settings()
-    bound = db.bound
+    conf = runtime.current().settings
+    bound = runtime.current().database
     with bound.sessionmaker() as session:
         got = claim(session, audit_id, kind, key, max_attempts=conf.max_attempts, stale_after_s=conf.stale_after_s)
         if got.outcome == "skip":

@@ -18,8 +18,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Audit, ClassPair, Flag, ModelBundle, PairScore, Project, Visualization, WorkItem, utcnow
-from service.extensions import artifact_store, db, settings
-from workers.tasks import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
+from workers import runtime
+from workers.tasks.flow import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
 from workers.tasks.runner import run_item
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,14 @@ def load_model(session: Session, audit: Audit) -> Any:
     if row.sha256 in _MODELS:
         _MODELS.move_to_end(row.sha256)
         return _MODELS[row.sha256]
-    store = artifact_store()
+    store = runtime.current().artifacts
     source: Any = store.local_path(row.artifact_key)
     if source is None or not Path(source).is_file():
         source = store.open(row.artifact_key).read()
     trusted = bool(session.get(Project, audit.project_id).trusted_pt2)
     model = load_bundle(source, trusted_pt2=trusted)
     _MODELS[row.sha256] = model
-    while len(_MODELS) > max(settings().model_cache_size, 1):
+    while len(_MODELS) > max(runtime.current().settings.model_cache_size, 1):
         _MODELS.popitem(last=False)
     return model
 
@@ -57,7 +57,7 @@ def device() -> str:
 
 def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
     """(manifest, confusion matrix, options) of the audit, rebuilt from its rows."""
-    from service.confusion import ConfusionMatrix
+    from workers.audit.confusion import ConfusionMatrix
     from workers.audit.options import AuditOptions
     from workers.engine.manifest import parse_manifest
 
@@ -67,7 +67,7 @@ def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
 
 
 def ranked_pair(row: ClassPair) -> Any:
-    from service.ranking import RankedPair
+    from workers.audit.ranking import RankedPair
 
     c = row.confusion
     return RankedPair(a=row.class_a, b=row.class_b, rank=row.rank, a_as_b=c["a_as_b"], b_as_a=c["b_as_a"],
@@ -81,7 +81,7 @@ def tensor_key(audit_id: int, cls: str, stream: str, level: int, seed: int) -> s
 
 def upload_tree(audit_id: int, root: Path) -> None:
     """Copy every file under ``root`` to ``audits/<id>/<relative path>`` in the artifact store."""
-    store = artifact_store()
+    store = runtime.current().artifacts
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         store.put_file(f"audits/{audit_id}/{path.relative_to(root).as_posix()}", path)
 
@@ -99,7 +99,7 @@ def load_visualizations(session: Session, audit_id: int, classes: set[str] | Non
     grouped: dict[tuple[str, int, int], list[Visualization]] = {}
     for row in session.scalars(stmt):
         grouped.setdefault((row.class_name, row.level, row.seed), []).append(row)
-    store = artifact_store()
+    store = runtime.current().artifacts
     out = []
     for (cls, level, seed), rows in sorted(grouped.items()):
         tensors = {r.stream: np.load(io.BytesIO(store.open(f"audits/{audit_id}/{r.artifacts['npy']}").read()))
@@ -141,7 +141,7 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
         items = [WorkItem(audit_id=audit_id, kind="visualise", key=i,
                           payload={"task": "workers.tasks.visualise_chunk", "args": [audit_id, i], "queue": "gpu",
                                    "keys": chunk})
-                 for i, chunk in enumerate(_chunks(keys, settings().chunk_size))]
+                 for i, chunk in enumerate(_chunks(keys, runtime.current().settings.chunk_size))]
         items += [WorkItem(audit_id=audit_id, kind="score", key=p.rank,
                            payload={"task": "workers.tasks.score_pair", "args": [audit_id, p.rank], "queue": "cpu"})
                   for p in plan.pairs]
@@ -152,7 +152,7 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
         config = options.engine_config()
         audit.plan = {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
                       "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
-                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, settings().chunk_size))}
+                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, runtime.current().settings.chunk_size))}
         session.commit()
 
     outcome = run_item(self, audit_id, "plan", 0, body)
@@ -179,7 +179,7 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         t0 = time.perf_counter()
         results = visualise(model, keys, options, device=device())
         elapsed = time.perf_counter() - t0
-        store = artifact_store()
+        store = runtime.current().artifacts
         for vis in results:
             for stream, tensor in vis.tensors.items():
                 key = tensor_key(audit_id, vis.key.class_name, stream, vis.key.level, vis.key.seed)
@@ -277,8 +277,8 @@ def render_report(self, audit_id: int, reaped: bool = False) -> str:  # type: ig
     def body(session: Session, _item: WorkItem) -> None:
         import json
 
-        from service.api.report import build_report as rows_report
-        from service.report_html import write_report
+        from workers.audit.report_rows import build_report as rows_report
+        from workers.audit.report_html import write_report
         from workers.audit.pipeline import build_report, render_class_artifacts
 
         audit = session.get(Audit, audit_id)

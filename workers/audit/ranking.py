@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from service.confusion import ConfusionMatrix
+from workers.audit.confusion import ConfusionMatrix
 from workers.engine.errors import InvalidInput
 
 _TIE_TOLERANCE = 1e-9  # float scores this close to the cut are re-compared exactly

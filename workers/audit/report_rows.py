@@ -1,12 +1,15 @@
-"""The report JSON of DESIGN 3.4 assembled from the database rows (the source of truth), so that the API
-answers the same while an audit runs and after it is done; plus the audit status view and the comparison
-of two audits (pairs and flags new / gone / persisting)."""
+"""The report JSON of DESIGN 3.4 assembled from the stored rows of an audit (the source of truth), so that
+the API answers the same while an audit runs and after it is done; plus the audit status view and the
+comparison of two audits (pairs and flags new / gone / persisting).
+
+The functions read attributes only (``audit.pairs``, ``pair.flags``, ``flag.reviews`` ...), so they take the
+``db.models`` rows without this package importing the database layer."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import datetime as dt
+from typing import Any, Callable
 
-from db.models import Audit, ClassPair, Flag, Review
-from db.session import as_utc
+Audit = ClassPair = Flag = Review = Any  # the db.models rows of the same names, read by attribute
 
 ARTIFACT_FIELDS = ("gif", "mp4", "png", "npy")
 Link = Callable[[str], str]
@@ -123,10 +126,8 @@ def compare_audits(audit: Audit, other: Audit) -> dict[str, Any]:
             "flags": split(flags(audit), flags(other), flag_summary)}
 
 
-def _iso(value: Any) -> str | None:
-    value = as_utc(value)
-    return value.isoformat() if value is not None else None
-
-
-def new_flag_codes(comparison: dict[str, Any]) -> Iterable[str]:
-    return (f"{f['a']}/{f['b']}:{f['code']}" for f in comparison["flags"]["new"])
+def _iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes, and everything stored is UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)).isoformat()

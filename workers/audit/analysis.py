@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.engine import scores, streams as streams_mod
+from workers.audit import scores
+from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
 from workers.engine.optimise import forward_model, frozen
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workers.engine.manifest import InputSpec
 
 if TYPE_CHECKING:  # the web process validates FlagThresholds without importing torch
-    from workers.engine.analysis import PairScores
+    from workers.audit.analysis import PairScores
 
 
 class FlagThresholds(BaseModel):
