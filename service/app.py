@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from flask import request
+from flask import Request, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import BadRequest
 from flask_openapi3 import Info, OpenAPI
 
 from service.errors_http import register_error_handlers, validation_error_response
@@ -17,6 +19,26 @@ from workers.settings import Settings, load_settings
 
 API_VERSION = "1.0.0"
 UPLOAD_ENDPOINTS = frozenset({"api.upload_model"})
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that a body nested too deeply for the parser is a JSON error (400), not a
+    RecursionError (500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
+
+
+class ApiRequest(Request):
+    """Flask's request, except that a body that is not valid JSON gets a 400 saying why (Flask hides the
+    parser's message outside debug mode)."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        raise BadRequest(f"the request body is not valid JSON: {e}" if e is not None
+                         else "the request body is not JSON (Content-Type: application/json)")
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | None = None) -> OpenAPI:
@@ -41,6 +63,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | 
         SESSION_COOKIE_NAME="quirkscope_session",
         JSON_SORT_KEYS=False,
     )
+    app.json = JSONProvider(app)
+    app.request_class = ApiRequest
     if config:
         app.config.update(config)
     app.extensions["quirkscope_settings"] = settings

@@ -7,6 +7,7 @@ from typing import Callable, TypeVar
 
 from flask import request
 from flask_openapi3 import APIBlueprint
+from werkzeug.exceptions import UnsupportedMediaType
 
 from service.auth import current_principal
 
@@ -17,6 +18,8 @@ api_blueprint = APIBlueprint("api", __name__, url_prefix="/api/v1", abp_security
 # endpoint function name -> scope it needs (None: public). Endpoints not listed need "read".
 ENDPOINT_SCOPES: dict[str, str | None] = {}
 ERROR_RESPONSES = {401: None, 403: None, 404: None}
+# endpoints whose body is multipart (an upload), not JSON
+MULTIPART_ENDPOINTS = frozenset({"upload_model"})
 
 
 def requires(scope: str | None) -> Callable[[F], F]:
@@ -36,3 +39,16 @@ def _authenticate() -> None:
     if scope is not None:
         current_principal(scope)
 
+
+
+@api_blueprint.before_request
+def _parse_json_body() -> None:
+    """A JSON endpoint's body must be JSON: 415 for another content type, 400 naming the syntax error for a
+    body that does not parse (instead of a schema error that cannot say what is wrong)."""
+    name = (request.endpoint or "").rpartition(".")[2]
+    if request.method not in ("POST", "PUT", "PATCH") or name in MULTIPART_ENDPOINTS:
+        return
+    if not request.is_json:
+        raise UnsupportedMediaType(f"send the body as JSON (Content-Type: application/json), not "
+                                   f"{request.mimetype or 'an unlabelled body'}")
+    request.get_json()  # raises BadRequest naming the JSON error; the parsed body is cached for the route

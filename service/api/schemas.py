@@ -3,12 +3,16 @@ with them and builds the OpenAPI document at ``/api/v1/openapi.json`` from the s
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask_openapi3 import FileStorage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from werkzeug.datastructures import FileStorage as UploadedFile
 
 Verdict = Literal["confirmed", "dismissed", "needs-data"]
+# Row ids and ranks are 32-bit integer columns: a larger number is refused here (422) instead of reaching the
+# database, where PostgreSQL and SQLite would fail on it.
+RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 AuditStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
@@ -28,9 +32,16 @@ class ModelUploadForm(BaseModel):
     bundle: FileStorage = Field(description="The bundle as a .zip: manifest.json plus model.onnx, "
                                             "weights.safetensors or model.pt2 (DESIGN 3.1)")
 
+    @field_validator("bundle", mode="after")
+    @classmethod
+    def _a_file_part(cls, value: Any) -> Any:
+        if not isinstance(value, UploadedFile):
+            raise ValueError("must be a file part (a .zip) of a multipart/form-data body, not a text field")
+        return value
+
 
 class ModelPath(BaseModel):
-    model_id: int
+    model_id: RowId
 
 
 class ModelOut(BaseModel):
@@ -53,37 +64,37 @@ class ModelListOut(BaseModel):
 class AuditCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_id: int = Field(description="id returned by POST /models")
+    model_id: RowId = Field(description="id returned by POST /models")
     confusion: dict[str, Any] = Field(
         description='{"classes": [...], "matrix": [[...]]} (rows = true class), {"classes", "y_true", '
                     '"y_pred"}, or {"csv": "<header row + one row per class>"} (DESIGN 3.2)')
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="audit options: top_k, pairs, levels, seeds, steps, ...")
-    baseline: int | None = Field(default=None, description="an earlier audit of this project to compare with")
+    baseline: RowId | None = Field(default=None, description="an earlier audit of this project to compare with")
 
 
 class AuditPath(BaseModel):
-    audit_id: int
+    audit_id: RowId
 
 
 class PairPath(BaseModel):
-    audit_id: int
-    rank: int
+    audit_id: RowId
+    rank: RowId
 
 
 class ComparePath(BaseModel):
-    audit_id: int
-    other_id: int
+    audit_id: RowId
+    other_id: RowId
 
 
 class ArtifactPath(BaseModel):
-    audit_id: int
+    audit_id: RowId
     key: str = Field(max_length=500)
 
 
 class AuditListQuery(BaseModel):
-    model: str | None = Field(default=None, description="model name: audits of every version of it")
-    version: str | None = None
+    model: str | None = Field(default=None, max_length=200, description="model name: audits of every version of it")
+    version: str | None = Field(default=None, max_length=100)
     status: AuditStatus | None = None
     limit: int = Field(default=50, ge=1, le=500)
 
@@ -144,7 +155,7 @@ class CompareOut(BaseModel):
 # -------------------------------------------------------------------------------------------------- flags
 
 class FlagPath(BaseModel):
-    flag_id: int
+    flag_id: RowId
 
 
 class ReviewBody(BaseModel):

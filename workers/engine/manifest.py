@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from workers.engine.errors import BundleError
 
 MODEL_FORMATS = ("onnx", "safetensors", "torch.export")
+MAX_INPUT_ELEMENTS = 2**27
+"""Largest input one sample may have (C x T x H x W): 512 MiB in float32, e.g. 3 x 64 x 840 x 840. A larger
+declared shape is refused before anything allocates a tensor of it."""
 
 
 class InputSpec(BaseModel):
@@ -39,6 +42,12 @@ class InputSpec(BaseModel):
             raise ValueError(f"layout {self.layout} needs a shape of {rank} numbers (no batch axis), got {self.shape}")
         if any(s <= 0 for s in self.shape):
             raise ValueError(f"shape entries must be positive, got {self.shape}")
+        elements = 1
+        for s in self.shape:
+            elements *= s
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"shape {self.shape} has {elements} elements per sample, more than the limit of "
+                             f"{MAX_INPUT_ELEMENTS}")
         channels = self.shape[0]
         if self.modality == "rgb":
             expected = 3 if self.layout == "NCTHW" or self.frames is None else 3 * self.frames
@@ -87,8 +96,8 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
-    version: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
+    version: str = Field(min_length=1, max_length=100)
     classes: list[str] = Field(min_length=2)
     format: Literal["onnx", "safetensors", "torch.export"]
     architecture: str | None = None

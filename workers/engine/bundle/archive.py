@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from workers.engine.errors import BundleError, UnsafeBundle
 from workers.engine.manifest import Manifest, parse_manifest
@@ -19,6 +21,7 @@ from workers.engine.manifest import Manifest, parse_manifest
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
 MAX_MANIFEST_BYTES = 1024 * 1024
 MODEL_FILES = {"onnx": "model.onnx", "safetensors": "weights.safetensors", "torch.export": "model.pt2"}
+FORMAT_KINDS = {"onnx": "an ONNX protobuf", "safetensors": "a safetensors file", "torch.export": "a torch.export archive"}
 EXPORT_HINT = "export the model to ONNX (`quirkscope export`) or to safetensors with a registered architecture"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".jit", ".torchscript")
 _IGNORED_PREFIXES = ("__MACOSX/",)
@@ -133,6 +136,7 @@ class BundleArchive:
     sha256: str
     sizes: dict[str, int]
     _read: dict[str, Callable[[], bytes]] = field(repr=False)
+    _open: dict[str, Callable[[], BinaryIO]] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -145,6 +149,28 @@ class BundleArchive:
             raise BundleError(f"{self.label} has no member '{name}'", field=name) from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise BundleError(f"{self.label} member '{name}' is unreadable: {exc}", field=name) from exc
+
+    def pickle_kind(self, name: str) -> str | None:
+        """``pickle_kind`` of a member, streaming it (a nested zip's listing is read without holding it whole)."""
+        opener = self._open.get(name)
+        if opener is None:
+            return pickle_kind(self.read(name))
+        try:
+            with opener() as fh:
+                head = fh.read(4)
+                if looks_like_pickle(head):
+                    return "a Python pickle"
+                if not looks_like_zip(head):
+                    return None
+                fh.seek(0)
+                try:
+                    with zipfile.ZipFile(fh) as inner:
+                        kind = pickle_container_kind(inner.namelist())
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+                    kind = None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise BundleError(f"{self.label} member '{name}' is unreadable: {exc}", field=name) from exc
+        return f"a {kind[0]}" if kind else "a zip archive"
 
 
 def open_zip_bytes(data: bytes, label: str, max_uncompressed_bytes: int) -> BundleArchive:
@@ -186,16 +212,21 @@ def _open_zip(source: io.BytesIO | Path, head: bytes, sha256: str, label: str,
     for info in files:
         if info.flag_bits & 0x1:
             raise BundleError(f"{label} member '{info.filename}' is encrypted", field="bundle")
+        if info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16):
+            raise UnsafeBundle(f"{label} member '{info.filename}' is a symlink; refused (store the file itself)",
+                               field="bundle")
     root = _bundle_root([i.filename for i in files])
     sizes: dict[str, int] = {}
     readers: dict[str, Callable[[], bytes]] = {}
+    openers: dict[str, Callable[[], BinaryIO]] = {}
     for info in files:
         if not info.filename.startswith(root):
             continue
         rel = info.filename[len(root):]
         sizes[rel] = info.file_size
         readers[rel] = (lambda info=info: zf.read(info))
-    return BundleArchive(label, sha256, sizes, readers)
+        openers[rel] = (lambda info=info: zf.open(info))
+    return BundleArchive(label, sha256, sizes, readers, openers)
 
 
 def open_directory(path: Path, max_uncompressed_bytes: int) -> BundleArchive:
@@ -263,4 +294,10 @@ def read_manifest(archive: BundleArchive) -> tuple[Manifest, str]:
             f"that format '{manifest.format}' names",
             field=model_file,
         )
+    kind = archive.pickle_kind(model_file)
+    # a .pt2 is itself a zip (its members are vetted by the pt2 guard); anything else pickled is refused here,
+    # before any format's loader sees it, and in the web process too
+    if kind and not (manifest.format == "torch.export" and kind == "a zip archive"):
+        raise UnsafeBundle(f"{model_file} is {kind}, not {FORMAT_KINDS[manifest.format]}; {EXPORT_HINT}",
+                           field=model_file)
     return manifest, model_file
