@@ -93,12 +93,13 @@ def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_di
     """Validate everything, run the audit in-process, write the JSON and the HTML report."""
     from workers.audit.confusion import load_confusion_file
     from workers.audit.report_html import write_report
-    from workers.audit.pipeline import run_local_audit
+    from workers.audit.pipeline import plan_audit, run_local_audit
 
     model = _load_model(model_path)
     if not confusion_path.exists():
         raise UsageError(f"confusion matrix {confusion_path} does not exist", field="confusion")
     confusion = load_confusion_file(confusion_path, model.manifest.classes)
+    plan_audit(model.manifest, confusion, options)  # the pairs too are checked before anything is written
     out_dir = report_dir or (json_path.parent if json_path else Path("audit-report"))
     out_dir.mkdir(parents=True, exist_ok=True)
     report = run_local_audit(model, confusion, options, out_dir, device=device)
