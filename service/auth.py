@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from hmac import compare_digest
 
 from flask import request, session
 from sqlalchemy import select
@@ -73,7 +74,9 @@ def issue_token(db: Session, project: str, scopes: str | list[str]) -> str:
 
 def principal_for_hash(db: Session, token_hash: str) -> Principal | None:
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None)))
-    if row is None:
+    # The indexed lookup compares hashes, which tell an attacker timing them nothing about a token; the
+    # constant-time comparison makes that independent of how the database compares strings.
+    if row is None or not compare_digest(row.token_hash, token_hash):
         return None
     return Principal(row.id, row.project_id, row.project.name, row.scope_set, row.prefix)
 

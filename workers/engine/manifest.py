@@ -15,6 +15,21 @@ MAX_INPUT_ELEMENTS = 2**27
 declared shape is refused before anything allocates a tensor of it."""
 
 
+def unsafe_name(name: str) -> str | None:
+    """Why a class or input name cannot be part of an artifact's file name (None when it can): the names end
+    up in paths such as ``clips/<class>__<input>__k0.gif``, so no separators, no NUL or control characters,
+    not ``.`` or ``..``, at most 200 characters."""
+    if not name.strip():
+        return "is blank"
+    if len(name) > 200:
+        return "is longer than 200 characters"
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return "holds a path separator or is '.' or '..'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character"
+    return None
+
+
 class InputSpec(BaseModel):
     """One positional input of the model.
 
@@ -106,6 +121,11 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
+        for what, names in (("class", self.classes), ("input", [i.name for i in self.inputs])):
+            for name in names:
+                problem = unsafe_name(name)
+                if problem:
+                    raise ValueError(f"{what} name {name!r} {problem}")
         if len(set(self.classes)) != len(self.classes):
             dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
             raise ValueError(f"class names must be unique; repeated: {dupes}")
