@@ -9,15 +9,20 @@ from flask import request
 from flask_openapi3 import APIBlueprint
 from werkzeug.exceptions import UnsupportedMediaType
 
+from service.api.schemas import ErrorOut
 from service.auth import current_principal
 
 F = TypeVar("F", bound=Callable)
 
-api_blueprint = APIBlueprint("api", __name__, url_prefix="/api/v1", abp_security=[{"bearer": []}])
+# The errors any route may answer with, all in the one error shape (service/errors_http.py): documented on
+# every operation so that a client (and the schema fuzzer) can rely on the document.
+ERROR_RESPONSES = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 413: ErrorOut, 415: ErrorOut,
+                   422: ErrorOut}
+api_blueprint = APIBlueprint("api", __name__, url_prefix="/api/v1", abp_security=[{"bearer": []}],
+                             abp_responses=ERROR_RESPONSES)
 
 # endpoint function name -> scope it needs (None: public). Endpoints not listed need "read".
 ENDPOINT_SCOPES: dict[str, str | None] = {}
-ERROR_RESPONSES = {401: None, 403: None, 404: None}
 # endpoints whose body is multipart (an upload), not JSON
 MULTIPART_ENDPOINTS = frozenset({"upload_model"})
 

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from db.models import ModelBundle
+from db.session import as_utc
 from service.api.blueprint import api_blueprint, requires
 from service.api.bundles import discard, intake
 from service.api.schemas import ErrorOut, ModelListOut, ModelOut, ModelPath, ModelUploadForm
@@ -18,7 +19,8 @@ tag = Tag(name="models", description="model bundles (DESIGN 3.1)")
 
 def model_out(row: ModelBundle) -> dict:
     return ModelOut(id=row.id, sha256=row.sha256, name=row.name, version=row.version, format=row.format,
-                    classes=row.classes, size_bytes=row.size_bytes, created_at=row.created_at).model_dump(mode="json")
+                    classes=row.classes, size_bytes=row.size_bytes,
+                    created_at=as_utc(row.created_at)).model_dump(mode="json")
 
 
 def get_model(project_id: int, model_id: int) -> ModelBundle:
