@@ -59,6 +59,10 @@ def advance_audit(self, audit_id: int) -> str:  # type: ignore[no-untyped-def]
         done, total = counts.get(stage, (0, 0))
         if stage == "finished" or done < total:
             return "waiting"
+    if stage == "report":  # the report is rendered but its chained finalize never ran (its message was lost)
+        finalize_audit.delay(audit_id)
+        return "finalizing"
+    with runtime.current().database.sessionmaker() as session:
         following = STAGES[STAGES.index(stage) + 1]
         while following != "report" and counts.get(following, (0, 0))[1] == 0:
             following = STAGES[STAGES.index(following) + 1]

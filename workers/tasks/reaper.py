@@ -1,6 +1,6 @@
 """The reaper: finds work whose worker died (a running item with a stale heartbeat or a dead process),
-and re-enqueues it, or fails it with the reason once it has used up its attempts; re-sends a start whose
-message never arrived; and moves on audits whose stage finished but whose join never fired. Needed in
+and re-enqueues it, or fails it with the reason once it has used up its attempts; re-sends the work of
+any stage whose message never reached a worker; and moves on audits whose stage finished but whose join never fired. Needed in
 embedded mode (the filesystem broker does not redeliver) and a backstop under Redis."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Audit, WorkItem, utcnow
@@ -37,6 +37,18 @@ def send_item(celery: Celery, item: WorkItem, **extra: Any) -> None:
         raise ValueError(f"work item {item.id} records no task")
     celery.send_task(task, args=list(item.payload.get("args", [])), kwargs={"reaped": True, **extra},
                      queue=item.payload.get("queue", "cpu"))
+
+
+def queue_idle(session: Session, queue: str, *, now: dt.datetime, idle_for_s: float) -> bool:
+    """Whether no work item of ``queue`` is running or was claimed in the last ``idle_for_s`` seconds."""
+    since = now - dt.timedelta(seconds=idle_for_s)
+    for item in session.scalars(select(WorkItem).where(or_(WorkItem.status == "running",
+                                                           WorkItem.started_at >= since))):
+        started = as_utc(item.started_at)
+        if item.payload.get("queue", "cpu") == queue and (
+                item.status == "running" or (started is not None and started >= since)):
+            return False
+    return True
 
 
 def reap_once(session: Session, celery: Celery, *, max_attempts: int, stale_after_s: float,
@@ -71,17 +83,28 @@ def reap_once(session: Session, celery: Celery, *, max_attempts: int, stale_afte
             send_item(celery, item)
             report.requeued.append(item.id)
 
-    # A start (plan) whose message was lost: queued audit, its plan item queued for longer than stale_after.
+    # Work of the current stage whose message was lost between the broker and a worker (a restarted broker
+    # without persistence, a worker that died after fetching it and before claiming it): queued for longer
+    # than stale_after while its queue sat idle (nothing running or started there in that time, so the
+    # message is not merely waiting behind others). Sent again; a duplicate finds the row claimed or done.
     waiting = session.scalars(select(WorkItem).join(Audit, Audit.id == WorkItem.audit_id)
-                              .where(WorkItem.kind == "plan", WorkItem.status == "queued",
+                              .where(WorkItem.status == "queued", WorkItem.kind == Audit.stage,
                                      Audit.status.in_(("queued", "running")))).all()
+    idle: dict[str, bool] = {}
     for item in waiting:
         since = as_utc(item.enqueued_at)
-        if since is not None and (now - since).total_seconds() > stale_after_s:
-            session.execute(update(WorkItem).where(WorkItem.id == item.id).values(enqueued_at=now))
-            session.commit()
-            send_item(celery, item)
-            report.resent.append(item.audit_id)
+        if since is None or (now - since).total_seconds() <= stale_after_s:
+            continue
+        queue = item.payload.get("queue", "cpu")
+        if queue not in idle:
+            idle[queue] = queue_idle(session, queue, now=now, idle_for_s=stale_after_s)
+        if not idle[queue]:
+            continue
+        session.execute(update(WorkItem).where(WorkItem.id == item.id).values(enqueued_at=now))
+        session.commit()
+        log.warning("audit %s: %s %s re-sent (its message was lost)", item.audit_id, item.kind, item.key)
+        send_item(celery, item)
+        report.resent.append(item.audit_id)
 
     # A stage whose items are all done but whose join (chord callback) never ran.
     for audit in session.scalars(select(Audit).where(Audit.status == "running")).all():
