@@ -133,10 +133,13 @@ def torchscript_like_zip() -> bytes:
 # ------------------------------------------------------------------------------ tiny ONNX graphs (worker side)
 
 def onnx_graph(*, keep_dims: bool = False, declared: dict[str, list[int]] | None = None,
-               custom_op: tuple[str, str] | None = None, n_classes: int = len(CLASSES)) -> bytes:
+               custom_op: tuple[str, str] | None = None, n_classes: int = len(CLASSES),
+               nan_off_zero: bool = False, batch_of_two_only: bool = False) -> bytes:
     """A two-input ONNX model: logits = mean over (T, H, W) of appearance (3 channels, projected to
     ``n_classes`` by a MatMul) + mean of motion. ``keep_dims`` makes the output 5-D; ``declared`` changes the
-    graph's input shapes; ``custom_op=(domain, op)`` inserts an operator no converter knows."""
+    graph's input shapes; ``custom_op=(domain, op)`` inserts an operator no converter knows. ``nan_off_zero``
+    adds sqrt(-mean(appearance)^2): zero on the zero inputs of the load check, NaN on any other input; ``batch_of_two_only`` reshapes the logits to a fixed batch of two, which passes the load check
+    (a batch of two) and raises on any other batch."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -153,6 +156,18 @@ def onnx_graph(*, keep_dims: bool = False, declared: dict[str, list[int]] | None
         helper.make_node("ReduceMean", ["mot_thw"], ["mot_mean"], axes=[1], keepdims=1),
         helper.make_node("Add", ["app_logits", "mot_mean"], ["flat"]),
     ]
+    inits_extra = []
+    if nan_off_zero:
+        nodes[4] = helper.make_node("Add", ["app_logits", "mot_mean"], ["pre"])
+        nodes += [helper.make_node("ReduceMean", ["app_mean"], ["app_all"], axes=[1], keepdims=1),
+                  helper.make_node("Mul", ["app_all", "app_all"], ["square"]),
+                  helper.make_node("Neg", ["square"], ["negative"]),
+                  helper.make_node("Sqrt", ["negative"], ["root"]),
+                  helper.make_node("Add", ["pre", "root"], ["flat"])]
+    if batch_of_two_only:
+        nodes[4] = helper.make_node("Add", ["app_logits", "mot_mean"], ["pre"])
+        nodes.append(helper.make_node("Reshape", ["pre", "fixed"], ["flat"]))
+        inits_extra.append(numpy_helper.from_array(np.array([2, n_classes], dtype=np.int64), "fixed"))
     if keep_dims:
         nodes.append(helper.make_node("Unsqueeze", ["flat", "axes"], ["logits"]))
         axes = numpy_helper.from_array(np.array([2, 3, 4], dtype=np.int64), "axes")
@@ -166,7 +181,7 @@ def onnx_graph(*, keep_dims: bool = False, declared: dict[str, list[int]] | None
         nodes[4] = helper.make_node(op, ["app_logits", "mot_mean"], ["flat"], domain=domain)
         if domain:
             opsets.append(helper.make_opsetid(domain, 1))
-    graph = helper.make_graph(nodes, "hostile", inputs, [output], initializer=inits)
+    graph = helper.make_graph(nodes, "hostile", inputs, [output], initializer=inits + inits_extra)
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return model.SerializeToString()

@@ -24,3 +24,56 @@ def _lose_the_first_message(sender: str | None = None, headers: dict[str, Any] |
     except FileExistsError:
         return
     headers["expires"] = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat()
+
+
+def _install_full_disk() -> None:
+    """With ``QUIRKSCOPE_TEST_DISK_FULL`` = ``all`` (or a number n), every (or each of the first n, per process)
+    file the artifact store writes fails half way with ENOSPC, as on a full disk."""
+    spec = os.environ.get("QUIRKSCOPE_TEST_DISK_FULL")
+    if not spec:
+        return
+    import builtins
+    import errno
+    import shutil
+    import types
+
+    import db.artifacts
+
+    left = [-1 if spec == "all" else int(spec)]
+    real_open = builtins.open
+
+    class FullDiskFile:
+        def __init__(self, fh: Any) -> None:
+            self._fh = fh
+
+        def write(self, data: bytes) -> int:
+            self._fh.write(bytes(data)[: len(data) // 2])
+            self._fh.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._fh, name)
+
+        def __enter__(self) -> "FullDiskFile":
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self._fh.close()
+
+    def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and left[0] != 0:
+            left[0] -= 1 if left[0] > 0 else 0
+            return FullDiskFile(fh)
+        return fh
+
+    def full_copyfile(src: Any, dst: Any, **_: Any) -> Any:
+        with real_open(src, "rb") as source, full_open(dst, "wb") as target:
+            target.write(source.read())
+        return dst
+
+    db.artifacts.open = full_open  # type: ignore[attr-defined]
+    db.artifacts.shutil = types.SimpleNamespace(copyfile=full_copyfile, rmtree=shutil.rmtree)  # type: ignore[attr-defined]
+
+
+_install_full_disk()

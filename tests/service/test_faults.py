@@ -49,3 +49,46 @@ def test_a_message_lost_between_fetch_and_claim_at_every_stage_is_sent_again(sta
         assert sorted(os.listdir(lost)) == sorted(STAGE_TASKS)  # each stage really lost a message
         assert duplicate_rows(stack.app) == 0
         assert audits_by_status(stack.app) == {"done": 1}
+
+
+def test_a_model_that_returns_nan_or_raises_mid_audit_fails_its_audit_with_the_reason(stack_env,
+                                                                                      tmp_path: Path) -> None:
+    from tests import hostile
+
+    with running_stack(tmp_path / "home", stack_env) as stack:
+        good = submit_audit(stack, upload_tiny_model(stack))
+        nan = submit_audit(stack, upload_tiny_model(stack, hostile.onnx_graph(nan_off_zero=True), name="nan-model"))
+        raises = submit_audit(stack, upload_tiny_model(stack, hostile.onnx_graph(batch_of_two_only=True),
+                                                       name="raising-model"))
+        states = {name: wait_finished(stack, audit) for name, audit in
+                  (("good", good), ("nan", nan), ("raises", raises))}
+        assert states["good"]["status"] == "done", states["good"]["error"]
+        assert states["nan"]["status"] == "failed"
+        assert states["nan"]["error"]["code"] == "model_output_invalid"
+        assert "NaN or infinite" in states["nan"]["error"]["message"]
+        assert states["raises"]["status"] == "failed"
+        assert "RuntimeError" in states["raises"]["error"]["message"]
+        assert "is invalid for input of size" in states["raises"]["error"]["message"]
+        _, report = stack.request("GET", f"/api/v1/audits/{good}/pairs")
+        assert report["audit"]["status"] == "done" and all(p["scored"] for p in report["pairs"])
+        assert duplicate_rows(stack.app) == 0
+        assert audits_by_status(stack.app) == {"done": 1, "failed": 2}
+
+
+@pytest.mark.parametrize("disk", ["full", "full-for-two-writes"])
+def test_a_full_disk_under_the_artifact_store_fails_or_retries_the_audit_and_leaves_no_partial_files(
+        stack_env, disk: str, tmp_path: Path) -> None:
+    env = {**stack_env, "QUIRKSCOPE_TEST_DISK_FULL": "all" if disk == "full" else "2"}
+    with running_stack(tmp_path / "home", env) as stack:
+        model = upload_tiny_model(stack)  # the API process writes the bundle: its disk is fine
+        state = wait_finished(stack, submit_audit(stack, model))
+        if disk == "full":
+            assert state["status"] == "failed"
+            assert "No space left on device" in state["error"]["message"]
+            assert "gave up" in state["error"]["message"] or state["error"]["code"] == "transient_error"
+        else:
+            assert state["status"] == "done", state["error"]
+        root = Path(stack.app.extensions["quirkscope_artifacts"].root)
+        partial = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+        assert partial == []
+        assert duplicate_rows(stack.app) == 0

@@ -22,6 +22,7 @@ from workers.audit.options import AuditOptions
 from workers.engine import render
 from workers.audit.analysis import PairScores, score_pair
 from workers.engine.bundle import LoadedModel
+from workers.engine.errors import ModelOutputError
 from workers.audit.flags import Flag, derive_flags
 from workers.engine.manifest import Manifest
 from workers.engine.visualize import UnitRequest, visualize
@@ -90,6 +91,13 @@ def visualise(model: LoadedModel, keys: Sequence[ObjectiveKey], options: AuditOp
     requests = [UnitRequest(target=classes.index(k.class_name), kappa=kappas[k.level], seed=k.seed) for k in keys]
     results = visualize(model.module, model.manifest.inputs, requests, config, device=device,
                         num_classes=len(classes), progress=progress)
+    for k, r in zip(keys, results):
+        values = [float(r.unit_value), float(r.probability)]
+        if not all(np.isfinite(values)) or not all(np.isfinite(np.asarray(t)).all() for t in r.inputs.values()):
+            raise ModelOutputError(
+                f"the model returned NaN or infinite values while visualising class {k.class_name!r} (level "
+                f"{k.level}, seed {k.seed}): logit {values[0]}, probability {values[1]}; check the model for "
+                "operations undefined on some inputs (log, sqrt, division)", field="model")
     return [Visualization(key=k, kappa=r.request.kappa, tensors=r.inputs, logit=r.unit_value,
                           probability=float(r.probability), config=r.config) for k, r in zip(keys, results)]
 

@@ -39,3 +39,10 @@ class ModelLoadError(BundleError):
     """The bundle is well formed but the model could not be built or does not fit its manifest."""
 
     code = "model_load_error"
+
+
+class ModelOutputError(BundleError):
+    """The model loaded, but on the inputs an audit feeds it, it returns something unusable (NaN or infinite
+    logits)."""
+
+    code = "model_output_invalid"
