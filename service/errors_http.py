@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from workers.engine.errors import BundleError, InvalidInput, QuirkScopeError
@@ -114,5 +115,11 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response | HTTPException:
         if isinstance(exc, HTTPException):
             return _http(exc)
+        if isinstance(exc, (OperationalError, InterfaceError)) or (
+                isinstance(exc, DBAPIError) and exc.connection_invalidated):
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc.orig)
+            resp = error_response("database_unavailable", "the database is unavailable; try again shortly", None, 503)
+            resp.headers["Retry-After"] = "5"
+            return resp
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("internal_error", "internal server error", None, 500)

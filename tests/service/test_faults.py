@@ -92,3 +92,82 @@ def test_a_full_disk_under_the_artifact_store_fails_or_retries_the_audit_and_lea
         partial = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
         assert partial == []
         assert duplicate_rows(stack.app) == 0
+
+
+# ------------------------------------------------------------------------- servers that go away
+
+LONGER = {"top_k": 2, "seeds": 2, "levels": 1, "steps": 120}  # a visualise stage long enough to hit
+
+
+def stage_of(app, audit_id: int) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    from db.models import Audit
+
+    with app.extensions["quirkscope_db"].sessionmaker() as s:
+        audit = s.get(Audit, audit_id)
+        return audit.status, audit.stage
+
+
+def database_for_private_servers(tmp_path: Path) -> str:
+    return fresh_postgres_schema(PG_URL) if PG_URL else f"sqlite:///{tmp_path / 'home' / 'q.db'}"
+
+
+def test_redis_restarted_during_an_audit_loses_no_audit(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.service.conftest import wait_for
+    from tests.service.servers import PrivateRedis
+
+    if not shutil.which("redis-server"):
+        pytest.skip("needs redis-server (tests/service/start_servers.sh installs it)")
+    redis = PrivateRedis(tmp_path / "redis").start()
+    env = {**FAST_REAPER, "QUIRKSCOPE_BROKER_URL": redis.url, "QUIRKSCOPE_RESULT_BACKEND": redis.url,
+           "QUIRKSCOPE_DATABASE_URL": database_for_private_servers(tmp_path)}
+    try:
+        with running_stack(tmp_path / "home", env) as stack:
+            model = upload_tiny_model(stack)
+            audits = [submit_audit(stack, model, LONGER) for _ in range(2)]
+            wait_for(lambda: stage_of(stack.app, audits[0]) == ("running", "visualise"), timeout=120,
+                     what="the first audit to be visualising")
+            redis.restart()  # every queued message and chord counter is gone
+            states = [wait_finished(stack, a, timeout=300) for a in audits]
+            assert [s["status"] for s in states] == ["done", "done"], [s["error"] for s in states]
+            assert duplicate_rows(stack.app) == 0
+    finally:
+        redis.stop()
+
+
+def test_postgresql_unreachable_for_ten_seconds_during_audits_loses_no_audit(tmp_path: Path) -> None:
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.service.conftest import wait_for
+    from tests.service.servers import CuttableProxy
+
+    if not (PG_URL and REDIS_URL):
+        pytest.skip("needs QUIRKSCOPE_TEST_DATABASE_URL and QUIRKSCOPE_TEST_REDIS_URL (tests/service/start_servers.sh)")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    pg = urlsplit(PG_URL)
+    proxy = CuttableProxy(pg.port or 5432).start()
+    url = fresh_postgres_schema(PG_URL).replace(f"{pg.hostname}:{pg.port or 5432}", f"127.0.0.1:{proxy.port}", 1)
+    # a heartbeat may be missed for as long as the outage: stale_after above it, as in production
+    env = {**FAST_REAPER, "QUIRKSCOPE_STALE_AFTER_S": "15", "QUIRKSCOPE_BROKER_URL": REDIS_URL,
+           "QUIRKSCOPE_RESULT_BACKEND": REDIS_URL, "QUIRKSCOPE_DATABASE_URL": url}
+    try:
+        with running_stack(tmp_path / "home", env) as stack:
+            model = upload_tiny_model(stack)
+            audits = [submit_audit(stack, model, LONGER) for _ in range(2)]
+            wait_for(lambda: stage_of(stack.app, audits[0]) == ("running", "visualise"), timeout=120,
+                     what="the first audit to be visualising")
+            proxy.cut()
+            outage_ends = time.monotonic() + 10
+            status, body = stack.request("GET", f"/api/v1/audits/{audits[0]}")
+            assert status == 503 and body["error"]["code"] == "database_unavailable", (status, body)
+            time.sleep(max(0.0, outage_ends - time.monotonic()))  # the fault lasts 10 s
+            proxy.restore()
+            states = [wait_finished(stack, a, timeout=300) for a in audits]
+            assert [s["status"] for s in states] == ["done", "done"], [s["error"] for s in states]
+            assert duplicate_rows(stack.app) == 0
+    finally:
+        proxy.stop()

@@ -93,7 +93,12 @@ def reap_once(session: Session, celery: Celery, *, max_attempts: int, stale_afte
     idle: dict[str, bool] = {}
     for item in waiting:
         since = as_utc(item.enqueued_at)
-        if since is None or (now - since).total_seconds() <= stale_after_s:
+        if since is None:  # its stage was entered but never sent (the sender failed): the clock starts now
+            session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.enqueued_at.is_(None))
+                            .values(enqueued_at=now))
+            session.commit()
+            continue
+        if (now - since).total_seconds() <= stale_after_s:
             continue
         queue = item.payload.get("queue", "cpu")
         if queue not in idle:
