@@ -77,3 +77,17 @@ def _install_full_disk() -> None:
 
 
 _install_full_disk()
+
+
+@before_task_publish.connect
+def _die_while_publishing(sender: str | None = None, **_: Any) -> None:
+    """With ``QUIRKSCOPE_TEST_DIE_ON_PUBLISH`` naming a task, the first process to send it dies instead (after
+    its database commit, before the message leaves): the API killed between storing an audit and enqueuing it."""
+    if sender != os.environ.get("QUIRKSCOPE_TEST_DIE_ON_PUBLISH"):
+        return
+    marker = Path(os.environ["QUIRKSCOPE_TEST_LOSE_DIR"]) / f"died-sending-{sender}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(137)

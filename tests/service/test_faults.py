@@ -12,8 +12,8 @@ import pytest
 
 import tests.service.fault_hooks  # noqa: F401  (the test process publishes too)
 from tests.service.conftest import PG_URL, REDIS_URL, fresh_postgres_schema
-from tests.service.faults import (audits_by_status, duplicate_rows, submit_audit, upload_tiny_model,
-                                  wait_finished)
+from tests.service.faults import (TINY_CONFUSION, TINY_OPTIONS, audits_by_status, duplicate_rows,
+                                  submit_audit, upload_tiny_model, wait_finished)
 from tests.service.stack import running_stack
 
 pytestmark = pytest.mark.reliability
@@ -171,3 +171,52 @@ def test_postgresql_unreachable_for_ten_seconds_during_audits_loses_no_audit(tmp
             assert duplicate_rows(stack.app) == 0
     finally:
         proxy.stop()
+
+
+# ------------------------------------------------------------------------------- the API restarted
+
+def test_the_api_killed_during_an_upload_and_during_an_audit_loses_nothing(stack_env, tmp_path: Path) -> None:
+    import socket
+
+    from tests.service.conftest import wait_for
+    from tests.service.faults import tiny_bundle
+    from tests.service.servers import ApiProcess
+    from tests.service.stack import Stack
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**stack_env, "QUIRKSCOPE_TEST_LOSE_DIR": str(marks)}
+    with running_stack(tmp_path / "home", env) as local:
+        api = ApiProcess({"QUIRKSCOPE_TEST_DIE_ON_PUBLISH": "workers.tasks.start_audit",
+                          "QUIRKSCOPE_TEST_LOSE_DIR": str(marks)}, tmp_path / "api.log").start()
+        remote = Stack(api.base_url, local.token, local.app)
+        try:
+            # 1. killed while an upload streams in: no row, no artifact; the same upload afterwards works
+            body = tiny_bundle()
+            with socket.create_connection(("127.0.0.1", api.port)) as sock:
+                sock.sendall((f"POST /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {local.token}\r\n"
+                              "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 4000000\r\n\r\n"
+                              '--b\r\nContent-Disposition: form-data; name="bundle"; filename="t.zip"\r\n\r\n')
+                             .encode() + body[:100])
+                api.restart()
+            store = local.app.extensions["quirkscope_artifacts"]
+            assert list(store.keys("")) == [] and local.request("GET", "/api/v1/models")[1]["models"] == []
+            model = upload_tiny_model(remote)
+            # 2. killed between storing an audit and enqueuing it: the client sees the connection drop
+            with pytest.raises(OSError):  # the connection drops with the process (http.client errors are OSErrors)
+                remote.request("POST", "/api/v1/audits", {"model_id": model, "confusion": TINY_CONFUSION,
+                                                          "options": TINY_OPTIONS})
+            assert (marks / "died-sending-workers.tasks.start_audit").exists()
+            api.start()
+            audits = remote.request("GET", "/api/v1/audits")[1]["audits"]
+            assert [a["status"] for a in audits] == ["queued"]
+            # 3. killed (and restarted) while that audit runs
+            wait_for(lambda: stage_of(local.app, audits[0]["id"])[0] == "running", timeout=120,
+                     what="the audit to start (the reaper re-sends its lost start)")
+            api.restart()
+            state = wait_finished(remote, audits[0]["id"])
+            assert state["status"] == "done", state["error"]
+            assert duplicate_rows(local.app) == 0 and audits_by_status(local.app) == {"done": 1}
+            assert len(list(store.keys("models/"))) == 1
+        finally:
+            api.kill()
