@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast test-reliability reliability-figures venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,17 @@ demo: $(STAMP)
 	$(VENV)/bin/quirkscope demo --out demo-out
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not reliability"
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not reliability"
+
+# faults with real servers and worker processes, and the bounded load test (docs/reliability.md)
+test-reliability: $(STAMP)
+	$(PY) -m pytest -q -m reliability
+
+reliability-figures: $(STAMP)
+	$(PY) tests/benchmarks/reliability_figures.py --write docs/reliability.md
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -24,6 +24,7 @@ from tests import hostile  # noqa: E402
 from tests.service.conftest import CONFUSION, auth, make_settings  # noqa: E402
 
 EXAMPLES = int(os.environ.get("QUIRKSCOPE_FUZZ_EXAMPLES", "30"))
+LOG = os.environ.get("QUIRKSCOPE_FUZZ_LOG")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -64,4 +65,7 @@ def teardown_module() -> None:
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_get_no_server_error_and_documented_answers(case) -> None:  # type: ignore[no-untyped-def]
-    case.call_and_validate(headers=auth(APP.config["FUZZ_TOKEN"]), checks=CHECKS)
+    response = case.call_and_validate(headers=auth(APP.config["FUZZ_TOKEN"]), checks=CHECKS)
+    if LOG:  # one line per request, for tests/benchmarks/reliability_figures.py
+        with open(LOG, "a") as fh:
+            fh.write(f"{case.operation.method.upper()} {case.operation.path} {response.status_code}\n")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Audit, WorkItem, utcnow
@@ -111,11 +111,23 @@ def reap_once(session: Session, celery: Celery, *, max_attempts: int, stale_afte
         send_item(celery, item)
         report.resent.append(item.audit_id)
 
-    # A stage whose items are all done but whose join (chord callback) never ran.
+    # A stage whose items are all done but whose join (chord callback) never ran: only once the stage has
+    # been complete for stale_after and the cpu queue is idle. Sooner, or on every pass, the advances pile
+    # up behind a busy queue (thousands under load) and delay the very callbacks they stand in for.
     for audit in session.scalars(select(Audit).where(Audit.status == "running")).all():
         counts = stage_counts(session, audit.id)
         done, total = counts.get(audit.stage, (0, 0))
-        if total and done == total:
-            celery.send_task(ADVANCE_TASK, args=[audit.id], queue="cpu")
-            report.advanced.append(audit.id)
+        if not total or done != total:
+            continue
+        last = session.scalar(select(func.max(WorkItem.finished_at)).where(WorkItem.audit_id == audit.id,
+                                                                           WorkItem.kind == audit.stage))
+        last = as_utc(last)
+        if last is not None and (now - last).total_seconds() <= stale_after_s:
+            continue
+        if "cpu" not in idle:
+            idle["cpu"] = queue_idle(session, "cpu", now=now, idle_for_s=stale_after_s)
+        if not idle["cpu"]:
+            continue
+        celery.send_task(ADVANCE_TASK, args=[audit.id], queue="cpu")
+        report.advanced.append(audit.id)
     return report
