@@ -35,6 +35,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "cpu",
         "task_routes": {
             "workers.tasks.visualise_chunk": {"queue": "gpu"},
+            "workers.tasks.evaluate_pair": {"queue": "gpu"},  # every model evaluation runs where the model is
             "workers.tasks.*": {"queue": "cpu"},
             "celery.*": {"queue": "cpu"},  # chord_unlock must reach a worker that is always there
         },

@@ -75,7 +75,7 @@ def _finish_with_flag(db_session, audit_id: int, code: str) -> int:
     audit = db_session.get(Audit, audit_id)
     audit.status, audit.stage, audit.progress = "done", "finished", 1.0
     flag = Flag(pair_id=audit.pairs[0].id, audit_id=audit_id, code=code, stream="appearance", severity="high",
-                peak_xy=[0.8, 0.2], message="look here")
+                peak_xy=[0.8, 0.2], message="look here", detail={"class_name": "Archery"})
     db_session.add(flag)
     db_session.commit()
     return flag.id
@@ -94,6 +94,8 @@ def test_pairs_report_review_and_compare(client, submitted, db_session) -> None:
     assert client.get(f"/api/v1/audits/{new}/pairs/2", headers=auth(token)).json["a"] == "Diving"
     assert client.get(f"/api/v1/audits/{new}/pairs/9", headers=auth(token)).status_code == 404
 
+    shown = client.get(f"/api/v1/flags/{flag_id}", headers=auth(token)).json
+    assert shown["class_name"] == "Archery" and first["flags"][0]["class_name"] == "Archery"
     review = client.post(f"/api/v1/flags/{flag_id}/review", headers=auth(token),
                          json={"verdict": "dismissed", "note": "a real cue of the action"})
     assert review.status_code == 200 and review.json["verdict"] == "dismissed"

@@ -8,15 +8,12 @@ Sample sets per stream are ``{stream: (S, C, T, H, W)}`` in model space, canonic
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from workers.audit import scores
 from workers.engine.manifest import InputSpec
-
-if TYPE_CHECKING:
-    from workers.audit.evidence import PairEvidence
 
 SampleSet = dict[str, np.ndarray]
 Box = tuple[int, int, int, int]
@@ -82,6 +79,7 @@ class StreamScores:
     difference_peak_xy: tuple[float, float]   # peak of the consistent difference map
     localisation: Localisation         # where the separation sits (verified windows)
     difference_map: np.ndarray = field(repr=False)
+    cue_class: str | None = None       # the class whose visualisations hold something in the peak window
 
     @property
     def peak_xy(self) -> tuple[float, float]:
@@ -94,7 +92,7 @@ class StreamScores:
                 "difference_peak_xy": list(self.difference_peak_xy), "whole_stream_drop": loc.whole_stream_drop,
                 "peak_drop": loc.peak_drop, "peak_share": loc.peak_share,
                 "peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
-                "peak_xy": list(loc.peak_xy), "peak_favours": loc.favours}
+                "peak_xy": list(loc.peak_xy), "peak_favours": loc.favours, "cue_class": self.cue_class}
 
 
 @dataclass
@@ -134,9 +132,33 @@ def _plain(value):
     return value
 
 
-def combine_pair_scores(evidence: "PairEvidence", specs: Sequence[InputSpec], vis_a: SampleSet, vis_b: SampleSet,
+def window_contrast(samples: np.ndarray, xy: tuple[float, float], side: int) -> float:
+    """How much more a sample set (S, C, T, H, W) holds in the window of side ``side`` centred at normalised
+    ``xy`` than in its whole frame: mean square inside / mean square overall (model space, where 0 is the neutral
+    input: the mean colour, no flow). Pure."""
+    _, _, _, h, w = samples.shape
+    x0 = int(round(xy[0] * w - side / 2))
+    y0 = int(round(xy[1] * h - side / 2))
+    inside = samples[..., max(y0, 0):y0 + side, max(x0, 0):x0 + side].astype(np.float64)
+    overall = float(np.mean(samples.astype(np.float64) ** 2))
+    return float(np.mean(inside ** 2)) / max(overall, 1e-12)
+
+
+def cue_class(vis_a: SampleSet, vis_b: SampleSet, spec: InputSpec, loc: Localisation, names: tuple[str, str],
+              window_fraction: float = 0.125) -> str:
+    """Which class carries what sits in the peak window. The scan may find a cue from either side (swapping a
+    watermark *into* the partner's visualisations costs the partner as much as swapping it out of the class's
+    own), so the class is the one whose visualisations stand out more in that window against their own frame:
+    a static overlay is colour that the partner lacks there, a flicker is motion the partner lacks there."""
+    _, side = scan_windows(spec.height, spec.width, window_fraction)
+    a, b = (window_contrast(v[spec.name], loc.peak_xy, side) for v in (vis_a, vis_b))
+    return names[0] if a >= b else names[1]
+
+
+def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: SampleSet, vis_b: SampleSet,
                         *, levels_a: Sequence[int], levels_b: Sequence[int]) -> PairScores:
-    """All scores of one pair from its model evidence and its two classes' visualisations. ``levels_a[i]`` is the
+    """All scores of one pair from its model evidence (an ``evidence.PairEvidence``, which imports this module)
+    and its two classes' visualisations. ``levels_a[i]`` is the
     kappa level of sample i of ``vis_a`` (for speed invariance). Pure."""
     a, b = evidence.a, evidence.b
     located = evidence.localisation
@@ -153,6 +175,7 @@ def combine_pair_scores(evidence: "PairEvidence", specs: Sequence[InputSpec], vi
             difference_peak_xy=scores.peak_xy(tmap),
             localisation=loc,
             difference_map=tmap,
+            cue_class=cue_class(vis_a, vis_b, spec, loc, (a, b)),
         )
     speed: dict[str, dict[str, float]] = {}
     for cls, vis, levels in ((a, vis_a, levels_a), (b, vis_b, levels_b)):

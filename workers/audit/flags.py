@@ -120,16 +120,17 @@ def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThres
         if not (loc.whole_stream_drop >= th.localized_min_stream_drop and loc.peak_drop >= th.localized_min_peak_drop
                 and loc.peak_separation >= th.localized_separation):
             continue
-        other = s.b if loc.favours == s.a else s.a
+        owner = st.cue_class or loc.favours  # the class whose visualisations hold something there
+        other = s.b if owner == s.a else s.a
         what = "something static such as a logo, watermark or overlay" if modality[name] == "rgb" \
             else "a local movement such as a flicker, a camera artefact or a moving overlay"
         severity = "high" if loc.peak_separation >= 2 * th.localized_separation else "medium"
         flags.append(Flag(
             "LOCALIZED_CUE", name, severity,
-            f"A small region of the {name} input at {_where(loc.peak_xy)} carries {loc.favours}'s evidence "
-            f"against {other}: swapping that region alone costs {loc.peak_drop:.0%} of the margin, "
-            f"{loc.peak_separation:.1f}x any region elsewhere; check whether {loc.favours}'s training clips carry "
-            f"{what} there that {other}'s lack.", loc.peak_xy, class_name=loc.favours))
+            f"A small region of the {name} input at {_where(loc.peak_xy)} tells {owner} from {other}: swapping that "
+            f"region alone costs {loc.peak_drop:.0%} of {loc.favours}'s margin, {loc.peak_separation:.1f}x any region "
+            f"elsewhere, and {owner}'s visualisations hold something there; check whether {owner}'s training clips "
+            f"carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
     return flags
 
 
