@@ -1,7 +1,7 @@
 """The artifact store: where bundles, clips, strips, tensors and reports live, addressed by a relative key
 such as ``models/<sha256>.zip`` or ``audits/12/vis/ApplyEyeMakeup/appearance/k0_s0.gif``. One interface,
 a filesystem implementation whose writes are atomic (temp file + rename), so a re-run task overwrites
-an artifact whole or not at all."""
+an artifact whole or not at all; the S3 implementation (same guarantee) is in ``db.artifacts_s3``."""
 from __future__ import annotations
 
 import os
@@ -112,9 +112,19 @@ class FilesystemArtifactStore:
                 raise OSError("artifact store read-back mismatch")
 
 
-def store_from_url(url: str) -> ArtifactStore:
-    """``file:///abs/dir`` or a plain path -> a filesystem store. (An S3 store would plug in here.)"""
+def store_from_url(url: str, *, endpoint_url: str = "", region: str = "",
+                   multipart_bytes: int = 8 * 1024 * 1024) -> ArtifactStore:
+    """``file:///abs/dir`` or a plain path -> a filesystem store; ``s3://bucket/prefix`` -> an S3 store
+    (``endpoint_url`` for an S3-compatible server; ``multipart_bytes``: part size of large uploads)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return FilesystemArtifactStore(parsed.path if parsed.scheme else url)
-    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r}", field="QUIRKSCOPE_ARTIFACTS_URL")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InvalidInput(f"an S3 artifact URL names a bucket: s3://bucket/prefix, got {url!r}",
+                               field="QUIRKSCOPE_ARTIFACTS_URL")
+        from db.artifacts_s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_url(url, endpoint_url=endpoint_url, region=region, multipart_bytes=multipart_bytes)
+    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r} (use file:// or s3://)",
+                       field="QUIRKSCOPE_ARTIFACTS_URL")
