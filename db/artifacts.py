@@ -8,10 +8,11 @@ import os
 import shutil
 import tempfile
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import urlparse
 
+from db.artifact_keys import validate_key
 from workers.engine.errors import InvalidInput
 
 
@@ -33,14 +34,6 @@ class ArtifactStore(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
 
     def check(self) -> None: ...
-
-
-def validate_key(key: str) -> str:
-    """Keys are relative POSIX paths without ``..``, absolute parts or empty segments."""
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or any(p in ("..", ".", "") for p in key.split("/")) or "\\" in key:
-        raise InvalidInput(f"invalid artifact key {key!r}", field="key")
-    return key
 
 
 class FilesystemArtifactStore:

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from db.artifacts import validate_key
+from db.artifact_keys import validate_key
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last)
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}

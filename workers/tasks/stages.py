@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Audit, ClassPair, Flag, ModelBundle, PairScore, Project, Visualization, WorkItem, utcnow
 from workers import runtime
+from workers.tasks import metrics
+from workers.tasks.chunking import gpu_memory_probe, planned_chunk_size
 from workers.tasks.flow import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
 from workers.tasks.runner import run_item
 
@@ -138,10 +140,11 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
         stored = sorted(audit.pairs, key=lambda p: p.rank)
         plan = plan_audit(manifest, cm, options, pairs=[ranked_pair(p) for p in stored])
         keys = [[k.class_name, k.level, k.seed] for k in plan.keys]
+        chunk_size = planned_chunk_size(session, audit, runtime.current().settings.chunk_size)
         items = [WorkItem(audit_id=audit_id, kind="visualise", key=i,
                           payload={"task": "workers.tasks.visualise_chunk", "args": [audit_id, i], "queue": "gpu",
                                    "keys": chunk})
-                 for i, chunk in enumerate(_chunks(keys, runtime.current().settings.chunk_size))]
+                 for i, chunk in enumerate(_chunks(keys, chunk_size))]
         items += [WorkItem(audit_id=audit_id, kind="score", key=p.rank,
                            payload={"task": "workers.tasks.score_pair", "args": [audit_id, p.rank], "queue": "cpu"})
                   for p in plan.pairs]
@@ -152,7 +155,7 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
         config = options.engine_config()
         audit.plan = {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
                       "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
-                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, runtime.current().settings.chunk_size))}
+                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, chunk_size)), "chunk_size": chunk_size}
         session.commit()
 
     outcome = run_item(self, audit_id, "plan", 0, body)
@@ -176,9 +179,11 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         model = load_model(session, audit)
         keys = [ObjectiveKey(c, int(level), int(seed)) for c, level, seed in item.payload["keys"]]
         end_snapshot(session)
+        memory = gpu_memory_probe()
         t0 = time.perf_counter()
         results = visualise(model, keys, options, device=device())
         elapsed = time.perf_counter() - t0
+        metrics.visualisation_finished(len(keys), options.steps, elapsed, device())
         store = runtime.current().artifacts
         for vis in results:
             for stream, tensor in vis.tensors.items():
@@ -187,7 +192,7 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
                 np.save(buf, np.asarray(tensor))
                 store.put_bytes(key, buf.getvalue())
                 _upsert_visualization(session, audit_id, vis, stream, key.removeprefix(f"audits/{audit_id}/"))
-        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": device()}
+        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": device(), **memory.measure(len(keys))}
         session.commit()
 
     outcome = run_item(self, audit_id, "visualise", chunk, body)
