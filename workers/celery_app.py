@@ -1,14 +1,15 @@
 """The Celery app, built from the settings and a ``WorkerContext`` (database, artifact store), never from the
 Flask app: tasks run with that context active; settings of DESIGN 5 (late acks, prefetch 1, soft < hard
 time limits, Redis visibility timeout above the hard limit, queues ``gpu`` and ``cpu``).
-``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA."""
+``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA. A worker given
+``QUIRKSCOPE_WORKER_METRICS_PORT`` serves its Prometheus metrics there (``workers.tasks.metrics``)."""
 from __future__ import annotations
 
 import os
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from workers.runtime import WorkerContext, activate
 from workers.settings import Settings, load_settings
@@ -101,6 +102,13 @@ def _serve_worker_metrics(**_: object) -> None:
         from workers.tasks.metrics import serve
 
         serve(port)
+
+
+@worker_shutdown.connect
+def _remove_worker_metrics(**_: object) -> None:
+    from workers.tasks.metrics import remove_multiprocess_dir
+
+    remove_multiprocess_dir()
 
 
 @worker_process_shutdown.connect

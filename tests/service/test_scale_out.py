@@ -144,6 +144,7 @@ def test_two_gpu_workers_share_one_audit_and_match_the_one_worker_run(cluster_en
         with gpu_workers(stack, "0,1", port, tmp_path / "two-workers.log"):
             shared_id, shared = run_audit(stack, reference)
             per_gpu = [scrape(port), scrape(port + 1)]
+        assert not any((tmp_path / "home" / "metrics").iterdir()), "a stopped worker leaves no metrics files"
         api = samples(stack.request("GET", "/metrics")[1].decode())
 
         with stack.app.extensions["quirkscope_db"].sessionmaker() as session:

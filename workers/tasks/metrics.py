@@ -16,18 +16,28 @@ from typing import Any, Callable, TypeVar
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., None])
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_owned_dir: Path | None = None
 DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
 def prepare_multiprocess_dir(home: Path, node: str) -> Path:
     """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty folder of this worker (kept if already set) and return it.
     Call it before anything imports prometheus-client."""
-    folder = Path(os.environ.get(MULTIPROC_ENV) or home / "metrics" / node)
+    global _owned_dir
+    given = os.environ.get(MULTIPROC_ENV)
+    folder = Path(given or home / "metrics" / node)
     if folder.exists():
         shutil.rmtree(folder)  # values of a previous run of this worker are not this run's
     folder.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(folder)
+    _owned_dir = None if given else folder
     return folder
+
+
+def remove_multiprocess_dir() -> None:
+    """At the worker's shutdown: remove the metrics folder ``prepare_multiprocess_dir`` made (not a given one)."""
+    if _owned_dir is not None:
+        shutil.rmtree(_owned_dir, ignore_errors=True)
 
 
 @functools.lru_cache(maxsize=1)
