@@ -14,6 +14,7 @@ import mimetypes
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+from urllib.parse import urlparse
 
 from db.artifact_keys import validate_key
 
@@ -60,8 +61,6 @@ class S3ArtifactStore:
         """``s3://bucket/optional/prefix``; ``endpoint_url`` for an S3-compatible server (path-style URLs)."""
         import boto3
         from botocore.config import Config
-
-        from urllib.parse import urlparse
 
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:

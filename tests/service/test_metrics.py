@@ -102,3 +102,26 @@ def test_worker_metrics_record_durations_failures_retries_and_sample_iterations_
     assert delta("quirkscope_task_retries_total", stage="score") == 1
     assert delta("quirkscope_sample_iterations_total", gpu="3", device="cuda") == 128
     assert after[("quirkscope_sample_iterations_per_second", (("device", "cuda"), ("gpu", "3")))] == 64
+
+
+def test_queue_depth_counts_the_messages_waiting_in_redis(tmp_path) -> None:
+    from tests.service.conftest import REDIS_URL
+    from service.metrics import queue_depths
+    from workers.celery_app import create_celery_app
+    from workers.runtime import WorkerContext
+    from workers.settings import load_settings
+
+    if not REDIS_URL:
+        pytest.skip("needs QUIRKSCOPE_TEST_REDIS_URL (tests/service/start_servers.sh)")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    settings = load_settings(env={}, home=tmp_path, broker_url=REDIS_URL, result_backend=REDIS_URL, secret_key="x",
+                             database_url=f"sqlite:///{tmp_path / 'q.db'}")
+    celery = create_celery_app(settings, WorkerContext.from_settings(settings))
+    assert queue_depths(celery) == {"gpu": 0, "cpu": 0}
+    for chunk in range(3):
+        celery.send_task("workers.tasks.visualise_chunk", args=(1, chunk), queue="gpu")
+    celery.send_task("workers.tasks.advance_audit", args=(1,), queue="cpu")
+    assert queue_depths(celery) == {"gpu": 3, "cpu": 1}
+    redis.Redis.from_url(REDIS_URL).flushdb()
