@@ -4,16 +4,15 @@ a filesystem implementation whose writes are atomic (temp file + rename), so a r
 an artifact whole or not at all; the S3 implementation (same guarantee) is in ``db.artifacts_s3``."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import urlparse
 
 from db.artifact_keys import validate_key
 from workers.engine.errors import InvalidInput
+from workers.engine.files import atomic_write, write_bytes_atomic
 
 
 class ArtifactStore(Protocol):
@@ -47,22 +46,12 @@ class FilesystemArtifactStore:
         return self.root / validate_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> str:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        write_bytes_atomic(self._path(key), data)
         return key
 
     def put_file(self, key: str, path: str | Path) -> str:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        with open(path, "rb") as source:
+            atomic_write(self._path(key), lambda handle: shutil.copyfileobj(source, handle))
         return key
 
     def open(self, key: str) -> BinaryIO:

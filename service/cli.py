@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from workers.engine.errors import QuirkScopeError
 
@@ -18,6 +19,19 @@ log = logging.getLogger("quirkscope")
 
 class UsageError(QuirkScopeError):
     code = "usage"
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the argument, exit code 2 (not a usage block)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        field = None
+        if match := re.match(r"argument ([^:/ ]+)(?:/[^: ]+)?: ", message):
+            field, message = match.group(1).lstrip("-"), message[match.end():]
+        elif match := re.match(r"the following arguments are required: ([^, ]+)", message):
+            field = match.group(1).lstrip("-")
+        where = f" [{field}]" if field else ""
+        self.exit(2, f"{self.prog}: error{where}: {message}\n")
 
 
 def _classes_arg(text: str) -> list[str]:
@@ -234,7 +248,7 @@ def _queues(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quirkscope", description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="quirkscope", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
 

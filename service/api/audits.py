@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from typing import Any
 
 from flask import Response, request, send_file, url_for
 from werkzeug.wsgi import wrap_file
@@ -69,7 +68,7 @@ def create_audit(body: AuditCreate):
                   options=options.model_dump(mode="json"),
                   confusion=cm.to_dict(), status="queued", stage="plan")
     audit.pairs = [ClassPair(rank=p.rank, class_a=p.a, class_b=p.b, explicit=p.explicit,
-                             confusion={"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]})
+                             confusion=p.confusion_json())
                    for p in ranked]
     session.add(audit)
     session.flush()

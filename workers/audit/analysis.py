@@ -16,7 +16,7 @@ from torch import nn
 from workers.audit import scores
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
-from workers.engine.optimise import forward_model, frozen
+from workers.engine.optimise import forward_model, frozen, resolve_device
 
 SampleSet = dict[str, np.ndarray]
 
@@ -41,7 +41,7 @@ def evaluate(model: nn.Module, specs: Sequence[InputSpec], inputs: SampleSet, *,
              device: torch.device | str = "cpu", batch: int = 64) -> Evaluation:
     """Logits and penultimate features on model-space inputs; streams named in ``neutral`` replaced by their
     neutral input (mean colour, zero flow)."""
-    dev = torch.device(device)
+    dev = resolve_device(device)
     layer = penultimate_layer(model)
     modules = dict(model.named_modules())
     n = len(next(iter(inputs.values())))
@@ -182,10 +182,6 @@ class StreamScores:
     @property
     def peak_xy(self) -> tuple[float, float]:
         return self.localisation.peak_xy
-
-    @property
-    def peak_favours(self) -> str:
-        return self.localisation.favours
 
     def to_json(self) -> dict:
         loc = self.localisation

@@ -35,9 +35,6 @@ class ObjectiveKey:
     level: int
     seed: int
 
-    def stem(self) -> str:
-        return f"{self.class_name}__k{self.level}__s{self.seed}"
-
 
 @dataclass
 class Visualization:
@@ -90,7 +87,7 @@ def visualise(model: LoadedModel, keys: Sequence[ObjectiveKey], options: AuditOp
     requests = [UnitRequest(target=classes.index(k.class_name), kappa=kappas[k.level], seed=k.seed) for k in keys]
     results = visualize(model.module, model.manifest.inputs, requests, config, device=device,
                         num_classes=len(classes), progress=progress)
-    return [Visualization(key=k, kappa=r.request.kappa, tensors=r.inputs, logit=r.unit_value,
+    return [Visualization(key=k, kappa=r.request.kappa, tensors=r.inputs, logit=r.logit,
                           probability=float(r.probability), config=r.config) for k, r in zip(keys, results)]
 
 
@@ -125,7 +122,7 @@ def render_class_artifacts(manifest: Manifest, visualizations: Sequence[Visualiz
     for v in chosen:
         for spec in manifest.inputs:
             files = render.render_visualization(v.tensors[spec.name], spec, out_dir / "clips",
-                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}",
+                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}__s{v.key.seed}",
                                                 flow_max=flow_max.get(spec.name))
             entry = {"level": v.key.level, "kappa": v.kappa, "seed": v.key.seed,
                      **{fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}}
@@ -143,7 +140,7 @@ def render_pair_artifacts(manifest: Manifest, result: PairResult, visualizations
         background = render.display_frames(first.tensors[spec.name], spec)[0]
         files = render.render_difference_map(st.difference_map, out_dir / "pairs",
                                              f"{result.pair.a}__{result.pair.b}__{spec.name}",
-                                             background=background, peak_xy=st.peak_xy)
+                                             background=background, peak_xy=st.difference_peak_xy)
         out[spec.name] = {fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}
     return out
 
@@ -153,17 +150,23 @@ def pair_entry(result: PairResult, clips: dict, difference: dict) -> dict:
     p = result.pair
     return {
         "a": p.a, "b": p.b, "rank": p.rank, "explicit": p.explicit,
-        "confusion": {"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]},
+        "confusion": p.confusion_json(),
         "scores": result.scores.to_json(),
         "flags": [f.to_json() for f in result.flags],
         "artifacts": {"clips": {c: clips.get(c, {}) for c in (p.a, p.b)}, "difference": difference},
     }
 
 
+def streams_and_levels(manifest: Manifest, options: AuditOptions) -> dict:
+    """The ``streams`` and ``levels`` (temporal-regularisation strengths) an audit renders, as stored in its plan
+    and shown in its report."""
+    return {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
+            "levels": [{"index": i, "kappa": k} for i, k in enumerate(options.engine_config().kappa_levels)]}
+
+
 def build_report(*, audit: dict, manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions,
                  pairs: list[dict]) -> dict:
     """The report JSON of DESIGN 3.4: ``{"audit": {...}, "pairs": [...]}`` with pairs in rank order."""
-    config = options.engine_config()
     return {
         "audit": {
             **audit,
@@ -171,8 +174,7 @@ def build_report(*, audit: dict, manifest: Manifest, confusion: ConfusionMatrix,
             "options": options.model_dump(mode="json"),
             "classes": list(manifest.classes),
             "confusion": {"classes": list(confusion.classes), "matrix": confusion.counts.tolist()},
-            "streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
-            "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
+            **streams_and_levels(manifest, options),
         },
         "pairs": sorted(pairs, key=lambda p: p["rank"]),
     }

@@ -11,7 +11,6 @@ from sqlalchemy import select, update
 from db.models import Audit, ClassPair, WorkItem, utcnow
 from workers import runtime
 from workers.tasks.claims import stage_counts
-from workers.tasks.runner import run_item
 
 log = logging.getLogger(__name__)
 

@@ -51,12 +51,6 @@ def load_model(session: Session, audit: Audit) -> Any:
     return model
 
 
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
     """(manifest, confusion matrix, options) of the audit, rebuilt from its rows."""
     from workers.audit.confusion import ConfusionMatrix
@@ -71,10 +65,7 @@ def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
 def ranked_pair(row: ClassPair) -> Any:
     from workers.audit.ranking import RankedPair
 
-    c = row.confusion
-    return RankedPair(a=row.class_a, b=row.class_b, rank=row.rank, a_as_b=c["a_as_b"], b_as_a=c["b_as_a"],
-                      count_ab=c["counts"][0], count_ba=c["counts"][1], confusion=c["a_as_b"] + c["b_as_a"],
-                      explicit=row.explicit)
+    return RankedPair.from_confusion_json(row.class_a, row.class_b, row.rank, row.confusion, row.explicit)
 
 
 def tensor_key(audit_id: int, cls: str, stream: str, level: int, seed: int) -> str:
@@ -130,7 +121,7 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
     """Plan the audit (``pipeline.plan_audit``), store its work items, and start the first stage."""
 
     def body(session: Session, _item: WorkItem) -> None:
-        from workers.audit.pipeline import plan_audit
+        from workers.audit.pipeline import plan_audit, streams_and_levels
 
         session.execute(update(Audit).where(Audit.id == audit_id, Audit.status == "queued")
                         .values(status="running", started_at=utcnow()))
@@ -152,10 +143,8 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
                               payload={"task": "workers.tasks.render_report", "args": [audit_id], "queue": "cpu"}))
         existing = {(w.kind, w.key) for w in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id))}
         session.add_all([w for w in items if (w.kind, w.key) not in existing])
-        config = options.engine_config()
-        audit.plan = {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
-                      "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
-                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, chunk_size)), "chunk_size": chunk_size}
+        audit.plan = {**streams_and_levels(manifest, options), "n_objectives": len(plan.keys),
+                      "n_chunks": len(_chunks(keys, chunk_size)), "chunk_size": chunk_size}
         session.commit()
 
     outcome = run_item(self, audit_id, "plan", 0, body)
@@ -173,6 +162,7 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         import numpy as np
 
         from workers.audit.pipeline import ObjectiveKey, visualise
+        from workers.engine.optimise import resolve_device
 
         audit = session.get(Audit, audit_id)
         _, _, options = audit_inputs(audit)
@@ -181,9 +171,9 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         end_snapshot(session)
         memory = gpu_memory_probe()
         t0 = time.perf_counter()
-        results = visualise(model, keys, options, device=device())
+        results = visualise(model, keys, options)
         elapsed = time.perf_counter() - t0
-        metrics.visualisation_finished(len(keys), options.steps, elapsed, device())
+        metrics.visualisation_finished(len(keys), options.steps, elapsed, resolve_device(None).type)
         store = runtime.current().artifacts
         for vis in results:
             for stream, tensor in vis.tensors.items():
@@ -192,7 +182,8 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
                 np.save(buf, np.asarray(tensor))
                 store.put_bytes(key, buf.getvalue())
                 _upsert_visualization(session, audit_id, vis, stream, key.removeprefix(f"audits/{audit_id}/"))
-        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": device(), **memory.measure(len(keys))}
+        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": str(resolve_device(None)),
+                        **memory.measure(len(keys))}
         session.commit()
 
     outcome = run_item(self, audit_id, "visualise", chunk, body)
