@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Iterator
 from urllib.parse import urlparse
 
 from db.artifact_keys import validate_key
+from workers.engine.errors import InvalidInput
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last)
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
@@ -59,9 +60,12 @@ class S3ArtifactStore:
     def from_url(cls, url: str, *, endpoint_url: str = "", region: str = "",
                  multipart_bytes: int = 8 * 1024 * 1024) -> "S3ArtifactStore":
         """``s3://bucket/optional/prefix``; ``endpoint_url`` for an S3-compatible server (path-style URLs)."""
-        import boto3
-        from botocore.config import Config
-
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise InvalidInput("s3:// artifact URLs need boto3: pip install 'quirkscope[s3]'",
+                               field="QUIRKSCOPE_ARTIFACTS_URL") from exc
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"an S3 artifact URL looks like s3://bucket/prefix, got {url!r}")
