@@ -204,7 +204,8 @@ def build_report_view(
             "model_version": _text(model.get("version")),
             "model_sha256": _text(model.get("sha256")),
             "model_sha256_short": _text(model.get("sha256"))[:12],
-            "timings": [{"key": k, "label": k.removesuffix("_s").replace("_", " "), "value": _fmt_timing(k, v)}
+            "timings": [{"key": k, "label": "model evaluations" if k == "cost" else k.removesuffix("_s").replace("_", " "),
+                         "value": _fmt_timing(k, v)}
                         for k, v in _as_mapping(audit.get("timings")).items()],
             "options": [{"key": str(k), "value": _fmt_option(v)}
                         for k, v in _as_mapping(audit.get("options")).items()],
@@ -558,6 +559,10 @@ def _fmt_rate(value: Any) -> str:
 
 
 def _fmt_timing(key: str, value: Any) -> str:
+    if key == "cost" and isinstance(value, Mapping):  # model evaluations per stage (forward-equivalents)
+        return " · ".join(f"{stage} {int(c.get('forward_equivalents', 0)):,} forward-equivalents "
+                          f"({int(c.get('evaluations', 0)):,} evaluations)"
+                          for stage, c in value.items() if isinstance(c, Mapping))
     if _is_number(value) and key.endswith("_s"):
         seconds = float(value)
         return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
