@@ -1,15 +1,16 @@
 """The artifact store: where bundles, clips, strips, tensors and reports live, addressed by a relative key
 such as ``models/<sha256>.zip`` or ``audits/12/vis/ApplyEyeMakeup/appearance/k0_s0.gif``. One interface,
 a filesystem implementation whose writes are atomic (temp file + rename), so a re-run task overwrites
-an artifact whole or not at all."""
+an artifact whole or not at all; the S3 implementation (same guarantee) is in ``db.artifacts_s3``."""
 from __future__ import annotations
 
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import urlparse
 
+from db.artifact_keys import validate_key
 from workers.engine.errors import InvalidInput
 from workers.engine.files import atomic_write, write_bytes_atomic
 
@@ -32,14 +33,6 @@ class ArtifactStore(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
 
     def check(self) -> None: ...
-
-
-def validate_key(key: str) -> str:
-    """Keys are relative POSIX paths without ``..``, absolute parts or empty segments."""
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or any(p in ("..", ".", "") for p in key.split("/")) or "\\" in key:
-        raise InvalidInput(f"invalid artifact key {key!r}", field="key")
-    return key
 
 
 class FilesystemArtifactStore:
@@ -101,9 +94,19 @@ class FilesystemArtifactStore:
                 raise OSError("artifact store read-back mismatch")
 
 
-def store_from_url(url: str) -> ArtifactStore:
-    """``file:///abs/dir`` or a plain path -> a filesystem store. (An S3 store would plug in here.)"""
+def store_from_url(url: str, *, endpoint_url: str = "", region: str = "",
+                   multipart_bytes: int = 8 * 1024 * 1024) -> ArtifactStore:
+    """``file:///abs/dir`` or a plain path -> a filesystem store; ``s3://bucket/prefix`` -> an S3 store
+    (``endpoint_url`` for an S3-compatible server; ``multipart_bytes``: part size of large uploads)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return FilesystemArtifactStore(parsed.path if parsed.scheme else url)
-    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r}", field="QUIRKSCOPE_ARTIFACTS_URL")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InvalidInput(f"an S3 artifact URL names a bucket: s3://bucket/prefix, got {url!r}",
+                               field="QUIRKSCOPE_ARTIFACTS_URL")
+        from db.artifacts_s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_url(url, endpoint_url=endpoint_url, region=region, multipart_bytes=multipart_bytes)
+    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r} (use file:// or s3://)",
+                       field="QUIRKSCOPE_ARTIFACTS_URL")

@@ -23,6 +23,15 @@ class Settings:
     result_backend: str
     artifacts_url: str
     secret_key: str
+    # artifact storage: QUIRKSCOPE_ARTIFACTS_URL=s3://bucket/prefix plus, for an S3-compatible server
+    # (MinIO, Ceph), its endpoint URL; credentials from boto3's chain (AWS_ACCESS_KEY_ID, ...)
+    artifacts_endpoint_url: str = ""
+    artifacts_region: str = ""
+    artifacts_multipart_mb: int = 8  # uploads above this go in parts of this size (S3's minimum is 5)
+    # metrics: the API's /metrics answers only this bearer token when set; a worker serves its
+    # metrics on this port when set (0: none)
+    metrics_token: str = ""
+    worker_metrics_port: int = 0
     # limits (all enforced with a 4xx)
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_bytes: int = 32 * 1024 * 1024

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Audit, ClassPair, Flag, ModelBundle, PairScore, Project, Visualization, WorkItem, utcnow
 from workers import runtime
+from workers.tasks import metrics
+from workers.tasks.chunking import gpu_memory_probe, planned_chunk_size
 from workers.tasks.flow import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
 from workers.tasks.runner import run_item
 
@@ -129,10 +131,11 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
         stored = sorted(audit.pairs, key=lambda p: p.rank)
         plan = plan_audit(manifest, cm, options, pairs=[ranked_pair(p) for p in stored])
         keys = [[k.class_name, k.level, k.seed] for k in plan.keys]
+        chunk_size = planned_chunk_size(session, audit, runtime.current().settings.chunk_size)
         items = [WorkItem(audit_id=audit_id, kind="visualise", key=i,
                           payload={"task": "workers.tasks.visualise_chunk", "args": [audit_id, i], "queue": "gpu",
                                    "keys": chunk})
-                 for i, chunk in enumerate(_chunks(keys, runtime.current().settings.chunk_size))]
+                 for i, chunk in enumerate(_chunks(keys, chunk_size))]
         items += [WorkItem(audit_id=audit_id, kind="evaluate", key=p.rank,
                            payload={"task": "workers.tasks.evaluate_pair", "args": [audit_id, p.rank], "queue": "gpu"})
                   for p in plan.pairs]
@@ -143,7 +146,8 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
                               payload={"task": "workers.tasks.render_report", "args": [audit_id], "queue": "cpu"}))
         existing = {(w.kind, w.key) for w in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id))}
         session.add_all([w for w in items if (w.kind, w.key) not in existing])
-        audit.plan = {**streams_and_levels(manifest, options), "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, runtime.current().settings.chunk_size))}
+        audit.plan = {**streams_and_levels(manifest, options), "n_objectives": len(plan.keys),
+                      "n_chunks": len(_chunks(keys, chunk_size)), "chunk_size": chunk_size}
         session.commit()
 
     outcome = run_item(self, audit_id, "plan", 0, body)
@@ -169,10 +173,12 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         model = load_model(session, audit)
         keys = [ObjectiveKey(c, int(level), int(seed)) for c, level, seed in item.payload["keys"]]
         end_snapshot(session)
+        memory = gpu_memory_probe()
         t0 = time.perf_counter()
         with count_evaluations() as spent:
             results = visualise(model, keys, options)
         elapsed = time.perf_counter() - t0
+        metrics.visualisation_finished(len(keys), options.steps, elapsed, resolve_device(None).type)
         store = runtime.current().artifacts
         for vis in results:
             for stream, tensor in vis.tensors.items():
@@ -182,7 +188,7 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
                 store.put_bytes(key, buf.getvalue())
                 _upsert_visualization(session, audit_id, vis, stream, key.removeprefix(f"audits/{audit_id}/"))
         item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": str(resolve_device(None)),
-                        "cost": spent.to_json()}
+                        "cost": spent.to_json(), **memory.measure(len(keys))}
         session.commit()
 
     outcome = run_item(self, audit_id, "visualise", chunk, body)
