@@ -28,16 +28,15 @@ def _lose_the_first_message(sender: str | None = None, headers: dict[str, Any] |
 
 def _install_full_disk() -> None:
     """With ``QUIRKSCOPE_TEST_DISK_FULL`` = ``all`` (or a number n), every (or each of the first n, per process)
-    file the artifact store writes fails half way with ENOSPC, as on a full disk."""
+    file this process writes through ``workers.engine.files`` (the one atomic-write path: the artifact store,
+    rendering, reports) fails half way with ENOSPC, as on a full disk."""
     spec = os.environ.get("QUIRKSCOPE_TEST_DISK_FULL")
     if not spec:
         return
     import builtins
     import errno
-    import shutil
-    import types
 
-    import db.artifacts
+    import workers.engine.files
 
     left = [-1 if spec == "all" else int(spec)]
     real_open = builtins.open
@@ -67,13 +66,7 @@ def _install_full_disk() -> None:
             return FullDiskFile(fh)
         return fh
 
-    def full_copyfile(src: Any, dst: Any, **_: Any) -> Any:
-        with real_open(src, "rb") as source, full_open(dst, "wb") as target:
-            target.write(source.read())
-        return dst
-
-    db.artifacts.open = full_open  # type: ignore[attr-defined]
-    db.artifacts.shutil = types.SimpleNamespace(copyfile=full_copyfile, rmtree=shutil.rmtree)  # type: ignore[attr-defined]
+    workers.engine.files.open = full_open  # type: ignore[attr-defined]
 
 
 _install_full_disk()

@@ -19,7 +19,8 @@ from tests.service.stack import running_stack
 pytestmark = pytest.mark.reliability
 
 STAGE_TASKS = ["workers.tasks.start_audit", "workers.tasks.advance_audit", "workers.tasks.visualise_chunk",
-               "workers.tasks.score_pair", "workers.tasks.render_report", "workers.tasks.finalize_audit"]
+               "workers.tasks.evaluate_pair", "workers.tasks.score_pair", "workers.tasks.render_report",
+               "workers.tasks.finalize_audit"]
 FAST_REAPER = {"QUIRKSCOPE_STALE_AFTER_S": "3", "QUIRKSCOPE_REAPER_INTERVAL_S": "1", "QUIRKSCOPE_HEARTBEAT_S": "0.5",
                "QUIRKSCOPE_RETRY_BACKOFF_S": "1", "QUIRKSCOPE_TASK_MODULES": "tests.service.fault_hooks"}
 
@@ -89,7 +90,7 @@ def test_a_full_disk_under_the_artifact_store_fails_or_retries_the_audit_and_lea
         else:
             assert state["status"] == "done", state["error"]
         root = Path(stack.app.extensions["quirkscope_artifacts"].root)
-        partial = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+        partial = [p for p in root.rglob("*") if p.is_file() and p.name.endswith((".tmp", ".part"))]
         assert partial == []
         assert duplicate_rows(stack.app) == 0
 
