@@ -2,8 +2,8 @@
 tests, the schema fuzzer, the fault tests and the load test, and prints their tables as Markdown; ``--write
 docs/reliability.md`` replaces the block between ``<!-- figures:start -->`` and ``<!-- figures:end -->``.
 
-    python tests/benchmarks/reliability_figures.py [--fuzz-examples 100] [--skip-faults] [--skip-load]
-                                                   [--load-json earlier-load.json] [--write docs/reliability.md]
+    python tests/benchmarks/reliability_figures.py [--only 1,2,3,4,5] [--fuzz-examples 100] [--skip-faults]
+                        [--skip-load] [--load-json earlier-load.json] [--write docs/reliability.md]
 
 The integration parts need QUIRKSCOPE_TEST_DATABASE_URL and QUIRKSCOPE_TEST_REDIS_URL (tests/service/
 start_servers.sh); without them they skip, and the tables say so."""
@@ -173,40 +173,86 @@ def load_table(figures: dict | None) -> list[str]:
     return out
 
 
+SECTION_ORDER = ["### 1. Hostile input", "### 2. Security", "### 3. Fuzzing the OpenAPI document", "### 4. Faults",
+                 "### 5. Load"]
+
+
+def stamp_lines(stamp: str, sections: dict[str, list[str]]) -> list[str]:
+    return [stamp + "."]
+
+
+def previous_sections(block: str) -> dict[str, list[str]]:
+    """The ``### N. ...`` sections of an earlier figures block, header -> lines (blank edges dropped)."""
+    out: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in block.strip().splitlines():
+        if line.startswith("### "):
+            current = line
+            out[current] = []
+        elif current is not None:
+            out[current].append(line)
+    return {h: _strip_blank(b) for h, b in out.items()}
+
+
+def _strip_blank(lines: list[str]) -> list[str]:
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuzz-examples", type=int, default=100)
     parser.add_argument("--skip-faults", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--load-json", type=Path, default=None, help="figures of an earlier load.py --json run")
+    parser.add_argument("--only", default="1,2,3,4,5",
+                        help="sections to (re)run: 1 hostile input, 2 security, 3 fuzzing, 4 faults, 5 load; with "
+                             "--write the others keep their earlier figures")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    blocks = [f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
-              f"`tests/benchmarks/reliability_figures.py` on {os.cpu_count()} CPU cores ({platform.machine()}), "
-              "Python " + platform.python_version() + "."]
-    blocks += ["", "### 1. Hostile input", ""] + hostile_table()
-    blocks += ["", "### 2. Security", ""] + security_table()
-    blocks += ["", "### 3. Fuzzing the OpenAPI document", ""] + fuzz_table(args.fuzz_examples)
-    if not args.skip_faults:
-        blocks += ["", "### 4. Faults", ""] + faults_table()
-    if args.load_json:
-        figures = json.loads(args.load_json.read_text())
-    elif args.skip_load:
-        figures = None
-    else:
+    sections: dict[str, list[str]] = {}
+    want = set(args.only.split(","))
+    if "1" in want:
+        sections["### 1. Hostile input"] = hostile_table()
+    if "2" in want:
+        sections["### 2. Security"] = security_table()
+    if "3" in want:
+        sections["### 3. Fuzzing the OpenAPI document"] = fuzz_table(args.fuzz_examples)
+    if "4" in want and not args.skip_faults:
+        sections["### 4. Faults"] = faults_table()
+    if "5" not in want:
+        pass
+    elif args.load_json:
+        sections["### 5. Load"] = load_table(json.loads(args.load_json.read_text()))
+    elif not args.skip_load:
         from tests.benchmarks.load import run
 
-        figures = run(50, 500, deadline_s=900)
-    blocks += ["", "### 5. Load", ""] + load_table(figures)
-    text = "\n".join(blocks)
+        sections["### 5. Load"] = load_table(run(50, 500, deadline_s=900))
+    stamp = (f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
+             f"`tests/benchmarks/reliability_figures.py` on {os.cpu_count()} CPU cores ({platform.machine()}), "
+             f"Python {platform.python_version()}")
+    text = "\n".join(stamp_lines(stamp, sections) + [line for head, body in sections.items()
+                                                       for line in ["", head, "", *body]])
     print(text)
     if args.write:
         doc = args.write.read_text()
         if START not in doc or END not in doc:
             raise SystemExit(f"{args.write} has no {START} ... {END} block")
         head, rest = doc.split(START, 1)
-        args.write.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+        old_block, tail = rest.split(END, 1)
+        kept = previous_sections(old_block)  # sections not rerun keep their figures (and their stamp line)
+        merged = {h: sections.get(h, kept.get(h, [])) for h in SECTION_ORDER if h in sections or h in kept}
+        stamps = [line for line in old_block.strip().splitlines()[:1] if line.startswith("Generated")]
+        lines = [stamp + f" (sections {', '.join(h.split(' ', 2)[1] for h in sections)})."]
+        if len(sections) < len(merged) and stamps:
+            lines.append("Earlier: " + stamps[0].removeprefix("Generated ").split(" (sections")[0]
+                         + " (the other sections).")
+        lines += [line for h, body in merged.items() for line in ["", h, "", *body]]
+        args.write.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
     return 0
 
 

@@ -33,6 +33,7 @@ EXPECTED_SCOPES: dict[str, str | None] = {
 }
 PUBLIC_NON_API = {"static", "openapi.static", "openapi.doc_url", "openapi.openapi", "report.index", "report.login",
                   "report.logout"}
+OWN_TOKEN = {"metrics.metrics": "QUIRKSCOPE_METRICS_TOKEN"}  # open like a health probe unless that token is set
 SESSION_PAGES = {"report.audit_list": "read", "report.audit_page": "read", "report.review_flag": "review"}
 ALL_SCOPES = ("submit", "read", "review")
 
@@ -53,7 +54,7 @@ def methods(rule) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_every_route_is_in_the_scope_table_and_declares_its_scope(app) -> None:
     endpoints = {r.endpoint for r in app.url_map.iter_rules()}
-    unknown = endpoints - set(EXPECTED_SCOPES) - PUBLIC_NON_API - set(SESSION_PAGES)
+    unknown = endpoints - set(EXPECTED_SCOPES) - PUBLIC_NON_API - set(SESSION_PAGES) - set(OWN_TOKEN)
     assert not unknown, f"routes without a declared expectation: {sorted(unknown)}"
     for endpoint, scope in EXPECTED_SCOPES.items():
         name = endpoint.rpartition(".")[2]
@@ -95,6 +96,24 @@ def test_pages_need_a_login_and_the_review_form_needs_the_review_scope(app, clie
     client.post("/login", data={"token": reader})
     assert client.post(f"/flags/{flag_id}/review", data={"verdict": "confirmed"}).status_code == 403
     assert db_session.scalar(select(func.count()).select_from(Review)) == 0
+
+
+def test_metrics_with_its_token_set_refuses_anonymous_and_project_tokens(tmp_path: Path, database_url: str) -> None:
+    from db.migrate import upgrade
+    from service.app import create_app
+    from service.auth import issue_token
+
+    upgrade(database_url)
+    app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url, metrics_token="m-secret"))
+    try:
+        with app.app_context():
+            project_token = issue_token(app.extensions["quirkscope_db"].sessionmaker(), "alpha", "submit,read,review")
+        client = app.test_client()
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=auth(project_token)).status_code == 401
+        assert client.get("/metrics", headers=auth("m-secret")).status_code == 200
+    finally:
+        app.extensions["quirkscope_db"].engine.dispose()
 
 
 # ----------------------------------------------------------------------------------------- two projects
