@@ -33,8 +33,8 @@ FAULTS = {  # test name (without parameters) -> (fault, what the test checks hap
     "test_work_of_a_killed_worker_is_reenqueued_by_the_reaper":
         ("the GPU-queue worker killed with SIGKILL (parent and child)", "the reaper re-enqueues it; completes"),
     "test_a_message_lost_between_fetch_and_claim_at_every_stage_is_sent_again":
-        ("one message lost between fetch and claim at every stage (start, advance, visualise, score, report, "
-         "finalize)", "the reaper re-sends each; the audit completes"),
+        ("one message lost between fetch and claim at every stage (start, advance, visualise, evaluate, score, "
+         "report, finalize)", "the reaper re-sends each; the audit completes"),
     "test_a_model_that_returns_nan_or_raises_mid_audit_fails_its_audit_with_the_reason":
         ("a model that returns NaN / raises mid-audit (beside a good audit)",
          "those audits fail with model_output_invalid / the RuntimeError; the good one completes"),
@@ -100,7 +100,8 @@ def hostile_table() -> list[str]:
         out.append(f"| {channel} | {kind} | {sum(n.values())} | {n['passed']} | {n['failed']} | {n['skipped']} |")
     corpus = [c for c in cases if c["params"] and not ("streaming" in c["name"] or "vanishes" in c["name"])]
     total = collections.Counter(c["outcome"] for c in corpus)
-    distinct = len({c["params"].partition("-")[2] if "cli" not in c["file"] else c["params"] for c in corpus})
+    distinct = len({("cli", c["params"]) if "cli" in c["file"] else ("http", c["params"].partition("-")[2])
+                    for c in corpus})
     out.append(f"| **all** | {distinct} distinct cases | {sum(total.values())} | {total['passed']} | "
                f"{total['failed']} | {total['skipped']} |")
     return out
@@ -177,10 +178,6 @@ SECTION_ORDER = ["### 1. Hostile input", "### 2. Security", "### 3. Fuzzing the 
                  "### 5. Load"]
 
 
-def stamp_lines(stamp: str, sections: dict[str, list[str]]) -> list[str]:
-    return [stamp + "."]
-
-
 def previous_sections(block: str) -> dict[str, list[str]]:
     """The ``### N. ...`` sections of an earlier figures block, header -> lines (blank edges dropped)."""
     out: dict[str, list[str]] = {}
@@ -232,11 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         from tests.benchmarks.load import run
 
         sections["### 5. Load"] = load_table(run(50, 500, deadline_s=900))
-    stamp = (f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
+    stamp = (f"_Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by "
              f"`tests/benchmarks/reliability_figures.py` on {os.cpu_count()} CPU cores ({platform.machine()}), "
-             f"Python {platform.python_version()}")
-    text = "\n".join(stamp_lines(stamp, sections) + [line for head, body in sections.items()
-                                                       for line in ["", head, "", *body]])
+             f"Python {platform.python_version()}._")
+    sections = {head: [stamp, "", *body] for head, body in sections.items()}
+    text = "\n".join(line for head, body in sections.items() for line in ["", head, "", *body])
     print(text)
     if args.write:
         doc = args.write.read_text()
@@ -244,15 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.write} has no {START} ... {END} block")
         head, rest = doc.split(START, 1)
         old_block, tail = rest.split(END, 1)
-        kept = previous_sections(old_block)  # sections not rerun keep their figures (and their stamp line)
+        kept = previous_sections(old_block)  # sections not rerun keep their figures and their stamp
         merged = {h: sections.get(h, kept.get(h, [])) for h in SECTION_ORDER if h in sections or h in kept}
-        stamps = [line for line in old_block.strip().splitlines()[:1] if line.startswith("Generated")]
-        lines = [stamp + f" (sections {', '.join(h.split(' ', 2)[1] for h in sections)})."]
-        if len(sections) < len(merged) and stamps:
-            lines.append("Earlier: " + stamps[0].removeprefix("Generated ").split(" (sections")[0]
-                         + " (the other sections).")
-        lines += [line for h, body in merged.items() for line in ["", h, "", *body]]
-        args.write.write_text(head + START + "\n" + "\n".join(lines) + "\n" + END + tail)
+        lines = [line for h, body in merged.items() for line in ["", h, "", *body]]
+        args.write.write_text(head + START + "\n" + "\n".join(lines).strip("\n") + "\n" + END + tail)
     return 0
 
 
