@@ -110,7 +110,7 @@ class PairScores:
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
-        return _plain({
+        return plain_json({
             "cross_activation": self.cross_activation,
             "feature_similarity": self.overall_feature_similarity,
             **{name: s.to_json() for name, s in self.streams.items()},
@@ -122,11 +122,12 @@ class PairScores:
         })
 
 
-def _plain(value):
+def plain_json(value):
+    """``value`` with numpy scalars as Python numbers and every key a string, ready for a JSON column."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_json(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from workers.audit import scores
-from workers.audit.analysis import Localisation, far_from, peak_window, scan_windows, window_sums
+from workers.audit.analysis import Localisation, far_from, peak_window, plain_json, scan_windows, window_sums
 from workers.engine import cost as cost_mod
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
@@ -252,7 +252,7 @@ class PairEvidence:
         out["localisation"] = {k: {**asdict(v), "peak_xy": list(v.peak_xy),
                                    "peak_separation": v.peak_separation if np.isfinite(v.peak_separation) else None}
                                for k, v in self.localisation.items()}
-        return _plain(out)
+        return plain_json(out)
 
     @classmethod
     def from_json(cls, data: dict) -> "PairEvidence":
@@ -261,16 +261,6 @@ class PairEvidence:
                                   else v["peak_separation"]})
                for k, v in data["localisation"].items()}
         return cls(**{**data, "localisation": loc})
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def static_version(inputs: SampleSet, specs: Sequence[InputSpec]) -> SampleSet:
