@@ -57,6 +57,11 @@ class VisualizationConfig(BaseModel):
     kappa_levels: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
     jitter_fraction: float = Field(1 / 16, ge=0, le=0.5)
     jitter_frames: int = Field(1, ge=0)
+    scale_jitter: float = Field(0.0, ge=0, le=0.5)
+    rotation_degrees: float = Field(0.0, ge=0, le=45)
+    parameterization: Literal["pixel", "fourier"] = "pixel"
+    fourier_decay: float = Field(1.0, ge=0, le=4)
+    decorrelate_colour: bool = True
     init_scale: float = Field(0.01, ge=0)
     chunk_size: int | None = Field(None, ge=1)
     memory_budget_fraction: float = Field(0.8, gt=0, le=1)
