@@ -4,6 +4,10 @@ peak_xy falls inside the planted region; and, for pairs without a planted shortc
 whether any of them gets LOCALIZED_CUE. Printed, never asserted (tests/test_audit_planted.py asserts one seed).
 
     python tests/benchmarks/planted_quirks.py [--seeds 0 1 2] [--head flatten|gap] [--steps 128] [--json OUT]
+        [--compare '{"parameterization": "pixel"}' ...]
+
+``--compare``: also audit each trained model with these ``VisualizationConfig`` overrides (JSON objects), one table
+per setting, the default's first (to compare defaults on the same trained models).
 
 "loc ok": a LOCALIZED_CUE on the planted stream. "named": the flags about the planted class (or both classes)
 name the planted stream and no other (CONTEXT_CUE aside) -- the test for a head that pools position away.
@@ -19,6 +23,7 @@ from workers.audit.confusion import parse_confusion
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import analyse_pair, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
+from workers.engine.config import VisualizationConfig
 from workers.engine.reference import data
 from workers.engine.reference.train import train_reference
 
@@ -26,11 +31,18 @@ CLEAN_PAIRS = [("BarSweepLeft", "CrossDropDown"), ("RingOrbit", "DiamondZigzag")
                ("CrossDropDown", "RingOrbit")]
 
 
-def audit_seed(seed: int, head: str, steps: int) -> list[dict]:
+def audit_seed(seed: int, head: str, steps: int, overrides: list[dict] = ({},)) -> list[list[dict]]:
+    """Train the reference model of ``seed`` once and audit it with the default visualisation config updated by each
+    of ``overrides``; one list of rows per override."""
     trained = train_reference(seed, head=head)
     model = LoadedModel(module=trained.model, manifest=trained.manifest, sha256=f"seed{seed}")
     confusion = parse_confusion(trained.confusion, trained.manifest.classes)
-    options = AuditOptions(top_k=3, pairs=CLEAN_PAIRS, steps=steps)
+    return [audit_model(model, confusion, seed, steps, update) for update in overrides]
+
+
+def audit_model(model: LoadedModel, confusion, seed: int, steps: int, update: dict) -> list[dict]:
+    visualization = VisualizationConfig.model_validate({**VisualizationConfig().model_dump(), **update})
+    options = AuditOptions(top_k=3, pairs=CLEAN_PAIRS, steps=steps, visualization=visualization)
     plan = plan_audit(model.manifest, confusion, options)
     vis = visualise(model, plan.keys, options, device="cpu")
     rows = []
@@ -72,19 +84,30 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--head", choices=("flatten", "gap"), default="flatten")
     parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--compare", type=json.loads, nargs="*", default=[],
+                        help="VisualizationConfig overrides (JSON objects) to audit the same models with as well")
     parser.add_argument("--json", type=Path, help="also write every row with its scores and flags here "
                                                    "(to recalibrate thresholds without re-running)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    rows = [row for seed in args.seeds for row in audit_seed(seed, args.head, args.steps)]
+    settings = [{}, *args.compare]
+    per_seed = [audit_seed(seed, args.head, args.steps, settings) for seed in args.seeds]
+    tables = [[row for seed_rows in per_seed for row in seed_rows[k]] for k in range(len(settings))]
     print(f"head={args.head} steps={args.steps} seeds={args.seeds}  ({time.perf_counter() - t0:.0f}s)")
+    for update, rows in zip(settings, tables):
+        print(f"\nvisualisation: {'default' if not update else json.dumps(update)}")
+        print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps({"head": args.head, "steps": args.steps, "settings": settings,
+                                         "rows": tables[0] if len(tables) == 1 else tables}, indent=1))
+
+
+def print_table(rows: list[dict]) -> None:
     print(f"{'seed':>4} {'rank':>4} {'pair':34s} {'planted':9s} {'loc ok':6s} {'named':6s} {'peak in':8s} flags")
     for r in rows:
         rank = "x" if r["explicit"] else str(r["rank"])
         print(f"{r['seed']:>4} {rank:>4} {r['pair']:34s} {r['planted']:9s} {str(r['stream_ok']):6s} "
               f"{str(r['named_ok']):6s} {str(r['peak_in_region']):8s} {r['flags']}")
-    if args.json:
-        args.json.write_text(json.dumps({"head": args.head, "steps": args.steps, "rows": rows}, indent=1))
     planted = [r for r in rows if r["planted"] != "-"]
     in_top3 = sum(1 for r in planted if not r["explicit"])
     ok = sum(1 for r in planted if r["stream_ok"])
@@ -95,7 +118,8 @@ def main() -> None:
           f"{ok}/{len(planted)}; peak_xy inside the planted region: {sum(peaks)}/{len(peaks)}; "
           f"flags about the planted class name its stream, and only it: {named}/{len(planted)}; "
           f"clean explicit pairs with LOCALIZED_CUE: {sum('LOCALIZED_CUE' in r['flags'] for r in clean)}/{len(clean)}; "
-          f"with a medium one-stream flag: {sum(r['medium_stream_flag'] for r in clean)}/{len(clean)}")
+          f"with a medium one-stream flag: {sum(r['medium_stream_flag'] for r in clean)}/{len(clean)}; "
+          f"lowest target softmax: {min(r['min_softmax'] for r in rows):.3f}")
 
 
 if __name__ == "__main__":

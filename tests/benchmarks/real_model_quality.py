@@ -12,8 +12,8 @@ grid (engine row over Lucent row) to ``--out``. Printed, never asserted.
 
 ``--set`` overrides fields of ``VisualizationConfig`` (e.g. ``--set parameterization=pixel``) to compare settings.
 The ``tuning`` classes are for choosing defaults; the ``report`` classes are the ones reported (never tuned on).
-Needs the ``bench`` extra: ``pip install -e .[bench]`` (Lucent with ``--no-deps``: it pins kornia<=0.4.1 and
-would move torch; its other imports are kornia 0.4.1, decorator, ipython, tqdm, scikit-learn).
+Needs the ``bench`` extra: ``pip install -e .[bench]`` (Lucent 0.1.8 pins kornia<=0.4.1, which accepts torch 2.x;
+Lucent is only imported by ``--lucent`` runs).
 """
 from __future__ import annotations
 
@@ -126,6 +126,8 @@ def write_grid(path: Path, names: list[str], rows: list[tuple[str, np.ndarray, l
         for r, (method, pixels, probs, slopes) in enumerate(rows):
             y = (b * len(rows) + r) * row_h
             for col, k in enumerate(block):
+                if k >= len(pixels):
+                    continue
                 tile = Image.fromarray(np.rint(pixels[k] * 255).astype(np.uint8))
                 canvas.paste(tile, (col * TILE, y + LABEL_H))
                 draw.text((col * TILE + 4, y + 2), f"{method}: {names[k]}", fill=(0, 0, 0))
@@ -160,6 +162,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the engine's default steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-lucent", action="store_true")
+    parser.add_argument("--lucent-classes", type=int, default=None,
+                        help="render only the first N classes with Lucent (its speed is then per sample-iteration "
+                             "on those; default: all)")
     parser.add_argument("--set", nargs="*", default=[], help="VisualizationConfig overrides, key=value (JSON values)")
     parser.add_argument("--bundle", type=Path, default=None, help="reuse a bundle written before")
     parser.add_argument("--out", type=Path, default=Path("docs/real_model_quality.png"))
@@ -196,24 +201,26 @@ def main() -> None:
     print(f"engine: {eng_s:.1f}s, {work / eng_s:.2f} sample-iterations/s")
     luc = None
     if not args.no_lucent:
-        luc_px, luc_s = lucent_render(model, targets, config.steps, args.device)
-        luc = (luc_px, softmax_of(model, luc_px, targets, args.device), slopes_of(luc_px), luc_s)
+        k = len(targets) if args.lucent_classes is None else min(args.lucent_classes, len(targets))
+        luc_px, luc_s = lucent_render(model, targets[:k], config.steps, args.device)
+        luc_work = k * config.steps
+        luc = (luc_px, softmax_of(model, luc_px, targets[:k], args.device), slopes_of(luc_px), luc_s, luc_work)
         rows.append(("lucent", luc_px, luc[1], luc[2]))
-        print(f"lucent: {luc_s:.1f}s, {work / luc_s:.2f} sample-iterations/s")
+        print(f"lucent ({k} classes): {luc_s:.1f}s, {luc_work / luc_s:.2f} sample-iterations/s")
 
     print(f"\n{'class':16s} {'engine p':>9s} {'(8-bit)':>8s} {'slope':>6s}" + ("" if luc is None else
           f" {'lucent p':>9s} {'slope':>6s}"))
     for i, name in enumerate(names):
         line = f"{name:16s} {eng_probs[i]:9.4f} {eng_check[i]:8.4f} {eng_slopes[i]:6.2f}"
-        if luc is not None:
+        if luc is not None and i < len(luc[1]):
             line += f" {luc[1][i]:9.4f} {luc[2][i]:6.2f}"
         print(line)
     summary = (f"\nengine: softmax >= 0.99 on {sum(p >= 0.99 for p in eng_probs)}/{len(names)} (min "
                f"{min(eng_probs):.4f}); median slope {np.median(eng_slopes):.2f}; {work / eng_s:.2f} sample-it/s")
     if luc is not None:
-        summary += (f"\nlucent: softmax >= 0.99 on {sum(p >= 0.99 for p in luc[1])}/{len(names)} (min "
-                    f"{min(luc[1]):.4f}); median slope {np.median(luc[2]):.2f}; {work / luc[3]:.2f} sample-it/s"
-                    f"\nspeed ratio engine / lucent: {luc[3] / eng_s:.2f}x")
+        summary += (f"\nlucent: softmax >= 0.99 on {sum(p >= 0.99 for p in luc[1])}/{len(luc[1])} (min "
+                    f"{min(luc[1]):.4f}); median slope {np.median(luc[2]):.2f}; {luc[4] / luc[3]:.2f} sample-it/s"
+                    f"\nspeed ratio engine / lucent (sample-iterations/s): {(work / eng_s) / (luc[4] / luc[3]):.2f}x")
     print(summary)
     write_grid(args.out, names, rows)
     print(f"grid written to {args.out}")

@@ -59,7 +59,7 @@ class VisualizationConfig(BaseModel):
     jitter_frames: int = Field(1, ge=0)
     scale_jitter: float = Field(0.0, ge=0, le=0.5)
     rotation_degrees: float = Field(0.0, ge=0, le=45)
-    parameterization: Literal["pixel", "fourier"] = "pixel"
+    parameterization: Literal["pixel", "fourier"] = "fourier"
     fourier_decay: float = Field(1.0, ge=0, le=4)
     decorrelate_colour: bool = True
     init_scale: float = Field(0.01, ge=0)
