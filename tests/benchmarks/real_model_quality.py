@@ -8,7 +8,10 @@ Prints per class the softmax of the target, the radially averaged power-spectrum
 grid (engine row over Lucent row) to ``--out``. Printed, never asserted.
 
     python tests/benchmarks/real_model_quality.py [--classes report|tuning|goldfish,flamingo,...] [--steps N]
-        [--no-lucent] [--device cpu|cuda] [--set key=value ...] [--out docs/real_model_quality.png]
+        [--no-lucent] [--lucent-classes K] [--device cpu|cuda] [--set key=value ...] [--out docs/real_model_quality.png]
+
+The engine's default is still the pixel parameterisation (config.py says why); the Fourier one is
+``--set parameterization=fourier``.
 
 ``--set`` overrides fields of ``VisualizationConfig`` (e.g. ``--set parameterization=pixel``) to compare settings.
 The ``tuning`` classes are for choosing defaults; the ``report`` classes are the ones reported (never tuned on).
