@@ -171,6 +171,7 @@ class FlagOut(BaseModel):
     stream: str
     severity: str
     peak_xy: list[float] | None = None
+    class_name: str | None = None   # the class the flag is about, when it is one class
     message: str
     review: ReviewOut | None = None
     reviews: list[ReviewOut]

@@ -46,7 +46,8 @@ def review_dict(review: Review) -> dict[str, Any]:
 def flag_dict(flag: Flag) -> dict[str, Any]:
     latest = flag.reviews[-1] if flag.reviews else None
     return {"id": flag.id, "code": flag.code, "stream": flag.stream, "severity": flag.severity,
-            "peak_xy": flag.peak_xy, "message": flag.message, **({"detail": flag.detail} if flag.detail else {}),
+            "peak_xy": flag.peak_xy, "class_name": (flag.detail or {}).get("class_name"), "message": flag.message,
+            **({"detail": flag.detail} if flag.detail else {}),
             "review": review_dict(latest) if latest else None}
 
 
