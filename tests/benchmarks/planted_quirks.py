@@ -7,7 +7,9 @@ whether any of them gets LOCALIZED_CUE. Printed, never asserted (tests/test_audi
                                               [--localisation attribution exhaustive]
 
 With several ``--localisation`` modes, every mode scores the same visualisations, so the tables compare the
-scoring alone; each table ends with the model evaluations its scoring spent per pair.
+scoring alone; each table ends with the model evaluations its scoring spent per pair. ``--compare`` also audits each
+trained model with these ``VisualizationConfig`` overrides (JSON objects, e.g. ``'{"parameterization": "fourier"}'``),
+one table per setting after the default's, to compare visualisation defaults on the same trained models.
 
 "loc ok": a LOCALIZED_CUE on the planted stream. "named": the flags about the planted class (or both classes)
 name the planted stream and no other (CONTEXT_CUE aside) -- the test for a head that pools position away.
@@ -24,6 +26,7 @@ from workers.audit.options import AuditOptions
 from workers.audit.evidence import EvidenceConfig
 from workers.audit.pipeline import analyse_pair, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
+from workers.engine.config import VisualizationConfig
 from workers.engine.cost import count_evaluations
 from workers.engine.reference import data
 from workers.engine.reference.train import train_reference
@@ -32,16 +35,22 @@ CLEAN_PAIRS = [("BarSweepLeft", "CrossDropDown"), ("RingOrbit", "DiamondZigzag")
                ("CrossDropDown", "RingOrbit")]
 
 
-def audit_seed(seed: int, head: str, steps: int, modes: list[str]) -> list[dict]:
+def audit_seed(seed: int, head: str, steps: int, modes: list[str], settings: list[dict]) -> list[dict]:
+    """Train the reference model of ``seed`` once; visualise with the default config updated by each of
+    ``settings`` and score with each of ``modes``. Rows carry their ``setting`` (index into ``settings``)."""
     trained = train_reference(seed, head=head)
     model = LoadedModel(module=trained.model, manifest=trained.manifest, sha256=f"seed{seed}")
     confusion = parse_confusion(trained.confusion, trained.manifest.classes)
     # planted pairs are also asked for explicitly, so that one the ranking misses is still scored and counted
     planted_pairs = [(p.class_name, p.partner) for p in data.PLANTED]
-    options = AuditOptions(top_k=3, pairs=CLEAN_PAIRS + planted_pairs, steps=steps)
-    plan = plan_audit(model.manifest, confusion, options)
-    vis = visualise(model, plan.keys, options, device="cpu")
-    return [row for mode in modes for row in score_seed(seed, model, plan, vis, options, mode)]
+    rows = []
+    for k, update in enumerate(settings):
+        visualization = VisualizationConfig.model_validate({**VisualizationConfig().model_dump(), **update})
+        options = AuditOptions(top_k=3, pairs=CLEAN_PAIRS + planted_pairs, steps=steps, visualization=visualization)
+        plan = plan_audit(model.manifest, confusion, options)
+        vis = visualise(model, plan.keys, options, device="cpu")
+        rows += [{**row, "setting": k} for mode in modes for row in score_seed(seed, model, plan, vis, options, mode)]
+    return rows
 
 
 def score_seed(seed: int, model: LoadedModel, plan, vis, options: AuditOptions, mode: str) -> list[dict]:
@@ -88,16 +97,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--localisation", nargs="+", choices=("attribution", "exhaustive"),
                         default=["attribution"])
+    parser.add_argument("--compare", type=json.loads, nargs="*", default=[],
+                        help="VisualizationConfig overrides (JSON objects) to audit the same models with as well")
     parser.add_argument("--json", type=Path, help="also write every row with its scores and flags here "
                                                    "(to recalibrate thresholds without re-running)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    all_rows = [row for seed in args.seeds for row in audit_seed(seed, args.head, args.steps, args.localisation)]
+    settings = [{}, *args.compare]
+    all_rows = [row for seed in args.seeds
+                for row in audit_seed(seed, args.head, args.steps, args.localisation, settings)]
     print(f"head={args.head} steps={args.steps} seeds={args.seeds}  ({time.perf_counter() - t0:.0f}s)")
     if args.json:
-        args.json.write_text(json.dumps({"head": args.head, "steps": args.steps, "rows": all_rows}, indent=1))
-    for mode in args.localisation:
-        print_table(mode, [r for r in all_rows if r["mode"] == mode], args.steps)
+        args.json.write_text(json.dumps({"head": args.head, "steps": args.steps, "settings": settings,
+                                         "rows": all_rows}, indent=1))
+    for k, update in enumerate(settings):
+        if len(settings) > 1:
+            print(f"\n=== visualisation: {'default' if not update else json.dumps(update)}")
+        for mode in args.localisation:
+            print_table(mode, [r for r in all_rows if r["mode"] == mode and r["setting"] == k], args.steps)
 
 
 def print_table(mode: str, rows: list[dict], steps: int) -> None:

@@ -1,13 +1,15 @@
 """The one optimisation loop: gradient ascent on the inputs of a frozen model, many objectives as rows of one
 batch, one forward and one backward per step for all of them (DESIGN 4.2).
 
-Rows are independent: each has its own seed for its initial noise and its jitter draws. On CUDA the model runs
-under bf16 autocast with channels_last(_3d) memory format; regularisers and the parameters stay in fp32.
+Rows are independent: each has its own seed for its initial noise and its jitter draws. The model runs in
+channels_last(_3d) memory format (on CUDA; on the CPU for one-frame NCHW models only) and on CUDA under bf16
+autocast; regularisers and the parameters stay in fp32.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -20,7 +22,8 @@ from workers.engine import streams as streams_mod
 from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import InputSpec
 from workers.engine.objectives import Objective, ObjectiveContext, capture_activations
-from workers.engine.transforms import draw_jitter_table, roll_rows
+from workers.engine.parameterization import parameterize
+from workers.engine.transforms import affine_matrices, affine_rows, draw_affine_table, draw_jitter_table, roll_rows
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +112,37 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
              on_step: Callable[[int], None] | None = None) -> OptimisationResult:
     """Maximise ``unit`` minus ``penalty`` for ``len(seeds)`` rows; ``init`` (unit space) overrides the noise start.
 
-    The data term's gradient is normalised per row to a mean magnitude of 1 per input element over all streams
+    Each stream is represented by ``config.parameterization`` (pixels, or a 1/f-scaled spatial spectrum per frame:
+    ``parameterization``); the model sees it through the robustness transforms (per-row jitter, scale and
+    rotation), the objectives and regularisers see it untransformed. The data term's gradient with respect to
+    the unit-space input is normalised per row to a mean magnitude of 1 per input element over all streams
     (DeepDream-style gradient normalisation), and each penalty (a mean over elements) enters with its per-element
-    derivative. The balance between a unit and its regularisers then no longer depends on the model's logit scale,
-    which differs by orders of magnitude between models and grows during the ascent, so the same weights carry over
-    between models. The normalisation is shared by the streams, so their relative sensitivity is kept (normalising
-    each stream on its own was tried and did not change what the reference model's visualisations show)."""
+    derivative; that combined unit-space ascent direction is then carried back to the parameterisation's
+    variables. The balance between a unit and its regularisers then no longer depends on the model's logit scale,
+    which differs by orders of magnitude between models and grows during the ascent, nor on the
+    parameterisation, so the same weights carry over between models. The normalisation is shared by the streams,
+    so their relative sensitivity is kept (normalising each stream on its own was tried and did not change what
+    the reference model's visualisations show)."""
     dev = resolve_device(device)
     bf16 = uses_bf16(config, dev)
-    channels_last = config.channels_last and dev.type == "cuda"
+    # on the CPU only for 2-D convnets: EfficientNet-Lite0's depthwise convolutions ran about 1.4x faster batched;
+    # the 3-D reference net gained nothing
+    channels_last = config.channels_last and (dev.type == "cuda" or all(s.layout == "NCHW" for s in specs))
     n = len(seeds)
     start = init if init is not None else initial_inputs(specs, seeds, config.init_scale)
-    params = {name: t.detach().to(dev, torch.float32).clone().requires_grad_(True) for name, t in start.items()}
+    by_name = {spec.name: spec for spec in specs}
+    params = {name: parameterize(config.parameterization, t.detach().to(dev, torch.float32), by_name[name],
+                                 decay=config.fourier_decay, decorrelate=config.decorrelate_colour)
+              for name, t in start.items()}
+    vectors = {spec.name: spec.modality == "flow" for spec in specs}
     max_px = max(int(round(config.jitter_fraction * min(s.height, s.width))) for s in specs)
     max_frames = config.jitter_frames if max(s.num_frames for s in specs) > 1 else 0
     table = torch.stack([draw_jitter_table(s, config.steps, max_px, max_frames) for s in seeds]).to(dev)  # (N,S,3)
-    opt = torch.optim.Adam(list(params.values()), lr=config.lr)
+    affine = torch.stack([draw_affine_table(s, config.steps, config.scale_jitter, config.rotation_degrees)
+                          for s in seeds]).to(dev)  # (N, S, 2)
+    opt = torch.optim.Adam([v for p in params.values() for v in p.variables], lr=config.lr)
     names = list(params)
-    sizes = {k: params[k][0].numel() for k in names}
+    sizes = {k: math.prod(start[k].shape[1:]) for k in names}
     history = []
     t0 = time.perf_counter()
     with frozen(model):
@@ -136,32 +152,39 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
         runner = torch.compile(model) if config.compile else model
         with capture_activations(model, unit.layers) as acts:
             for step in range(config.steps):
-                shifted = {k: roll_rows(v, table[:, step]) for k, v in params.items()}
-                logits = forward_model(runner, specs, shifted, bf16=bf16, channels_last=channels_last)
-                value = unit(ObjectiveContext(inputs=params, logits=logits, activations=acts))
-                grads = torch.autograd.grad(value.sum(), [params[k] for k in names])
-                pen = penalty(ObjectiveContext(inputs=params, logits=logits, activations=acts))
-                pen_grads = torch.autograd.grad(pen.sum(), [params[k] for k in names], allow_unused=True)
+                opt.zero_grad(set_to_none=True)
+                mapped = {k: p.unit() for k, p in params.items()}
+                # the model's graph and the parameterisation's are kept apart: the ascent is formed in unit space
+                inputs = {k: v.detach().requires_grad_(True) for k, v in mapped.items()}
+                mats = affine_matrices(affine[:, step, 0], affine[:, step, 1])
+                shown = {k: affine_rows(roll_rows(v, table[:, step]), mats, vectors=vectors[k])
+                         for k, v in inputs.items()}
+                logits = forward_model(runner, specs, shown, bf16=bf16, channels_last=channels_last)
+                value = unit(ObjectiveContext(inputs=inputs, logits=logits, activations=acts))
+                grads = torch.autograd.grad(value.sum(), [inputs[k] for k in names])
+                pen = penalty(ObjectiveContext(inputs=inputs, logits=logits, activations=acts))
+                pen_grads = torch.autograd.grad(pen.sum(), [inputs[k] for k in names], allow_unused=True)
                 gain = sum(g.abs().flatten(1).sum(1) for g in grads) / sum(sizes.values())  # (N,) mean |dunit/du|
                 inv_gain = (1.0 / gain.clamp_min(1e-12)).view(n, 1, 1, 1, 1)
-                for k, g, pg in zip(names, grads, pen_grads):
-                    ascent = g * inv_gain - (pg * sizes[k] if pg is not None else 0.0)
-                    params[k].grad = -ascent
+                ascent = [g * inv_gain - (pg * sizes[k] if pg is not None else 0.0)
+                          for k, g, pg in zip(names, grads, pen_grads)]
+                torch.autograd.backward([mapped[k] for k in names], [-a for a in ascent])
                 opt.step()
                 if step % config.record_every == 0 or step == config.steps - 1:
                     history.append(value.detach().float().cpu())
                 if on_step is not None:
                     on_step(step)
             with torch.no_grad():
-                logits = forward_model(runner, specs, params, bf16=bf16, channels_last=channels_last)
-                ctx = ObjectiveContext(inputs=params, logits=logits, activations=acts)
+                final_inputs = {k: p.unit().detach() for k, p in params.items()}
+                logits = forward_model(runner, specs, final_inputs, bf16=bf16, channels_last=channels_last)
+                ctx = ObjectiveContext(inputs=final_inputs, logits=logits, activations=acts)
                 final = unit(ctx)
                 final_pen = penalty(ctx)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
     model_space = {
-        spec.name: streams_mod.unit_to_model_space(params[spec.name].detach(), spec).float().cpu() for spec in specs
+        spec.name: streams_mod.unit_to_model_space(final_inputs[spec.name], spec).float().cpu() for spec in specs
     }
     log.debug("optimised %d rows x %d steps in %.2fs", n, config.steps, seconds)
     return OptimisationResult(inputs=model_space, unit=final.float().cpu(), penalty=final_pen.float().cpu(),

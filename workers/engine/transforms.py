@@ -1,4 +1,5 @@
-"""Robustness transforms applied at every optimisation step: random spatial and temporal shifts (jitter).
+"""Robustness transforms applied at every optimisation step: random spatial and temporal shifts (jitter), and
+random scaling and small rotations about the frame centre (flow vectors turned and scaled with their field).
 
 Draws are independent per row of the batch (Lucent and Lucid share one draw across the batch) and shared by the
 streams of a row, so that a two-stream model still sees its appearance and motion aligned. The draws of a row
@@ -34,4 +35,43 @@ def roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         view[dim] = size
         idx = idx.view(view).expand_as(out)
         out = torch.gather(out, dim, idx)
+    return out
+
+
+def draw_affine_table(seed: int, steps: int, max_scale: float, max_degrees: float) -> torch.Tensor:
+    """(steps, 2) float table of (scale, angle in degrees) for one row: scale uniform in [1 - max_scale,
+    1 + max_scale], angle uniform in [-max_degrees, max_degrees] (Lucent's ``random_scale`` and ``random_rotate``
+    ranges are 0.9-1.1 and +-10 degrees), from a generator seeded with ``seed`` (apart from the jitter's)."""
+    gen = torch.Generator().manual_seed(int(seed) + 0xAFF1)
+    draws = torch.rand(steps, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    return torch.stack([1 + max_scale * draws[:, 0], max_degrees * draws[:, 1]], dim=1).float()
+
+
+def affine_matrices(scale: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """(N,) scales and angles -> (N, 2, 2) forward maps A = s R(angle) in pixel coordinates (x right, y down):
+    content at offset p from the centre moves to A p."""
+    rad = torch.deg2rad(degrees)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    return scale.view(-1, 1, 1) * rot
+
+
+def affine_rows(x: torch.Tensor, matrices: torch.Tensor, *, vectors: bool = False) -> torch.Tensor:
+    """Scale and rotate each row of x (N,C,T,H,W) about the frame centre by its own A (N, 2, 2), the same for all
+    frames and channels of the row; bilinear, differentiable, zero (the neutral value) outside the frame.
+
+    With ``vectors`` the C = 2 channels are (x, y) displacement fields and are mapped too: out(A p) = A x(p)."""
+    n, c, t, h, w = x.shape
+    if bool((matrices == torch.eye(2, device=matrices.device)).all()):
+        return x
+    a = matrices.to(device=x.device, dtype=x.dtype)
+    # affine_grid samples input at theta @ output, in coordinates normalised by the half sides: D^-1 A^-1 D
+    half = torch.tensor([w / 2, h / 2], device=x.device, dtype=x.dtype)
+    theta_lin = torch.linalg.inv(a) * half.view(1, 1, 2) / half.view(1, 2, 1)
+    theta = torch.cat([theta_lin, torch.zeros(n, 2, 1, device=x.device, dtype=x.dtype)], dim=2)
+    grid = torch.nn.functional.affine_grid(theta, [n, c * t, h, w], align_corners=False)
+    out = torch.nn.functional.grid_sample(x.reshape(n, c * t, h, w), grid, mode="bilinear",
+                                          padding_mode="zeros", align_corners=False).view(n, c, t, h, w)
+    if vectors:
+        out = torch.einsum("nij,njthw->nithw", a, out)
     return out
