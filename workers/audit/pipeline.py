@@ -22,7 +22,7 @@ from workers.audit.options import AuditOptions
 from workers.engine import render
 from workers.audit.analysis import PairScores, score_pair
 from workers.engine.bundle import LoadedModel
-from workers.audit.flags import Flag, derive_flags
+from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.engine.manifest import Manifest
 from workers.engine.visualize import UnitRequest, visualize
 
@@ -155,7 +155,8 @@ def pair_entry(result: PairResult, clips: dict, difference: dict) -> dict:
         "a": p.a, "b": p.b, "rank": p.rank, "explicit": p.explicit,
         "confusion": {"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]},
         "scores": result.scores.to_json(),
-        "flags": [f.to_json() for f in result.flags],
+        "flags": [{**f.to_json(), "fingerprint": flag_fingerprint(p.a, p.b, f.code, f.stream, f.class_name)}
+                  for f in result.flags],
         "artifacts": {"clips": {c: clips.get(c, {}) for c in (p.a, p.b)}, "difference": difference},
     }
 

@@ -39,3 +39,10 @@ class ModelLoadError(BundleError):
     """The bundle is well formed but the model could not be built or does not fit its manifest."""
 
     code = "model_load_error"
+
+
+class Unavailable(QuirkScopeError):
+    """Something the command needed could not be had: a server was unreachable or failed, or the work it ran (an
+    audit) failed or did not finish in time. Not the input's fault: the CLI's exit code 3, not 2."""
+
+    code = "unavailable"
