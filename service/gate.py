@@ -139,6 +139,7 @@ def run_embedded(args: argparse.Namespace, options: Any, baseline_spec: str | No
     if baseline is not None:  # before the audit runs: a wrong baseline should not cost an audit
         ensure_same_model({"audit": {"model": {"name": model.manifest.name, "version": model.manifest.version}}},
                           baseline)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: nothing is written before the inputs are checked
     try:
         candidate = run_local_audit(model, confusion, options, out_dir, audit_id="local", device=args.device)
     except QuirkScopeError:
@@ -300,9 +301,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline_spec = args.baseline if args.baseline is not None else config.baseline
     if args.embedded:
         with tempfile.TemporaryDirectory(prefix="quirkscope-gate-") as tmp:
-            out_dir = args.report or Path(tmp)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            run = run_embedded(args, options, baseline_spec, out_dir)
+            run = run_embedded(args, options, baseline_spec, args.report or Path(tmp))
             if args.report:
                 from workers.audit.report_html import write_report
 
