@@ -33,7 +33,8 @@ EPILOG = """exit codes:
   3  the gate could not run: server unreachable or failing, audit failed or timed out
 
 rules (quirkscope.toml [gate.rules] or pyproject.toml [tool.quirkscope.gate.rules]; each fail|warn|off):
-  new_findings        a finding new since the baseline, at or above min_severity, not dismissed (default fail, medium)
+  new_findings        a finding new since the baseline, at or above min_severity (and of codes, when given),
+                      not dismissed (default fail, medium, every code)
   confirmed_findings  a finding a reviewer confirmed is still raised (default fail)
   localized_cue       any LOCALIZED_CUE that is not dismissed (default warn)
   confusion_rate      a pair whose confusion rate exceeds max (default off)
@@ -206,8 +207,8 @@ def _aligned(confusion: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]
 
 
 class _progress:
-    """A rich progress bar on stderr for the upload and the audit; a no-op callback when stderr is no terminal
-    (CI logs get one line per stage from ``_say`` instead)."""
+    """A rich progress bar on stderr for the upload and the audit, while it runs (transient); a no-op callback when
+    stderr is no terminal (CI logs get one line per step from ``_say`` instead)."""
 
     def __enter__(self) -> Callable[[float, str], None]:
         if not sys.stderr.isatty():
@@ -235,7 +236,8 @@ class _progress:
 
 
 def _say(text: str) -> None:
-    print(f"quirkscope gate: {text}", file=sys.stderr)
+    """A step of the run, on stdout with the findings (stderr holds only the one line of an error)."""
+    print(f"quirkscope gate: {text}", flush=True)
 
 
 def _write(path: Path, text: str, append: bool = False) -> None:

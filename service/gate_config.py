@@ -9,7 +9,7 @@ timeout = 1800               # seconds to wait for the audit on a server
 [gate.audit]                 # audit options (DESIGN 3.5): top_k, pairs, levels, seeds, steps, min_support, min_rate
 steps = 64
 [gate.rules]                 # each fail | warn | off, with its parameter
-new_findings = { action = "fail", min_severity = "medium" }
+new_findings = { action = "fail", min_severity = "medium" }   # codes = ["LOCALIZED_CUE"]: only those count
 confirmed_findings = "fail"
 localized_cue = "warn"
 confusion_rate = { action = "fail", max = 0.4 }

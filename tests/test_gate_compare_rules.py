@@ -113,6 +113,10 @@ def test_new_findings_rule_counts_new_findings_at_or_above_the_severity() -> Non
     assert "new finding: MOTION_ONLY_SEPARATION[motion] on Archery/Cycling (medium, about Cycling)" in outcome.failures[0].message
     high = GateRules.model_validate({"new_findings": {"min_severity": "high"}})
     assert evaluate_gate(compare_reports(v2, v1), v2, high).passed
+    only_cues = GateRules.model_validate({"new_findings": {"codes": ["LOCALIZED_CUE", "SHARED_EVIDENCE"]}})
+    assert evaluate_gate(compare_reports(v2, v1), v2, only_cues).passed
+    with pytest.raises(ValueError, match="unknown flag code 'NOPE'"):
+        GateRules.model_validate({"new_findings": {"codes": ["NOPE"]}})
     warn = GateRules.model_validate({"new_findings": "warn"})
     outcome = evaluate_gate(compare_reports(v2, v1), v2, warn)
     assert outcome.passed and [r.rule for r in outcome.warnings] == ["new_findings", "localized_cue"]

@@ -4,8 +4,8 @@ pair) and a pass/fail decision out. Pure: no I/O; the CLI (``service.gate``) rea
 file and runs the audit.
 
 Rules (each ``fail``, ``warn`` or ``off``):
-- ``new_findings`` (``min_severity``, default medium): a finding that is new relative to the baseline (every finding
-  when there is none), at or above the severity, and not dismissed;
+- ``new_findings`` (``min_severity``, default medium; ``codes``, default all): a finding that is new relative to the
+  baseline (every finding when there is none), at or above the severity, of one of the codes, and not dismissed;
 - ``confirmed_findings``: a finding a reviewer confirmed (on this audit, or carried from the baseline) is still raised;
 - ``localized_cue``: any ``LOCALIZED_CUE`` that is not dismissed, new or not;
 - ``confusion_rate`` (``max``): a pair of classes whose confusion rate exceeds ``max``: the larger of the share of a's
@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers.audit.compare import SEVERITIES, candidate_findings, severity_rank
+from workers.audit.flags import FLAG_CODES
 
 Action = Literal["fail", "warn", "off"]
 Severity = Literal["low", "medium", "high"]
@@ -39,6 +40,15 @@ class _Rule(BaseModel):
 class NewFindingsRule(_Rule):
     action: Action = "fail"
     min_severity: Severity = "medium"
+    codes: list[str] | None = Field(default=None, description="only these flag codes count (default: all)")
+
+    @field_validator("codes")
+    @classmethod
+    def _known_codes(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(FLAG_CODES))
+        if unknown:
+            raise ValueError(f"unknown flag code {unknown[0]!r} (the codes are {', '.join(FLAG_CODES)})")
+        return value
 
 
 class ConfirmedFindingsRule(_Rule):
@@ -147,7 +157,8 @@ def evaluate_gate(comparison: Mapping[str, Any], candidate: Mapping[str, Any], r
         floor = severity_rank(rule.min_severity)
         why = "new finding" if has_baseline else "finding (no baseline: every finding is new)"
         results += [_finding_result("new_findings", rule.action, f, why) for f in found
-                    if f["baseline_state"] == "new" and severity_rank(f.get("severity")) >= floor and not _dismissed(f)]
+                    if f["baseline_state"] == "new" and severity_rank(f.get("severity")) >= floor
+                    and (rule.codes is None or f["code"] in rule.codes) and not _dismissed(f)]
     rule = rules.confirmed_findings
     if rule.action != "off":
         for f in found:
