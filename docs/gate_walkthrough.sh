@@ -24,15 +24,20 @@ confirmed_findings = "fail"
 localized_cue = "warn"
 TOML
 
-echo '$ quirkscope demo-data --out v1 --version v1'
-quirkscope demo-data --out v1 --version v1
-echo '$ quirkscope demo-data --out v2 --version v2 --plant watermark:BoxRiseUp'
-quirkscope demo-data --out v2 --version v2 --plant watermark:BoxRiseUp
+if [ ! -f v1/model.zip ]; then  # a second run reuses the two releases
+    echo '$ quirkscope demo-data --out v1 --version v1'
+    quirkscope demo-data --out v1 --version v1
+fi
+if [ ! -f v2/model.zip ]; then
+    echo '$ quirkscope demo-data --out v2 --version v2 --plant watermark:BoxRiseUp'
+    quirkscope demo-data --out v2 --version v2 --plant watermark:BoxRiseUp
+fi
 
+# the token first: it migrates the database, which the server must not do at the same time
+export QUIRKSCOPE_TOKEN=$(quirkscope token create --project demo --scopes submit,read,review | awk '{print $NF}')
 quirkscope serve --embedded --port "$PORT" > serve.log 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
-export QUIRKSCOPE_TOKEN=$(quirkscope token create --project demo --scopes submit,read,review | awk '{print $NF}')
 python -c "
 import time, urllib.request
 for _ in range(120):

@@ -121,8 +121,8 @@ def _read_report_file(path: Path, what: str) -> dict[str, Any]:
 
 def run_embedded(args: argparse.Namespace, options: Any, baseline_spec: str | None, out_dir: Path) -> GateRun:
     """The audit in this process, compared with a baseline report file."""
-    from service.cli import _load_model
     from workers.audit.compare import compare_reports, ensure_same_model
+    from workers.engine.bundle import load_bundle
     from workers.audit.confusion import load_confusion_file
     from workers.audit.pipeline import run_local_audit
 
@@ -133,7 +133,9 @@ def run_embedded(args: argparse.Namespace, options: Any, baseline_spec: str | No
             raise InvalidInput(f"in embedded mode the baseline is a report JSON file (DIR/report.json of a previous "
                                f"`quirkscope gate --report DIR`), or none; got {baseline_spec!r}", field="baseline")
         baseline = _read_report_file(Path(baseline_spec), "baseline report")
-    model = _load_model(args.model)
+    if not args.model.exists():
+        raise InvalidInput(f"model bundle {args.model} does not exist", field="model")
+    model = load_bundle(args.model)
     if not args.confusion.exists():
         raise InvalidInput(f"confusion matrix {args.confusion} does not exist", field="confusion")
     confusion = load_confusion_file(args.confusion, model.manifest.classes)

@@ -78,7 +78,8 @@ def junit_xml(comparison: Mapping[str, Any], outcome: GateOutcome, candidate: Ma
         for r in by_pair.get(key, []):
             if r.level == "fail":
                 failure = ET.SubElement(case, "failure", message=r.message, type=r.rule)
-                failure.text = r.message + (f"\nfingerprint: {r.fingerprint}" if r.fingerprint else "") + link
+                failure.text = r.message + (f"\n{r.detail}" if r.detail else "") \
+                    + (f"\nfingerprint: {r.fingerprint}" if r.fingerprint else "") + link
         warnings = [r for r in by_pair.get(key, []) if r.level == "warn"]
         if warnings:
             ET.SubElement(case, "system-out").text = "\n".join(f"warning ({r.rule}): {r.message}" for r in warnings) \

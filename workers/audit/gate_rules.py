@@ -92,6 +92,7 @@ class RuleResult:
     code: str | None = None
     stream: str | None = None
     severity: str | None = None
+    detail: str | None = None      # the flag's own message: what a reviewer should look at
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,10 +118,12 @@ class GateOutcome:
 
 
 def finding_label(f: Mapping[str, Any]) -> str:
-    """``LOCALIZED_CUE[appearance] on A/B (medium, about A)``."""
+    """``LOCALIZED_CUE[appearance] on A/B (medium, about A, peak at x=0.81 y=0.88)``."""
     where = f"[{f['stream']}]" if f.get("stream") else ""
     about = f", about {f['class_name']}" if f.get("class_name") else ""
-    return f"{f['code']}{where} on {f['a']}/{f['b']} ({f.get('severity')}{about})"
+    peak = f.get("peak_xy")
+    at = f", peak at x={peak[0]:.2f} y={peak[1]:.2f}" if isinstance(peak, (list, tuple)) and len(peak) == 2 else ""
+    return f"{f['code']}{where} on {f['a']}/{f['b']} ({f.get('severity')}{about}{at})"
 
 
 def _dismissed(f: Mapping[str, Any]) -> bool:
@@ -129,7 +132,8 @@ def _dismissed(f: Mapping[str, Any]) -> bool:
 
 def _finding_result(rule: str, action: str, f: Mapping[str, Any], why: str) -> RuleResult:
     return RuleResult(rule=rule, level=action, message=f"{why}: {finding_label(f)}", a=f["a"], b=f["b"],
-                      fingerprint=f["fingerprint"], code=f["code"], stream=f.get("stream"), severity=f.get("severity"))
+                      fingerprint=f["fingerprint"], code=f["code"], stream=f.get("stream"), severity=f.get("severity"),
+                      detail=f.get("message") or None)
 
 
 def confusion_rates(confusion: Mapping[str, Any]) -> list[tuple[str, str, float]]:
