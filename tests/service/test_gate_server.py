@@ -1,7 +1,8 @@
 """``quirkscope gate --server`` against a live service on loopback (real HTTP, separate gpu and cpu worker
-processes, SQLite + filesystem broker): the first release passes with warnings, the second -- one more planted
-shortcut -- fails naming it, a reviewer dismisses it through the API and the gate passes (reusing the audit, the
-bundle not uploaded again); a timeout is exit 3, a baseline that does not exist or a refused token exit 2."""
+processes; Redis + PostgreSQL when the test servers are up, else SQLite + the filesystem broker): the first release
+passes with warnings, the second -- one more planted shortcut -- fails naming it, a reviewer dismisses it through
+the API and the gate passes (reusing the audit, the bundle not uploaded again); a timeout is exit 3, a baseline that
+does not exist or a refused token exit 2."""
 from __future__ import annotations
 
 import json
@@ -11,18 +12,31 @@ import pytest
 
 from service.cli import main
 from tests.reference_fixtures import GATE_AUDIT
+from tests.service.conftest import PG_URL, REDIS_URL, fresh_postgres_schema
 from tests.service.stack import running_stack
 
 pytestmark = pytest.mark.slow
 
 CONFIG = """\
 [gate]
-timeout = 900
+timeout = 600
 [gate.rules]
 new_findings = { action = "fail", min_severity = "medium", codes = ["LOCALIZED_CUE"] }
 confirmed_findings = "fail"
 localized_cue = "warn"
 """
+
+
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    """The production topology when its servers are up (tests/service/start_servers.sh), else the embedded one."""
+    if not (REDIS_URL and PG_URL):
+        return {}
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    return {"QUIRKSCOPE_BROKER_URL": REDIS_URL, "QUIRKSCOPE_RESULT_BACKEND": REDIS_URL,
+            "QUIRKSCOPE_DATABASE_URL": fresh_postgres_schema(PG_URL),
+            "QUIRKSCOPE_ARTIFACTS_URL": f"file://{tmp_path / 'shared-artifacts'}"}
 
 
 def test_gate_against_a_live_service(capsys, tmp_path: Path, releases, monkeypatch) -> None:
@@ -33,7 +47,7 @@ def test_gate_against_a_live_service(capsys, tmp_path: Path, releases, monkeypat
     config = tmp_path / "quirkscope.toml"
     config.write_text(CONFIG)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    with running_stack(tmp_path / "home", {}) as stack:
+    with running_stack(tmp_path / "home", stack_env(tmp_path)) as stack:
         monkeypatch.setenv("QUIRKSCOPE_TOKEN", stack.token)
 
         def gate(bundle: Path, confusion: Path, *argv: str) -> tuple[int, str, str]:
