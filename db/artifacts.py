@@ -1,18 +1,18 @@
 """The artifact store: where bundles, clips, strips, tensors and reports live, addressed by a relative key
 such as ``models/<sha256>.zip`` or ``audits/12/vis/ApplyEyeMakeup/appearance/k0_s0.gif``. One interface,
 a filesystem implementation whose writes are atomic (temp file + rename), so a re-run task overwrites
-an artifact whole or not at all."""
+an artifact whole or not at all; the S3 implementation (same guarantee) is in ``db.artifacts_s3``."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 from urllib.parse import urlparse
 
+from db.artifact_keys import validate_key
 from workers.engine.errors import InvalidInput
+from workers.engine.files import atomic_write, write_bytes_atomic
 
 
 class ArtifactStore(Protocol):
@@ -35,14 +35,6 @@ class ArtifactStore(Protocol):
     def check(self) -> None: ...
 
 
-def validate_key(key: str) -> str:
-    """Keys are relative POSIX paths without ``..``, absolute parts or empty segments."""
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or any(p in ("..", ".", "") for p in key.split("/")) or "\\" in key:
-        raise InvalidInput(f"invalid artifact key {key!r}", field="key")
-    return key
-
-
 class FilesystemArtifactStore:
     """Artifacts under one root directory (a local disk or a shared volume)."""
 
@@ -54,22 +46,12 @@ class FilesystemArtifactStore:
         return self.root / validate_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> str:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        write_bytes_atomic(self._path(key), data)
         return key
 
     def put_file(self, key: str, path: str | Path) -> str:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        with open(path, "rb") as source:
+            atomic_write(self._path(key), lambda handle: shutil.copyfileobj(source, handle))
         return key
 
     def open(self, key: str) -> BinaryIO:
@@ -112,9 +94,19 @@ class FilesystemArtifactStore:
                 raise OSError("artifact store read-back mismatch")
 
 
-def store_from_url(url: str) -> ArtifactStore:
-    """``file:///abs/dir`` or a plain path -> a filesystem store. (An S3 store would plug in here.)"""
+def store_from_url(url: str, *, endpoint_url: str = "", region: str = "",
+                   multipart_bytes: int = 8 * 1024 * 1024) -> ArtifactStore:
+    """``file:///abs/dir`` or a plain path -> a filesystem store; ``s3://bucket/prefix`` -> an S3 store
+    (``endpoint_url`` for an S3-compatible server; ``multipart_bytes``: part size of large uploads)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return FilesystemArtifactStore(parsed.path if parsed.scheme else url)
-    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r}", field="QUIRKSCOPE_ARTIFACTS_URL")
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InvalidInput(f"an S3 artifact URL names a bucket: s3://bucket/prefix, got {url!r}",
+                               field="QUIRKSCOPE_ARTIFACTS_URL")
+        from db.artifacts_s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_url(url, endpoint_url=endpoint_url, region=region, multipart_bytes=multipart_bytes)
+    raise InvalidInput(f"unsupported artifact store URL scheme {parsed.scheme!r} (use file:// or s3://)",
+                       field="QUIRKSCOPE_ARTIFACTS_URL")

@@ -83,7 +83,7 @@ class ModelBundle(Base):
 
 
 class Audit(Base):
-    """One audit of one model against one confusion matrix. ``stage`` moves plan -> visualise -> score ->
+    """One audit of one model against one confusion matrix. ``stage`` moves plan -> visualise -> evaluate -> score ->
     report -> finished by conditional UPDATEs, so a stage starts once however often its trigger fires."""
 
     __tablename__ = "audits"
@@ -202,7 +202,7 @@ class WorkItem(Base):
     __table_args__ = (UniqueConstraint("audit_id", "kind", "key"), Index("ix_work_items_status", "status"))
     id: Mapped[int] = mapped_column(primary_key=True)
     audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # visualise | score | report
+    kind: Mapped[str] = mapped_column(String(16))  # plan | visualise | evaluate | score | report
     key: Mapped[int] = mapped_column(Integer)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="queued")

@@ -1,7 +1,7 @@
 """The Flask application factory: settings, database, artifact store, error mapping, the ``api`` blueprint
 (``/api/v1``, with its OpenAPI document at ``/api/v1/openapi.json``), the ``report`` HTML blueprint, and
-the Celery app it enqueues with (built from the same settings and database). The web process never imports
-torch."""
+the Celery app it enqueues with (built from the same settings and database), and ``/metrics`` (Prometheus).
+The web process never imports torch."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -58,8 +58,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | 
             request.max_content_length = settings.max_json_bytes
 
     from service.api import api_blueprint
+    from service.metrics import metrics_blueprint
     from service.pages import pages_blueprint
 
     app.register_api(api_blueprint)
     app.register_blueprint(pages_blueprint)
+    app.register_blueprint(metrics_blueprint)
     return app

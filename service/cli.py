@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from workers.engine.errors import QuirkScopeError, Unavailable
 
@@ -19,6 +20,19 @@ log = logging.getLogger("quirkscope")
 
 class UsageError(QuirkScopeError):
     code = "usage"
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the argument, exit code 2 (not a usage block)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        field = None
+        if match := re.match(r"argument ([^:/ ]+)(?:/[^: ]+)?: ", message):
+            field, message = match.group(1).lstrip("-"), message[match.end():]
+        elif match := re.match(r"the following arguments are required: ([^, ]+)", message):
+            field = match.group(1).lstrip("-")
+        where = f" [{field}]" if field else ""
+        self.exit(2, f"{self.prog}: error{where}: {message}\n")
 
 
 def _classes_arg(text: str) -> list[str]:
@@ -187,9 +201,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from service.commands import run_worker
+    import os
 
-    run_worker(args.queues, concurrency=args.concurrency, pool=args.pool, loglevel=args.loglevel)
+    from service.commands import run_gpu_workers, run_worker
+
+    if args.gpus is not None:
+        if args.queues not in (None, ["gpu"]):
+            raise UsageError("--gpus starts gpu-queue workers; run the cpu queue as its own worker (-Q cpu)",
+                             field="queues")
+        if args.concurrency != 1:
+            raise UsageError("--gpus runs one process per GPU (concurrency 1); leave out -c", field="concurrency")
+        return run_gpu_workers(args.gpus, metrics_port=args.metrics_port, loglevel=args.loglevel)
+    if args.metrics_port:
+        os.environ["QUIRKSCOPE_WORKER_METRICS_PORT"] = str(args.metrics_port)
+    run_worker(args.queues or ["gpu", "cpu"], concurrency=args.concurrency, pool=args.pool, loglevel=args.loglevel)
     return 0
 
 
@@ -235,7 +260,7 @@ def _queues(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quirkscope", description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(prog="quirkscope", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -302,8 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_positive, default=8000)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("worker", help="run a Celery worker for the gpu and/or cpu queue")
-    p.add_argument("-Q", "--queues", type=_queues, default=["gpu", "cpu"])
+    p = sub.add_parser("worker", help="run a Celery worker for the gpu and/or cpu queue (--gpus: one per GPU)")
+    p.add_argument("-Q", "--queues", type=_queues, default=None, help="gpu, cpu or gpu,cpu (default: both)")
+    p.add_argument("--gpus", default=None, help="all or 0,1,...: one gpu-queue worker process per GPU")
+    p.add_argument("--metrics-port", type=_positive, default=0,
+                   help="serve Prometheus metrics on this port (with --gpus: this port + i for the i-th GPU)")
     p.add_argument("-c", "--concurrency", type=_positive, default=1)
     p.add_argument("-P", "--pool", default="prefork")
     p.add_argument("--loglevel", default="INFO")

@@ -66,6 +66,24 @@ def run_worker(queues: Sequence[str], *, concurrency: int = 1, pool: str = "pref
     celery.worker_main(worker_argv(queues, concurrency=concurrency, pool=pool, loglevel=loglevel))
 
 
+def run_gpu_workers(gpus: str, *, metrics_port: int = 0, loglevel: str = "INFO") -> int:
+    """``quirkscope worker --gpus all|0,1``: one ``gpu``-queue worker process per GPU, supervised here until
+    they stop (``service.placement``). Returns the exit code."""
+    from service.placement import gpu_worker_launches, parse_gpus, resolve_gpus, supervise, visible_gpu_count
+
+    spec = parse_gpus(gpus)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    count = visible_gpu_count() if visible is None else 0
+    ids = resolve_gpus(spec, visible=visible, count=count)
+    if visible is None and count == 0:
+        log.warning("no CUDA device visible: the gpu-queue workers for %s will run on the CPU", ",".join(ids))
+    settings = load_settings()
+    if settings.database_url.startswith("sqlite"):
+        migrate(settings)
+    log.info("starting %d gpu-queue workers on GPUs %s", len(ids), ",".join(ids))
+    return supervise(gpu_worker_launches(ids, metrics_port=metrics_port, loglevel=loglevel))
+
+
 def spawn_worker(queues: Sequence[str], *, env: dict[str, str] | None = None,
                  log_path: str | None = None) -> subprocess.Popen:
     """Start ``celery worker`` for ``queues`` as a separate process (embedded mode, tests)."""

@@ -116,7 +116,8 @@ def _scores(a: str, b: str, rank: int, peaks: dict[str, tuple[float, float]]) ->
     scores: dict[str, Any] = {
         stream: {"cross_activation": {"a_on_b": r(0.1, 0.6), "b_on_a": r(0.1, 0.6)},
                  "feature_similarity": r(0.4, 0.95), "separation_margin": r(0.5, 3.0),
-                 "difference_concentration": r(0.1, 0.7), "peak_xy": list(peaks[stream])}
+                 "difference_concentration": r(0.1, 0.7), "peak_xy": list(peaks[stream]),
+                 "difference_peak_xy": [round(1 - peaks[stream][0], 3), round(1 - peaks[stream][1], 3)]}
         for stream in ("appearance", "motion")
     }
     scores["stream_reliance"] = {c: {"appearance": r(0.2, 0.8), "motion": r(0.1, 0.7)} for c in (a, b)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from importlib.metadata import EntryPoint
 
@@ -14,7 +13,10 @@ from safetensors.torch import save as save_safetensors
 
 from workers.engine.architectures import TwoStreamVGG16, build_architecture, list_architectures, registry
 from workers.engine.bundle import load_bundle
+from workers.engine.config import VisualizationConfig
 from workers.engine.errors import ModelLoadError
+from workers.engine.optimise import forward_model, initial_inputs
+from workers.engine.visualize import UnitRequest, visualize
 
 TORCHVISION_NAMES = [
     "torchvision.r3d_18", "torchvision.mc3_18", "torchvision.r2plus1d_18",
@@ -142,10 +144,9 @@ VIDEO_CASES = [
 
 
 @pytest.mark.parametrize("name, shape", VIDEO_CASES)
-def test_torchvision_video_architecture_loads_from_safetensors_and_backpropagates_to_its_input(
+def test_torchvision_video_architecture_loads_from_safetensors_and_the_engine_raises_its_class_logit(
     name: str, shape: tuple[int, ...]
 ) -> None:
-    started = time.perf_counter()
     torch.manual_seed(0)
     classes = ["walk", "run", "jump", "swim"]
     original = build_architecture(name, len(classes))
@@ -170,4 +171,13 @@ def test_torchvision_video_architecture_loads_from_safetensors_and_backpropagate
     logits[0, 1].backward()
     assert clip.grad is not None and clip.grad.abs().sum() > 0
     assert all(p.grad is None for p in loaded.module.parameters())
-    assert time.perf_counter() - started < 60
+
+    # no jitter, so that a few steps on the un-jittered input must show in its logit
+    specs = loaded.manifest.inputs
+    config = VisualizationConfig(steps=8, contrast=0.0, jitter_fraction=0.0, jitter_frames=0)
+    with torch.no_grad():
+        before = float(forward_model(loaded.module, specs, initial_inputs(specs, [0], config.init_scale),
+                                     bf16=False, channels_last=False)[0, 1])
+    [result] = visualize(loaded.module, specs, [UnitRequest(target=1, kappa=1.0, seed=0)], config, device="cpu")
+    assert result.inputs["clip"].shape == shape
+    assert result.logit > before  # the ascent raised the target logit over the noise it started from

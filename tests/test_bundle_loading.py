@@ -15,7 +15,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from workers.engine.bundle import LoadedModel, export_from_spec, load_bundle, write_bundle
-from workers.engine.errors import BundleError, InvalidInput, ModelLoadError, UnsafeBundle
+from workers.engine.errors import BundleError, InvalidInput, ModelLoadError
 from workers.engine.manifest import Manifest, parse_manifest
 from workers.engine.reference.model import TinyTwoStream
 

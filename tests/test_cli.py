@@ -70,3 +70,30 @@ def test_summary_shows_each_flag_with_its_stream(capsys):
     print_summary(report)
     out = "".join(capsys.readouterr().out.split())  # the table may fold long cells
     assert "LOCALIZED_CUE[appearance]" in out and "MOTION_ONLY_SEPARATION[motion]" in out and "SHARED_EVIDENCE" in out
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["audit", "--model", "m.zip", "--confusion", "c.json", "--steps", "0"], "steps"),
+    (["audit", "--model", "m.zip"], "confusion"),
+    (["demo-data", "--out", "x", "--head", "pooled"], "head"),
+    (["visualize", "--model", "m.zip", "--classes", ",", "--out", "v"], "classes"),
+    (["no-such-command"], "command"),
+])
+def test_bad_arguments_exit_2_with_one_line_naming_the_argument(capsys, argv, field):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2
+    assert len(err) == 1 and f"error [{field}]:" in err[0] and "usage:" not in err[0]
+
+
+def test_visualize_keeps_every_seed_of_every_level(capsys, tmp_path, reference_bundle):
+    bundle, _ = reference_bundle
+    out = tmp_path / "v"
+    code = main(["visualize", "--model", str(bundle), "--classes", "DiscSlideRight", "--levels", "2", "--seeds", "2",
+                 "--steps", "2", "--out", str(out)])
+    assert code == 0
+    gifs = sorted(p.name for p in (out / "clips").glob("DiscSlideRight__appearance__*.gif"))
+    assert gifs == [f"DiscSlideRight__appearance__k{k}__s{s}.gif" for k in range(2) for s in range(2)]
+    summary = json.loads((out / "visualizations.json").read_text())
+    assert sorted((v["level"], v["seed"]) for v in summary) == [(k, s) for k in range(2) for s in range(2)]

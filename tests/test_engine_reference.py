@@ -87,15 +87,66 @@ def test_optimisation_is_deterministic_on_cpu_and_leaves_weights_untouched():
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast, channels_last_3d path)")
-def test_cuda_path_runs_bf16_channels_last():
+def _tiny_model_and_specs():
     from workers.engine.manifest import InputSpec
 
     model = TinyTwoStream(num_classes=3, frames=4, size=16)
     specs = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 4, 16, 16]),
              InputSpec(name="motion", modality="flow", layout="NCTHW", shape=[2, 4, 16, 16])]
-    out = visualize(model, specs, [UnitRequest(0, 1.0, 0)], VisualizationConfig(steps=3), device="cuda")
+    return model, specs
+
+
+def _first_conv_records(model: torch.nn.Module) -> tuple[list[tuple[torch.dtype, bool]], object]:
+    """(output dtype, input in channels_last_3d) of every call of the model's first Conv3d."""
+    seen: list[tuple[torch.dtype, bool]] = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
+    handle = conv.register_forward_hook(lambda _m, args, out: seen.append(
+        (out.dtype, args[0].is_contiguous(memory_format=torch.channels_last_3d) and not args[0].is_contiguous())))
+    return seen, handle
+
+
+def test_bf16_precision_runs_the_model_under_bfloat16_autocast():
+    model, specs = _tiny_model_and_specs()
+    seen, handle = _first_conv_records(model)
+    try:
+        out = visualize(model, specs, [UnitRequest(0, 1.0, 0)], VisualizationConfig(steps=2, precision="bf16"),
+                        device="cpu")
+    finally:
+        handle.remove()
+    assert seen and all(dtype == torch.bfloat16 for dtype, _ in seen)
     assert np.isfinite(out[0].inputs["appearance"]).all()
+    seen_fp32, handle = _first_conv_records(model)
+    try:
+        visualize(model, specs, [UnitRequest(0, 1.0, 0)], VisualizationConfig(steps=2, precision="fp32"), device="cpu")
+    finally:
+        handle.remove()
+    assert all(dtype == torch.float32 for dtype, _ in seen_fp32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bf16 autocast, channels_last_3d path)")
+def test_cuda_path_runs_bf16_channels_last():
+    model, specs = _tiny_model_and_specs()
+    seen, handle = _first_conv_records(model)
+    try:
+        out = visualize(model, specs, [UnitRequest(0, 1.0, 0)], VisualizationConfig(steps=3), device="cuda")
+    finally:
+        handle.remove()
+    assert seen and all(dtype == torch.bfloat16 and channels_last for dtype, channels_last in seen)
+    assert np.isfinite(out[0].inputs["appearance"]).all()
+
+
+def test_result_logit_is_the_class_logit_not_the_contrast_objective():
+    from workers.engine import streams as streams_mod
+    from workers.engine.optimise import forward_model
+
+    model, specs = _tiny_model_and_specs()
+    [out] = visualize(model, specs, [UnitRequest(1, 1.0, 0)], VisualizationConfig(steps=4, contrast=0.5,
+                                                                                  precision="fp32"), device="cpu")
+    unit = {s.name: streams_mod.model_to_unit_space(torch.as_tensor(out.inputs[s.name])[None], s) for s in specs}
+    with torch.no_grad():
+        logits = forward_model(model, specs, unit, bf16=False, channels_last=False)[0]
+    assert out.logit == pytest.approx(float(logits[1]), abs=1e-4)
+    assert out.unit_value != pytest.approx(out.logit, abs=1e-3)  # the objective subtracts the other classes
 
 
 def test_an_extra_shortcut_is_planted_in_its_class_training_clips_only_and_changes_nothing_else() -> None:

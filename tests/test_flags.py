@@ -98,3 +98,43 @@ def test_a_class_whose_visualisations_are_not_that_class_is_flagged_weak():
     assert (flag.code, flag.stream, flag.class_name) == ("WEAK_VISUALISATION", None, "B")
     assert "0.003" in flag.message
     assert derive_flags(_scores(target_softmax={"A": 0.6, "B": 0.5}), SPECS) == []
+
+
+def _shared(similarity: float, ratios: tuple[float, float]) -> PairScores:
+    s = _scores()
+    return PairScores(**{**s.__dict__, "overall_feature_similarity": similarity,
+                         "cross_activation": {**s.cross_activation, "a_on_b_logit_ratio": ratios[0],
+                                              "b_on_a_logit_ratio": ratios[1]}})
+
+
+def test_shared_evidence_fires_on_coinciding_features_or_mutual_cross_activation():
+    th = FlagThresholds()
+    [by_features] = derive_flags(_shared(th.shared_feature_similarity, (0.0, 0.0)), SPECS)
+    assert (by_features.code, by_features.stream, by_features.severity) == ("SHARED_EVIDENCE", None, "medium")
+    assert f"{th.shared_feature_similarity:.2f}" in by_features.message
+    [by_activation] = derive_flags(_shared(0.1, (th.shared_logit_ratio, th.shared_logit_ratio + 0.2)), SPECS)
+    assert by_activation.code == "SHARED_EVIDENCE"
+    # one-sided cross-activation (only a's picture excites b) is not shared evidence
+    assert derive_flags(_shared(0.1, (th.shared_logit_ratio + 0.4, th.shared_logit_ratio - 0.01)), SPECS) == []
+    assert derive_flags(_shared(th.shared_feature_similarity - 0.01, (0.0, 0.0)), SPECS) == []
+
+
+def test_localized_cue_found_from_the_partners_side_names_the_class_that_holds_the_cue():
+    th = FlagThresholds()
+    scores = _scores(app=_loc(favours="B", separation=th.localized_separation * 3, peak=0.2, xy=(0.1, 0.1)))
+    scores.streams["appearance"].cue_class = "A"   # A's visualisations hold the overlay; found by swapping it into B's
+    [flag] = derive_flags(scores, SPECS)
+    assert flag.class_name == "A"
+    assert "check whether A's training clips" in flag.message and "that B's lack" in flag.message
+
+
+def test_cue_class_is_the_class_whose_visualisations_stand_out_in_the_window():
+    from workers.audit.analysis import cue_class
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 0.2, size=(3, 3, 2, 32, 32))
+    b = rng.normal(0, 0.2, size=(3, 3, 2, 32, 32))
+    a[..., 2:6, 2:6] += 2.0  # an overlay in the top-left corner of class A only
+    loc = _loc(favours="B", xy=(4 / 32, 4 / 32))
+    assert cue_class({"appearance": a}, {"appearance": b}, SPECS[0], loc, ("A", "B")) == "A"
+    assert cue_class({"appearance": b}, {"appearance": a}, SPECS[0], loc, ("A", "B")) == "B"

@@ -4,7 +4,8 @@ or inside a function): dependencies run one way (DESIGN 2), and there are no cyc
     service  ->  workers.tasks (+ workers.celery_app, workers.runtime, workers.settings)  ->  workers.audit  ->  workers.engine
                  db  (beside: used by service and the tasks layer)
 
-The error hierarchy ``workers.engine.errors`` (torch-free, no imports of its own) is the one module every layer,
+The error hierarchy ``workers.engine.errors`` and the atomic file writes ``workers.engine.files`` (both torch-free,
+no project imports of their own) are the two modules every layer,
 ``db`` included, may import."""
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("service", "workers", "db")
-SHARED = {"workers.engine.errors"}
+SHARED = {"workers.engine.errors", "workers.engine.files"}
 
 # layer -> the layers it may import (besides itself and SHARED)
 LAYERS = {

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -137,6 +138,9 @@ def test_difference_map_has_peak_marker_at_normalised_position(report: dict[str,
     html = render_report_html(report)
     assert 'style="left:15.00%;top:14.00%"' in html  # pair 1, appearance: the LOCALIZED_CUE flag's peak
     assert 'class="marker marker--high"' in html
+    # the "strongest difference" marker sits at the difference map's own peak, not at the cue window
+    assert 'style="left:85.00%;top:86.00%"' in html
+    assert "strongest difference at x=0.85, y=0.86" in html
     diff_imgs = [a for _, a, _ in elements(html, "img") if "difference_" in a["src"]]
     assert len(diff_imgs) == 2 * len(report["pairs"])
     assert all(a["alt"].startswith("Difference map between") for a in diff_imgs)
@@ -208,7 +212,25 @@ def test_artifact_paths_that_are_not_relative_are_not_linked(report: dict[str, A
     assert "cdn.example.com" not in html and "javascript:" not in html
 
 
-def test_confusion_heatmap_outlines_pairs_and_scales_to_many_classes(tmp_path: Path) -> None:
+def _outline_pixels(path: Path) -> int:
+    """Pixels in the outline colour (#ea580c), which the heat map's own colours never reach."""
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    return int((np.abs(rgb - np.array([0xEA, 0x58, 0x0C])).sum(axis=2) < 40).sum())
+
+
+def test_confusion_heatmap_outlines_both_cells_of_each_audited_pair(tmp_path: Path) -> None:
+    confusion = {"classes": ["a", "b", "c", "d"], "matrix": [[9, 3, 0, 0], [2, 9, 0, 0], [0, 0, 9, 1], [0, 0, 1, 9]]}
+    none = _outline_pixels(render_confusion_heatmap(confusion, [], tmp_path / "none.png"))
+    one = _outline_pixels(render_confusion_heatmap(confusion, [{"a": "a", "b": "b"}], tmp_path / "one.png"))
+    two = _outline_pixels(render_confusion_heatmap(confusion, [{"a": "a", "b": "b"}, {"a": "c", "b": "d"}],
+                                                   tmp_path / "two.png"))
+    assert none == 0
+    assert one > 100  # two outlined cells
+    assert 1.6 < two / one < 2.4  # four outlined cells of the same size
+
+
+def test_confusion_heatmap_scales_to_many_classes_and_skips_unknown_pairs(tmp_path: Path) -> None:
     k = 40
     classes = [f"class_{i:02d}$" for i in range(k)]
     matrix = [[(10 if i == j else (i * j) % 3) for j in range(k)] for i in range(k)]
@@ -217,6 +239,7 @@ def test_confusion_heatmap_outlines_pairs_and_scales_to_many_classes(tmp_path: P
                                     tmp_path / "cm.png")
     with Image.open(path) as image:
         assert image.size[0] > 1000
+    assert _outline_pixels(path) > 0
 
 
 def test_confusion_heatmap_rejects_a_matrix_that_does_not_match_the_classes(tmp_path: Path) -> None:

@@ -1,14 +1,15 @@
 """The Celery app, built from the settings and a ``WorkerContext`` (database, artifact store), never from the
 Flask app: tasks run with that context active; settings of DESIGN 5 (late acks, prefetch 1, soft < hard
 time limits, Redis visibility timeout above the hard limit, queues ``gpu`` and ``cpu``).
-``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA."""
+``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA. A worker given
+``QUIRKSCOPE_WORKER_METRICS_PORT`` serves its Prometheus metrics there (``workers.tasks.metrics``)."""
 from __future__ import annotations
 
 import os
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from workers.runtime import WorkerContext, activate
 from workers.settings import Settings, load_settings
@@ -35,6 +36,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "cpu",
         "task_routes": {
             "workers.tasks.visualise_chunk": {"queue": "gpu"},
+            "workers.tasks.evaluate_pair": {"queue": "gpu"},  # every model evaluation runs where the model is
             "workers.tasks.*": {"queue": "cpu"},
             "celery.*": {"queue": "cpu"},  # chord_unlock must reach a worker that is always there
         },
@@ -82,7 +84,39 @@ def create_celery_app(settings: Settings, context: WorkerContext | None = None, 
 def create_worker_app() -> Celery:
     """Entry point of ``celery -A workers.celery_app worker``: settings from the environment, a fork-safe pool."""
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # torch.cuda.is_available must not poison fork
-    return create_celery_app(load_settings(), null_pool=True)
+    settings = load_settings()
+    if settings.worker_metrics_port:  # before any task module imports prometheus-client
+        from workers.tasks.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(settings.home, f"worker-{settings.worker_metrics_port}-{os.getpid()}")
+    return create_celery_app(settings, null_pool=True)
+
+
+@worker_init.connect
+def _serve_worker_metrics(**_: object) -> None:
+    """The worker's main process serves the merged metrics of its children on ``worker_metrics_port``."""
+    from celery import current_app
+
+    context = getattr(current_app, "quirkscope_context", None)
+    port = context.settings.worker_metrics_port if context is not None else 0
+    if port:
+        from workers.tasks.metrics import serve
+
+        serve(port)
+
+
+@worker_shutdown.connect
+def _remove_worker_metrics(**_: object) -> None:
+    from workers.tasks.metrics import remove_multiprocess_dir
+
+    remove_multiprocess_dir()
+
+
+@worker_process_shutdown.connect
+def _forget_child_gauges(pid: int | None = None, **_: object) -> None:
+    from workers.tasks.metrics import child_exited
+
+    child_exited(pid or os.getpid())
 
 
 @worker_process_init.connect

@@ -23,7 +23,14 @@ class WorkerContext:
     def from_settings(cls, settings: Settings, *, null_pool: bool = False) -> "WorkerContext":
         """``null_pool``: no pooled connections, for processes that fork (Celery prefork workers)."""
         return cls(settings, BoundDatabase(settings.database_url, null_pool=null_pool),
-                   store_from_url(settings.artifacts_url))
+                   artifact_store_for(settings))
+
+
+def artifact_store_for(settings: Settings) -> ArtifactStore:
+    """The artifact store that ``settings`` name (a local folder, a shared volume, or an S3 bucket)."""
+    return store_from_url(settings.artifacts_url, endpoint_url=settings.artifacts_endpoint_url,
+                          region=settings.artifacts_region,
+                          multipart_bytes=settings.artifacts_multipart_mb * 1024 * 1024)
 
 
 _active: ContextVar[WorkerContext | None] = ContextVar("quirkscope_worker_context", default=None)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+from workers.engine.errors import InvalidInput
 
 _PREFIX = "QUIRKSCOPE_"
 
@@ -20,6 +23,15 @@ class Settings:
     result_backend: str
     artifacts_url: str
     secret_key: str
+    # artifact storage: QUIRKSCOPE_ARTIFACTS_URL=s3://bucket/prefix plus, for an S3-compatible server
+    # (MinIO, Ceph), its endpoint URL; credentials from boto3's chain (AWS_ACCESS_KEY_ID, ...)
+    artifacts_endpoint_url: str = ""
+    artifacts_region: str = ""
+    artifacts_multipart_mb: int = 8  # uploads above this go in parts of this size (S3's minimum is 5)
+    # metrics: the API's /metrics answers only this bearer token when set; a worker serves its
+    # metrics on this port when set (0: none)
+    metrics_token: str = ""
+    worker_metrics_port: int = 0
     # limits (all enforced with a 4xx)
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_bytes: int = 32 * 1024 * 1024
@@ -53,25 +65,39 @@ class Settings:
         base = self.home / "broker"
         return {"queue": base / "queue", "processed": base / "processed", "control": base / "control"}
 
-    def with_overrides(self, **changes: Any) -> "Settings":
-        return replace(self, **changes)
-
 
 def _secret_key(home: Path, env: Mapping[str, str]) -> str:
+    """``QUIRKSCOPE_SECRET_KEY``, else the key in ``QUIRKSCOPE_HOME/secret_key``, created once (atomically: a
+    complete file is linked into place, so concurrent processes all read the same key). A key file that
+    exists but cannot be read is an error, never a silent per-process key (sessions would break between
+    processes)."""
     if env.get(_PREFIX + "SECRET_KEY"):
         return env[_PREFIX + "SECRET_KEY"]
     path = home / "secret_key"
+    field = _PREFIX + "SECRET_KEY"
+    if not path.exists():
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=home, prefix=".secret_key.")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+            try:
+                os.link(tmp, path)  # fails if another process created it first: then its key wins
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError as exc:
+            raise InvalidInput(f"cannot create the secret key file {path}: {exc.strerror}; "
+                               f"set {field} or make {home} writable", field=field) from exc
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        home.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key)
-        return key
-    except OSError:
-        return secrets.token_hex(32)
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the secret key file {path}: {exc.strerror}; "
+                           f"set {field} or fix the file's permissions", field=field) from exc
+    if not key:
+        raise InvalidInput(f"the secret key file {path} is empty; delete it or set {field}", field=field)
+    return key
 
 
 def _coerce(value: str, like: Any) -> Any:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from typing import Any
 
-from flask import Response, send_file, url_for
+from flask import Response, request, send_file, url_for
+from werkzeug.wsgi import wrap_file
 from flask_openapi3 import Tag
 from sqlalchemy import func, select, update
 
@@ -102,7 +102,7 @@ def create_audit(body: AuditCreate):
                   options=options.model_dump(mode="json"),
                   confusion=cm.to_dict(), status="queued", stage="plan")
     audit.pairs = [ClassPair(rank=p.rank, class_a=p.a, class_b=p.b, explicit=p.explicit,
-                             confusion={"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]})
+                             confusion=p.confusion_json())
                    for p in ranked]
     session.add(audit)
     session.flush()
@@ -194,7 +194,13 @@ def get_artifact(path: ArtifactPath):
     local = store.local_path(key)
     if local is not None:
         return send_file(local, mimetype=mimetype, conditional=True, max_age=3600)
-    return Response(store.open(key).read(), mimetype=mimetype)
+    # a remote store (S3): streamed through this process, never a public bucket URL
+    body = store.open(key)
+    response = Response(wrap_file(request.environ, body, buffer_size=256 * 1024), mimetype=mimetype,
+                        direct_passthrough=True)
+    response.cache_control.private = True
+    response.cache_control.max_age = 3600
+    return response
 
 
 @api_blueprint.get("/audits/<int:audit_id>/compare", tags=[tag],

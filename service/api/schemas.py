@@ -236,6 +236,7 @@ class FlagOut(BaseModel):
     stream: str
     severity: str
     peak_xy: list[float] | None = None
+    class_name: str | None = None   # the class the flag is about, when it is one class
     message: str
     class_name: str | None = Field(default=None, description="the class the flag is about, when it is one class")
     fingerprint: str = Field(description="the finding's identity across re-audits and releases of the model: "

@@ -50,8 +50,9 @@ class Stack:
 
 
 @contextmanager
-def running_stack(home: Path, env: dict[str, str]) -> Iterator[Stack]:
-    """Start workers, API server and reaper with ``env`` (QUIRKSCOPE_* variables) in the environment."""
+def running_stack(home: Path, env: dict[str, str], queues: tuple[str, ...] = ("gpu", "cpu")) -> Iterator[Stack]:
+    """Start workers (one per queue in ``queues``), API server and reaper with ``env`` (QUIRKSCOPE_* variables)
+    in the environment."""
     from service.app import create_app
     from service.commands import create_token, migrate, run_reaper, spawn_worker, stop_process
     from workers.settings import load_settings
@@ -68,7 +69,7 @@ def running_stack(home: Path, env: dict[str, str]) -> Iterator[Stack]:
         migrate(settings)
         token = create_token("alpha", "submit,read,review", settings)
         os.chdir(REPO)
-        workers = [spawn_worker([q], log_path=str(home / f"worker-{q}.log")) for q in ("gpu", "cpu")]
+        workers = [spawn_worker([q], log_path=str(home / f"worker-{q}.log")) for q in queues]
         app = create_app(settings=settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()

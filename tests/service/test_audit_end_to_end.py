@@ -4,7 +4,6 @@ the pipeline (``run_local_audit``) with the same seeds. Embedded topology (SQLit
 always; Redis + PostgreSQL when the test servers are up (tests/service/start_servers.sh)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -75,7 +75,7 @@ def _finish_with_flag(db_session, audit_id: int, code: str) -> int:
     audit = db_session.get(Audit, audit_id)
     audit.status, audit.stage, audit.progress = "done", "finished", 1.0
     flag = Flag(pair_id=audit.pairs[0].id, audit_id=audit_id, code=code, stream="appearance", severity="high",
-                peak_xy=[0.8, 0.2], message="look here")
+                peak_xy=[0.8, 0.2], message="look here", detail={"class_name": "Archery"})
     db_session.add(flag)
     db_session.commit()
     return flag.id
@@ -94,6 +94,8 @@ def test_pairs_report_review_and_compare(client, submitted, db_session) -> None:
     assert client.get(f"/api/v1/audits/{new}/pairs/2", headers=auth(token)).json["a"] == "Diving"
     assert client.get(f"/api/v1/audits/{new}/pairs/9", headers=auth(token)).status_code == 404
 
+    shown = client.get(f"/api/v1/flags/{flag_id}", headers=auth(token)).json
+    assert shown["class_name"] == "Archery" and first["flags"][0]["class_name"] == "Archery"
     review = client.post(f"/api/v1/flags/{flag_id}/review", headers=auth(token),
                          json={"verdict": "dismissed", "note": "a real cue of the action"})
     assert review.status_code == 200 and review.json["verdict"] == "dismissed"
@@ -161,6 +163,49 @@ def test_web_process_serves_requests_without_importing_torch(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture
+def app_without_broker(tmp_path, database_url):
+    """The service with a broker nobody listens on (a closed loopback port)."""
+    from db.migrate import upgrade
+    from service.app import create_app
+    from tests.service.conftest import make_settings
+
+    upgrade(database_url)
+    app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url,
+                                                               broker_url="redis://127.0.0.1:1/0"))
+    app.extensions["celery"].conf.broker_connection_timeout = 1
+    app.extensions["celery"].conf.broker_connection_max_retries = 0
+    app.extensions["celery"].conf.broker_transport_options = {"max_retries": 0}
+    yield app
+    app.extensions["quirkscope_db"].engine.dispose()
+
+
+def test_ready_is_503_naming_the_broker_when_it_is_unreachable(app_without_broker) -> None:
+    ready = app_without_broker.test_client().get("/api/v1/ready")
+    assert ready.status_code == 503
+    assert ready.json["status"] == "unavailable"
+    assert ready.json["checks"]["database"] == "ok" and ready.json["checks"]["artifacts"] == "ok"
+    assert ready.json["checks"]["broker"].startswith("error:")
+
+
+def test_submission_without_a_broker_is_503_and_the_audit_ends_failed_with_the_reason(app_without_broker) -> None:
+    from service.auth import issue_token
+
+    client = app_without_broker.test_client()
+    sessions = app_without_broker.extensions["quirkscope_db"].sessionmaker
+    with app_without_broker.app_context():
+        token = issue_token(sessions(), "alpha", "submit,read")
+    model = upload(client, token, bundle_bytes()).json
+    resp = client.post("/api/v1/audits", headers=auth(token),
+                       json={"model_id": model["id"], "confusion": CONFUSION, "options": {"top_k": 2}})
+    assert resp.status_code == 503
+    assert "broker" in resp.json["error"]["message"]
+    with sessions() as session:
+        [audit] = session.scalars(select(Audit)).all()
+        assert (audit.status, audit.error_code) == ("failed", "broker_unavailable")
+        assert "could not reach the task broker" in audit.error
 
 
 def test_models_can_be_looked_up_by_sha256(client, submitted) -> None:

@@ -13,8 +13,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DEADLINE_MS = 20_000
-CLIP_PLAYS = ("() => [...document.querySelectorAll('video')].some(v => v.readyState >= 2 && !v.paused) || "
-              "[...document.querySelectorAll('img.clip__gif')].some(i => i.complete && i.naturalWidth > 0)")
+# an MP4 clip decodes and its playback position advances (a loaded fallback GIF does not count)
+CLIP_PLAYS = ("() => [...document.querySelectorAll('video')].some(v => v.readyState >= 2 && !v.paused && "
+              "v.videoWidth > 0 && v.currentTime > 0.2)")
+H264 = "() => document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"')"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing (apt-get install chromium)")]
@@ -44,6 +46,7 @@ def test_reviewer_logs_in_opens_audit_plays_clip_and_reviews_a_flag(reference, t
                 page.click(f"text=#{audit_id}")
                 for p in report["pairs"]:
                     expect(page.locator(f"#pair-{p['rank']} h2")).to_contain_text(p["a"])
+                assert page.evaluate(H264), "this Chromium cannot play H.264 MP4, the report's clip format"
                 page.evaluate("() => document.querySelectorAll('video').forEach(v => { v.muted = true; v.play(); })")
                 page.wait_for_function(CLIP_PLAYS, timeout=DEADLINE_MS)
 

@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from db.migrate import upgrade
 from db.models import Audit, ModelBundle, Project, WorkItem

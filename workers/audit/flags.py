@@ -107,71 +107,101 @@ def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) 
 
 
 def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
-    """Flags of one pair, most specific first."""
+    """Flags of one pair, most specific first: each rule below in turn."""
     th = th or FlagThresholds()
-    flags: list[Flag] = []
-    weak = [(cls, p) for cls, p in s.target_softmax.items() if p < th.weak_visualisation_softmax]
-    if weak:
-        flags.append(Flag(
-            "WEAK_VISUALISATION", None, "medium",
-            "; ".join(f"some of {cls}'s visualisations end classified as another class (lowest softmax {p:.3f})"
-                      for cls, p in weak)
-            + ": the model's evidence for that class is largely another class's, and this pair's other scores and "
-              "flags rest on visualisations that do not show it; weigh them accordingly.",
-            class_name=weak[0][0] if len(weak) == 1 else None))
     modality = {spec.name: spec.modality for spec in specs}
+    return [*weak_visualisation_flags(s, th), *localized_cue_flags(s, modality, th),
+            *one_stream_flags(s, modality, th), *shared_evidence_flags(s, th), *context_cue_flags(s, specs, th)]
+
+
+def weak_visualisation_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
+    """WEAK_VISUALISATION: some of a class's visualisations end below ``weak_visualisation_softmax``."""
+    weak = [(cls, p) for cls, p in s.target_softmax.items() if p < th.weak_visualisation_softmax]
+    if not weak:
+        return []
+    return [Flag(
+        "WEAK_VISUALISATION", None, "medium",
+        "; ".join(f"some of {cls}'s visualisations end classified as another class (lowest softmax {p:.3f})"
+                  for cls, p in weak)
+        + ": the model's evidence for that class is largely another class's, and this pair's other scores and "
+          "flags rest on visualisations that do not show it; weigh them accordingly.",
+        class_name=weak[0][0] if len(weak) == 1 else None)]
+
+
+def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
+    """LOCALIZED_CUE per stream whose occlusion scan has one window that stands out (module docstring)."""
+    flags = []
     for name, st in s.streams.items():
         loc = st.localisation
-        if (loc.whole_stream_drop >= th.localized_min_stream_drop and loc.peak_drop >= th.localized_min_peak_drop
+        if not (loc.whole_stream_drop >= th.localized_min_stream_drop and loc.peak_drop >= th.localized_min_peak_drop
                 and loc.peak_separation >= th.localized_separation):
-            other = s.b if loc.favours == s.a else s.a
-            what = "something static such as a logo, watermark or overlay" if modality[name] == "rgb" \
-                else "a local movement such as a flicker, a camera artefact or a moving overlay"
-            severity = "high" if loc.peak_separation >= 2 * th.localized_separation else "medium"
-            flags.append(Flag(
-                "LOCALIZED_CUE", name, severity,
-                f"A small region of the {name} input at {_where(loc.peak_xy)} carries {loc.favours}'s evidence "
-                f"against {other}: swapping that region alone costs {loc.peak_drop:.0%} of the margin, "
-                f"{loc.peak_separation:.1f}x any region elsewhere; check whether {loc.favours}'s training clips carry "
-                f"{what} there that {other}'s lack.", loc.peak_xy, class_name=loc.favours))
-    if len(s.streams) > 1:
-        one_stream = one_stream_classes(s.stream_evidence, th.only_evidence_share)
-        dominant = {cls: dominant_stream(evidence) for cls, evidence in s.stream_evidence.items()}
-        # both classes carried by the same stream is how the model separates pairs in general (on a motion-driven
-        # net, motion): worth a glance; a class carried by another stream than its partner is worth a look
-        differ = len(set(dominant.values())) > 1 and None not in dominant.values()
-        for name, found in one_stream.items():
-            kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
-            parts = []
-            for cls, share in found:
-                other = s.b if cls == s.a else s.a
-                against = [n for n, v in s.stream_evidence[cls].items() if n != name and v < 0]
-                tail = f"; its {', '.join(against)} alone even reads as {other}" if against else ""
-                parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
-                             f"gives it{tail})")
-            classes = [cls for cls, _ in found]
-            where = (f"look at what in {name} sets {' and '.join(classes)}'s training clips apart" if differ else
-                     f"both classes lean on {name}, so this may be how the model tells most classes apart; check "
-                     f"{name} in {' and '.join(classes)}'s training clips if other flags point there")
-            flags.append(Flag(
-                kind, name, "medium" if differ else "low", "; ".join(parts) + f": {where}.",
-                None, class_name=classes[0] if len(classes) == 1 else None))
-    ratio = min(s.cross_activation["a_on_b_logit_ratio"], s.cross_activation["b_on_a_logit_ratio"])
-    if s.overall_feature_similarity >= th.shared_feature_similarity or ratio >= th.shared_logit_ratio:
+            continue
+        owner = st.cue_class or loc.favours  # the class whose visualisations hold something there
+        other = s.b if owner == s.a else s.a
+        what = "something static such as a logo, watermark or overlay" if modality[name] == "rgb" \
+            else "a local movement such as a flicker, a camera artefact or a moving overlay"
+        severity = "high" if loc.peak_separation >= 2 * th.localized_separation else "medium"
         flags.append(Flag(
-            "SHARED_EVIDENCE", None, "medium",
-            f"The model's evidence for {s.a} and {s.b} largely coincides (feature similarity "
-            f"{s.overall_feature_similarity:.2f}, cross-activation {ratio:.2f}): compare the two classes' clips for "
-            f"what, other than the shared content, the labels could depend on."))
+            "LOCALIZED_CUE", name, severity,
+            f"A small region of the {name} input at {_where(loc.peak_xy)} tells {owner} from {other}: swapping that "
+            f"region alone costs {loc.peak_drop:.0%} of {loc.favours}'s margin, {loc.peak_separation:.1f}x any region "
+            f"elsewhere, and {owner}'s visualisations hold something there; check whether {owner}'s training clips "
+            f"carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
+    return flags
+
+
+def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
+    """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class (docstring)."""
+    if len(s.streams) < 2:
+        return []
+    flags = []
+    one_stream = one_stream_classes(s.stream_evidence, th.only_evidence_share)
+    dominant = {cls: dominant_stream(evidence) for cls, evidence in s.stream_evidence.items()}
+    # both classes carried by the same stream is how the model separates pairs in general (on a motion-driven
+    # net, motion): worth a glance; a class carried by another stream than its partner is worth a look
+    differ = len(set(dominant.values())) > 1 and None not in dominant.values()
+    for name, found in one_stream.items():
+        kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
+        parts = []
+        for cls, share in found:
+            other = s.b if cls == s.a else s.a
+            against = [n for n, v in s.stream_evidence[cls].items() if n != name and v < 0]
+            tail = f"; its {', '.join(against)} alone even reads as {other}" if against else ""
+            parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
+                         f"gives it{tail})")
+        classes = [cls for cls, _ in found]
+        where = (f"look at what in {name} sets {' and '.join(classes)}'s training clips apart" if differ else
+                 f"both classes lean on {name}, so this may be how the model tells most classes apart; check "
+                 f"{name} in {' and '.join(classes)}'s training clips if other flags point there")
+        flags.append(Flag(
+            kind, name, "medium" if differ else "low", "; ".join(parts) + f": {where}.",
+            None, class_name=classes[0] if len(classes) == 1 else None))
+    return flags
+
+
+def shared_evidence_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
+    """SHARED_EVIDENCE: the two classes' features coincide, or each class's visualisation excites the other."""
+    ratio = min(s.cross_activation["a_on_b_logit_ratio"], s.cross_activation["b_on_a_logit_ratio"])
+    if s.overall_feature_similarity < th.shared_feature_similarity and ratio < th.shared_logit_ratio:
+        return []
+    return [Flag(
+        "SHARED_EVIDENCE", None, "medium",
+        f"The model's evidence for {s.a} and {s.b} largely coincides (feature similarity "
+        f"{s.overall_feature_similarity:.2f}, cross-activation {ratio:.2f}): compare the two classes' clips for "
+        f"what, other than the shared content, the labels could depend on.")]
+
+
+def context_cue_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
+    """CONTEXT_CUE: a class of a model with motion input keeps its score without motion. One flag per pair."""
     has_motion = any(spec.num_frames > 1 for spec in specs)
     static = [(cls, value) for cls, value in s.motion_reliance.items() if value < th.context_motion_reliance]
-    if has_motion and static:
-        # one flag per pair and stream (the review key): both classes in one message when both are static
-        stream = next((spec.name for spec in specs if spec.modality == "rgb"), None)
-        flags.append(Flag(
-            "CONTEXT_CUE", stream, "low",
-            "; ".join(f"{cls}'s evidence does not need motion (removing it costs {value:.0%} of the class score)"
-                      for cls, value in static)
-            + ": the class may be recognised from scene or object context alone; look at its still frames.",
-            class_name=static[0][0] if len(static) == 1 else None))
-    return flags
+    if not (has_motion and static):
+        return []
+    # one flag per pair and stream (the review key): both classes in one message when both are static
+    stream = next((spec.name for spec in specs if spec.modality == "rgb"), None)
+    return [Flag(
+        "CONTEXT_CUE", stream, "low",
+        "; ".join(f"{cls}'s evidence does not need motion (removing it costs {value:.0%} of the class score)"
+                  for cls, value in static)
+        + ": the class may be recognised from scene or object context alone; look at its still frames.",
+        class_name=static[0][0] if len(static) == 1 else None)]

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,8 +20,10 @@ from workers.audit.confusion import ConfusionMatrix
 from workers.audit.ranking import RankedPair, select_audit_pairs
 from workers.audit.options import AuditOptions
 from workers.engine import render
-from workers.audit.analysis import PairScores, score_pair
+from workers.audit.analysis import PairScores, combine_pair_scores
+from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_evidence
 from workers.engine.bundle import LoadedModel
+from workers.engine.cost import count_evaluations
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.engine.manifest import Manifest
 from workers.engine.visualize import UnitRequest, visualize
@@ -34,9 +36,6 @@ class ObjectiveKey:
     class_name: str
     level: int
     seed: int
-
-    def stem(self) -> str:
-        return f"{self.class_name}__k{self.level}__s{self.seed}"
 
 
 @dataclass
@@ -90,7 +89,7 @@ def visualise(model: LoadedModel, keys: Sequence[ObjectiveKey], options: AuditOp
     requests = [UnitRequest(target=classes.index(k.class_name), kappa=kappas[k.level], seed=k.seed) for k in keys]
     results = visualize(model.module, model.manifest.inputs, requests, config, device=device,
                         num_classes=len(classes), progress=progress)
-    return [Visualization(key=k, kappa=r.request.kappa, tensors=r.inputs, logit=r.unit_value,
+    return [Visualization(key=k, kappa=r.request.kappa, tensors=r.inputs, logit=r.logit,
                           probability=float(r.probability), config=r.config) for k, r in zip(keys, results)]
 
 
@@ -103,14 +102,30 @@ def sample_set(visualizations: Sequence[Visualization], class_name: str) -> tupl
     return {s: np.stack([v.tensors[s] for v in own]) for s in streams}, [v.key.level for v in own]
 
 
-def analyse_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization],
-                 options: AuditOptions, *, device: torch.device | str = "cpu") -> PairResult:
-    """Scores (DESIGN 4.4) and flags of one pair from its two classes' visualisations."""
+def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization], *,
+                 device: torch.device | str | None = None, config: EvidenceConfig | None = None) -> PairEvidence:
+    """Every model evaluation of one pair (runs where the model is loaded: the GPU worker)."""
+    vis_a, _ = sample_set(visualizations, pair.a)
+    vis_b, _ = sample_set(visualizations, pair.b)
+    return measure_pair_evidence(model.module, model.manifest.inputs, model.manifest.classes, pair.a, pair.b,
+                                 vis_a, vis_b, device=device, config=config)
+
+
+def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, visualizations: Sequence[Visualization],
+               options: AuditOptions) -> PairResult:
+    """Scores (DESIGN 4.4) and flags of one pair from its model evidence and its visualisations: pure maths."""
     vis_a, levels_a = sample_set(visualizations, pair.a)
     vis_b, levels_b = sample_set(visualizations, pair.b)
-    s = score_pair(model.module, model.manifest.inputs, model.manifest.classes, pair.a, pair.b, vis_a, vis_b,
-                   levels_a=levels_a, levels_b=levels_b, device=device)
-    return PairResult(pair=pair, scores=s, flags=derive_flags(s, model.manifest.inputs, options.thresholds))
+    s = combine_pair_scores(evidence, manifest.inputs, vis_a, vis_b, levels_a=levels_a, levels_b=levels_b)
+    return PairResult(pair=pair, scores=s, flags=derive_flags(s, manifest.inputs, options.thresholds))
+
+
+def analyse_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization],
+                 options: AuditOptions, *, device: torch.device | str | None = None,
+                 config: EvidenceConfig | None = None) -> PairResult:
+    """``measure_pair`` then ``judge_pair``, in one process."""
+    evidence = measure_pair(model, pair, visualizations, device=device, config=config)
+    return judge_pair(model.manifest, pair, evidence, visualizations, options)
 
 
 def render_class_artifacts(manifest: Manifest, visualizations: Sequence[Visualization], out_dir: Path,
@@ -125,7 +140,7 @@ def render_class_artifacts(manifest: Manifest, visualizations: Sequence[Visualiz
     for v in chosen:
         for spec in manifest.inputs:
             files = render.render_visualization(v.tensors[spec.name], spec, out_dir / "clips",
-                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}",
+                                                f"{v.key.class_name}__{spec.name}__k{v.key.level}__s{v.key.seed}",
                                                 flow_max=flow_max.get(spec.name))
             entry = {"level": v.key.level, "kappa": v.kappa, "seed": v.key.seed,
                      **{fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}}
@@ -143,7 +158,7 @@ def render_pair_artifacts(manifest: Manifest, result: PairResult, visualizations
         background = render.display_frames(first.tensors[spec.name], spec)[0]
         files = render.render_difference_map(st.difference_map, out_dir / "pairs",
                                              f"{result.pair.a}__{result.pair.b}__{spec.name}",
-                                             background=background, peak_xy=st.peak_xy)
+                                             background=background, peak_xy=st.difference_peak_xy)
         out[spec.name] = {fmt: str(p.relative_to(out_dir)) for fmt, p in files.items()}
     return out
 
@@ -153,7 +168,7 @@ def pair_entry(result: PairResult, clips: dict, difference: dict) -> dict:
     p = result.pair
     return {
         "a": p.a, "b": p.b, "rank": p.rank, "explicit": p.explicit,
-        "confusion": {"a_as_b": p.a_as_b, "b_as_a": p.b_as_a, "counts": [p.count_ab, p.count_ba]},
+        "confusion": p.confusion_json(),
         "scores": result.scores.to_json(),
         "flags": [{**f.to_json(), "fingerprint": flag_fingerprint(p.a, p.b, f.code, f.stream, f.class_name)}
                   for f in result.flags],
@@ -161,10 +176,16 @@ def pair_entry(result: PairResult, clips: dict, difference: dict) -> dict:
     }
 
 
+def streams_and_levels(manifest: Manifest, options: AuditOptions) -> dict:
+    """The ``streams`` and ``levels`` (temporal-regularisation strengths) an audit renders, as stored in its plan
+    and shown in its report."""
+    return {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
+            "levels": [{"index": i, "kappa": k} for i, k in enumerate(options.engine_config().kappa_levels)]}
+
+
 def build_report(*, audit: dict, manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions,
                  pairs: list[dict]) -> dict:
     """The report JSON of DESIGN 3.4: ``{"audit": {...}, "pairs": [...]}`` with pairs in rank order."""
-    config = options.engine_config()
     return {
         "audit": {
             **audit,
@@ -172,8 +193,7 @@ def build_report(*, audit: dict, manifest: Manifest, confusion: ConfusionMatrix,
             "options": options.model_dump(mode="json"),
             "classes": list(manifest.classes),
             "confusion": {"classes": list(confusion.classes), "matrix": confusion.counts.tolist()},
-            "streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
-            "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
+            **streams_and_levels(manifest, options),
         },
         "pairs": sorted(pairs, key=lambda p: p["rank"]),
     }
@@ -182,21 +202,23 @@ def build_report(*, audit: dict, manifest: Manifest, confusion: ConfusionMatrix,
 def run_local_audit(model: LoadedModel, confusion: ConfusionMatrix, options: AuditOptions, out_dir: Path, *,
                     audit_id: str = "local", device: torch.device | str | None = None,
                     progress: Callable[[str, float], None] | None = None) -> dict:
-    """A whole audit in this process: returns the report dict and writes artifacts under ``out_dir``."""
+    """A whole audit in this process: returns the report dict and writes artifacts under ``out_dir``. Its
+    ``timings`` hold seconds per stage and, under ``cost``, the model evaluations each stage made."""
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     plan = plan_audit(model.manifest, confusion, options)
     log.info("audit %s: %d pairs, %d objectives", audit_id, len(plan.pairs), len(plan.keys))
-    visualizations = visualise(model, plan.keys, options, device=device,
-                               progress=(lambda d, n: progress("visualise", d / n)) if progress else None)
+    with count_evaluations() as visualise_cost:
+        visualizations = visualise(model, plan.keys, options, device=device,
+                                   progress=(lambda d, n: progress("visualise", d / n)) if progress else None)
     timings["visualise_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    cpu = "cpu" if device is None else device
     results = []
-    for i, pair in enumerate(plan.pairs):
-        results.append(analyse_pair(model, pair, visualizations, options, device=cpu))
-        if progress:
-            progress("analyse", (i + 1) / len(plan.pairs))
+    with count_evaluations() as analyse_cost:
+        for i, pair in enumerate(plan.pairs):
+            results.append(analyse_pair(model, pair, visualizations, options, device=device))
+            if progress:
+                progress("analyse", (i + 1) / len(plan.pairs))
     timings["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     clips = render_class_artifacts(model.manifest, visualizations, out_dir)
@@ -204,6 +226,7 @@ def run_local_audit(model: LoadedModel, confusion: ConfusionMatrix, options: Aud
                for r in results]
     timings["render_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
+    timings["cost"] = {"visualise": visualise_cost.to_json(), "analyse": analyse_cost.to_json()}
     min_prob = min(v.probability for v in visualizations)
     return build_report(audit={"id": audit_id, "status": "done", "timings": timings,
                                "model": {"sha256": model.sha256}, "min_target_probability": min_prob},

@@ -46,6 +46,18 @@ class RankedPair:
     confusion: float
     explicit: bool = False
 
+    def confusion_json(self) -> dict:
+        """The pair's ``confusion`` entry of the report JSON (DESIGN 3.4), as stored with the pair."""
+        return {"a_as_b": self.a_as_b, "b_as_a": self.b_as_a, "counts": [self.count_ab, self.count_ba]}
+
+    @classmethod
+    def from_confusion_json(cls, a: str, b: str, rank: int, confusion: dict, explicit: bool = False) -> "RankedPair":
+        """The inverse of ``confusion_json``: the pair rebuilt from its stored entry."""
+        count_ab, count_ba = confusion["counts"]
+        return cls(a=a, b=b, rank=rank, a_as_b=confusion["a_as_b"], b_as_a=confusion["b_as_a"],
+                   count_ab=count_ab, count_ba=count_ba, confusion=confusion["a_as_b"] + confusion["b_as_a"],
+                   explicit=explicit)
+
 
 def _check_options(top_k: int, min_support: int, min_rate: float) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +20,8 @@ from urllib.parse import urlsplit
 import jinja2
 import numpy as np
 from markupsafe import Markup
+
+from workers.engine.files import atomic_write, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> Path:
         render_confusion_heatmap(confusion, _as_list(report.get("pairs")), out_dir / CONFUSION_PNG)
     html = render_report_html(report)
     page = out_dir / "index.html"
-    _write_atomically(page, html.encode("utf-8"))
+    write_bytes_atomic(page, html.encode("utf-8"))
     log.info("audit %s: report written to %s", audit_id, page)
     return page
 
@@ -167,14 +167,7 @@ def render_confusion_heatmap(
     colorbar.set_label("share of the true class (row)")
     ax.set_title("Confusion matrix · audited pairs outlined", fontsize=11)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".png",
-                                     delete=False) as tmp:
-        fig.savefig(tmp, format="png")
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
-    return path
+    return atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png"))
 
 
 def build_report_view(
@@ -211,7 +204,8 @@ def build_report_view(
             "model_version": _text(model.get("version")),
             "model_sha256": _text(model.get("sha256")),
             "model_sha256_short": _text(model.get("sha256"))[:12],
-            "timings": [{"key": k, "label": k.removesuffix("_s").replace("_", " "), "value": _fmt_timing(k, v)}
+            "timings": [{"key": k, "label": "model evaluations" if k == "cost" else k.removesuffix("_s").replace("_", " "),
+                         "value": _fmt_timing(k, v)}
                         for k, v in _as_mapping(audit.get("timings")).items()],
             "options": [{"key": str(k), "value": _fmt_option(v)}
                         for k, v in _as_mapping(audit.get("options")).items()],
@@ -268,8 +262,9 @@ def _pair_view(pair: Mapping[str, Any], position: int, streams: list[dict[str, s
                 "png": url(difference.get("png")),
                 "npy": url(difference.get("npy")),
                 "alt": f"Difference map between {a} and {b}, {name} stream"
-                       + (f", strongest at x={_fmt(stream_scores['peak_xy'][0])}, "
-                          f"y={_fmt(stream_scores['peak_xy'][1])}" if _xy(stream_scores.get("peak_xy")) else ""),
+                       + (f", strongest at x={_fmt(stream_scores['difference_peak_xy'][0])}, "
+                          f"y={_fmt(stream_scores['difference_peak_xy'][1])}"
+                          if _xy(stream_scores.get("difference_peak_xy")) else ""),
                 "markers": _markers(stream_scores, [f for f in flags if f["stream"] == name]),
             },
             "scores": _stream_scores(stream_scores),
@@ -371,7 +366,7 @@ def _markers(stream_scores: Mapping[str, Any], flags: list[dict[str, Any]]) -> l
                 seen.add(key)
                 markers.append(_marker(flag["peak_xy"], f"{flag['code']} ({flag['severity']})",
                                        flag["severity_class"]))
-    peak = _xy(stream_scores.get("peak_xy"))
+    peak = _xy(stream_scores.get("difference_peak_xy"))
     if peak and (round(peak[0], 3), round(peak[1], 3)) not in seen:
         markers.append(_marker(peak, "strongest difference", "peak"))
     return markers
@@ -564,6 +559,10 @@ def _fmt_rate(value: Any) -> str:
 
 
 def _fmt_timing(key: str, value: Any) -> str:
+    if key == "cost" and isinstance(value, Mapping):  # model evaluations per stage (forward-equivalents)
+        return " · ".join(f"{stage} {int(c.get('forward_equivalents', 0)):,} forward-equivalents "
+                          f"({int(c.get('evaluations', 0)):,} evaluations)"
+                          for stage, c in value.items() if isinstance(c, Mapping))
     if _is_number(value) and key.endswith("_s"):
         seconds = float(value)
         return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
@@ -587,9 +586,3 @@ def _as_mapping(value: Any) -> Mapping[str, Any]:
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else []
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(data)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)

@@ -60,10 +60,6 @@ class InputSpec(BaseModel):
         return self
 
     @property
-    def is_video(self) -> bool:
-        return self.layout == "NCTHW"
-
-    @property
     def num_frames(self) -> int:
         """Frames this input carries: T for NCTHW, ``frames`` (default 1) for NCHW."""
         return self.shape[1] if self.layout == "NCTHW" else (self.frames or 1)

@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from workers.engine import cost
 from workers.engine import streams as streams_mod
 from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import InputSpec
@@ -97,6 +98,7 @@ def forward_model(model: nn.Module, specs: Sequence[InputSpec], unit_inputs: dic
         x = streams_mod.to_model_layout(streams_mod.unit_to_model_space(unit_inputs[spec.name], spec), spec)
         xs.append(_memory_format(x, channels_last))
     device_type = xs[0].device.type
+    cost.record(len(xs[0]), gradient=torch.is_grad_enabled())
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bf16):
         return model(*xs)
 

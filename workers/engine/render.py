@@ -9,17 +9,12 @@ unfolded to ``(C, T, H, W)`` by the caller.
 """
 from __future__ import annotations
 
-import contextlib
-import glob
 import io
 import math
-import os
-import tempfile
-import time
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import av
 import matplotlib
@@ -30,13 +25,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.utils import flow_to_image
 
+from workers.engine.files import atomic_path, atomic_write
 from workers.engine.manifest import InputSpec
 
 # Codecs tried for MP4, best first. libx264 plays everywhere (Chromium included) in yuv420p; mpeg4
 # (MPEG-4 part 2) is the fallback for FFmpeg builds without an H.264 encoder: it does not play in Chromium.
 MP4_CODECS = ("libx264", "libopenh264", "mpeg4")
 
-ARTIFACT_MODE = 0o644  # artifacts are read by the web process, maybe as another user
 STRIP_GAP = 2  # pixels between frames in a strip
 STRIP_GAP_COLOUR = (96, 96, 96)  # dark: white separators vanish next to weak (white) flow
 DIVERGING_CMAP = "RdBu_r"  # flow x/y strips: red positive, blue negative, white zero
@@ -175,57 +170,6 @@ def frame_strip(tensor: np.ndarray, spec: InputSpec, *, min_size: int = 128,
     if spec.modality == "flow":
         rows.append(flow_magnitude_strips(tensor, spec, min_size=min_size, flow_max=flow_max))
     return _stack_rows(rows)
-
-
-# --------------------------------------------------------------------------------------------- files
-STALE_PART_S = 15 * 60
-
-
-def remove_stale_parts(path: Path, older_than_s: float = STALE_PART_S) -> int:
-    """Delete the temp files earlier, killed writes of ``path`` left behind; returns how many."""
-    cutoff = time.time() - older_than_s
-    removed = 0
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
-        try:
-            if leftover.stat().st_mtime < cutoff:
-                leftover.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue
-    return removed
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path in ``path``'s folder to write; on success it replaces ``path`` (``os.replace``).
-
-    A process killed mid-write leaves at most a hidden ``.{name}.*.part`` file, never a half ``path``;
-    on an exception the temp file is removed, and the next write of ``path`` removes such leftovers once they
-    are older than ``STALE_PART_S`` (younger ones may belong to a writer still running). The result is made
-    ``0o644`` (temp files are private).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, ARTIFACT_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Write ``path`` atomically through ``write(file)`` (see ``atomic_path``); returns ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write(handle)
-    return Path(path)
 
 
 @lru_cache(maxsize=1)

@@ -37,7 +37,8 @@ class UnitRequest:
 class UnitResult:
     request: UnitRequest
     inputs: dict[str, np.ndarray]      # stream -> model-space canonical (C, T, H, W) float32
-    unit_value: float                  # final logit (or channel mean) on the un-jittered input
+    unit_value: float                  # final objective value (contrast logit, or channel mean), un-jittered input
+    logit: float | None                # final logit of the target class (class objectives only)
     penalty: float                     # final value of the regularisers (weighted sum)
     probability: float | None          # softmax of the target class (class objectives only)
     history: list[float]
@@ -137,6 +138,7 @@ def _optimise_rows(model: nn.Module, specs: Sequence[InputSpec], requests: list[
                 request=req,
                 inputs={name: t[i].numpy() for name, t in out.inputs.items()},
                 unit_value=float(out.unit[i]),
+                logit=float(out.logits[i, req.target]) if req.layer is None else None,
                 penalty=float(out.penalty[i]),
                 probability=float(probs[i, req.target]) if req.layer is None else None,
                 history=[float(v) for v in out.history[:, i]],

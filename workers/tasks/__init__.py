@@ -2,7 +2,8 @@
 
     start_audit (cpu)  plan the objectives, store the work items, fan out:
       chord(visualise_chunk (gpu) x chunks) -> advance_audit (cpu)
-      chord(score_pair (cpu) x pairs)       -> advance_audit
+      chord(evaluate_pair (gpu) x pairs)    -> advance_audit     every model evaluation of a pair
+      chord(score_pair (cpu) x pairs)       -> advance_audit     pure maths on the stored evidence + rendering
       render_report (cpu) -> finalize_audit (cpu)
 
 ``advance_audit`` moves the audit's ``stage`` by a conditional UPDATE, so it may fire any number of
@@ -15,4 +16,4 @@ from __future__ import annotations
 # Importing the package registers every task: the flow control and the stage tasks.
 from workers.tasks import flow, stages  # noqa: F401
 from workers.tasks.flow import advance_audit, finalize_audit  # noqa: F401
-from workers.tasks.stages import render_report, score_pair, start_audit, visualise_chunk  # noqa: F401
+from workers.tasks.stages import evaluate_pair, render_report, score_pair, start_audit, visualise_chunk  # noqa: F401

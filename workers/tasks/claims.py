@@ -20,7 +20,7 @@ from db.models import FINISHED_STATUSES, Audit, WorkItem, utcnow
 from db.session import as_utc
 
 log = logging.getLogger(__name__)
-STAGE_WEIGHTS = {"visualise": 0.8, "score": 0.15, "report": 0.05}
+STAGE_WEIGHTS = {"visualise": 0.75, "evaluate": 0.1, "score": 0.1, "report": 0.05}
 
 
 def this_worker() -> str:

@@ -11,14 +11,14 @@ from sqlalchemy import select, update
 from db.models import Audit, ClassPair, WorkItem, utcnow
 from workers import runtime
 from workers.tasks.claims import stage_counts
-from workers.tasks.runner import run_item
 
 log = logging.getLogger(__name__)
 
-STAGES = ("plan", "visualise", "score", "report", "finished")
+STAGES = ("plan", "visualise", "evaluate", "score", "report", "finished")
 TASK_OPTIONS: dict[str, Any] = {"bind": True, "acks_late": True}
 # the stage tasks (workers.tasks.stages), enqueued by name so that this module does not import them
-STAGE_TASKS = {"visualise": "workers.tasks.visualise_chunk", "score": "workers.tasks.score_pair"}
+STAGE_TASKS = {"visualise": "workers.tasks.visualise_chunk", "evaluate": "workers.tasks.evaluate_pair",
+               "score": "workers.tasks.score_pair"}
 REPORT_TASK = "workers.tasks.render_report"
 
 

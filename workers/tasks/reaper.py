@@ -19,7 +19,8 @@ from workers.tasks.claims import fail_audit, holder_alive, stage_counts
 
 log = logging.getLogger(__name__)
 ADVANCE_TASK = "workers.tasks.advance_audit"
-STAGE_OF_KIND = {"plan": "plan", "visualise": "visualise", "score": "score", "report": "report"}
+STAGE_OF_KIND = {"plan": "plan", "visualise": "visualise", "evaluate": "evaluate", "score": "score",
+                 "report": "report"}
 
 
 @dataclass

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any, Callable
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from db.models import WorkItem
 from workers import runtime
 from workers.engine.errors import QuirkScopeError
+from workers.tasks import metrics
 from workers.tasks.claims import claim, fail_audit, fail_item, finish, heartbeat, release, update_progress
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,19 @@ def backoff_s(retries: int) -> float:
 
 def run_item(task: Task, audit_id: int, kind: str, key: int, body: Body) -> str:
     """Run ``body(session, item)`` for the work item (audit_id, kind, key) under the claim protocol.
-    Returns ``done``, ``skipped`` or ``failed``; raises only ``Retry`` (for a transient error)."""
+    Returns ``done``, ``skipped`` or ``failed``; raises only ``Retry`` (for a transient error). Its wall time,
+    outcome and retries go to the worker's metrics (``workers.tasks.metrics``)."""
+    started = time.perf_counter()
+    try:
+        outcome = _run_claimed(task, audit_id, kind, key, body)
+    except Retry:
+        metrics.task_retried(kind)
+        raise
+    metrics.task_finished(kind, outcome, time.perf_counter() - started)
+    return outcome
+
+
+def _run_claimed(task: Task, audit_id: int, kind: str, key: int, body: Body) -> str:
     conf = runtime.current().settings
     bound = runtime.current().database
     with bound.sessionmaker() as session:

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Audit, ClassPair, Flag, ModelBundle, PairScore, Project, Visualization, WorkItem, utcnow
 from workers import runtime
+from workers.tasks import metrics
+from workers.tasks.chunking import gpu_memory_probe, planned_chunk_size
 from workers.tasks.flow import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
 from workers.tasks.runner import run_item
 
@@ -49,12 +51,6 @@ def load_model(session: Session, audit: Audit) -> Any:
     return model
 
 
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
     """(manifest, confusion matrix, options) of the audit, rebuilt from its rows."""
     from workers.audit.confusion import ConfusionMatrix
@@ -69,10 +65,7 @@ def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
 def ranked_pair(row: ClassPair) -> Any:
     from workers.audit.ranking import RankedPair
 
-    c = row.confusion
-    return RankedPair(a=row.class_a, b=row.class_b, rank=row.rank, a_as_b=c["a_as_b"], b_as_a=c["b_as_a"],
-                      count_ab=c["counts"][0], count_ba=c["counts"][1], confusion=c["a_as_b"] + c["b_as_a"],
-                      explicit=row.explicit)
+    return RankedPair.from_confusion_json(row.class_a, row.class_b, row.rank, row.confusion, row.explicit)
 
 
 def tensor_key(audit_id: int, cls: str, stream: str, level: int, seed: int) -> str:
@@ -128,7 +121,7 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
     """Plan the audit (``pipeline.plan_audit``), store its work items, and start the first stage."""
 
     def body(session: Session, _item: WorkItem) -> None:
-        from workers.audit.pipeline import plan_audit
+        from workers.audit.pipeline import plan_audit, streams_and_levels
 
         session.execute(update(Audit).where(Audit.id == audit_id, Audit.status == "queued")
                         .values(status="running", started_at=utcnow()))
@@ -138,10 +131,14 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
         stored = sorted(audit.pairs, key=lambda p: p.rank)
         plan = plan_audit(manifest, cm, options, pairs=[ranked_pair(p) for p in stored])
         keys = [[k.class_name, k.level, k.seed] for k in plan.keys]
+        chunk_size = planned_chunk_size(session, audit, runtime.current().settings.chunk_size)
         items = [WorkItem(audit_id=audit_id, kind="visualise", key=i,
                           payload={"task": "workers.tasks.visualise_chunk", "args": [audit_id, i], "queue": "gpu",
                                    "keys": chunk})
-                 for i, chunk in enumerate(_chunks(keys, runtime.current().settings.chunk_size))]
+                 for i, chunk in enumerate(_chunks(keys, chunk_size))]
+        items += [WorkItem(audit_id=audit_id, kind="evaluate", key=p.rank,
+                           payload={"task": "workers.tasks.evaluate_pair", "args": [audit_id, p.rank], "queue": "gpu"})
+                  for p in plan.pairs]
         items += [WorkItem(audit_id=audit_id, kind="score", key=p.rank,
                            payload={"task": "workers.tasks.score_pair", "args": [audit_id, p.rank], "queue": "cpu"})
                   for p in plan.pairs]
@@ -149,10 +146,8 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
                               payload={"task": "workers.tasks.render_report", "args": [audit_id], "queue": "cpu"}))
         existing = {(w.kind, w.key) for w in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id))}
         session.add_all([w for w in items if (w.kind, w.key) not in existing])
-        config = options.engine_config()
-        audit.plan = {"streams": [{"name": s.name, "modality": s.modality} for s in manifest.inputs],
-                      "levels": [{"index": i, "kappa": k} for i, k in enumerate(config.kappa_levels)],
-                      "n_objectives": len(plan.keys), "n_chunks": len(_chunks(keys, runtime.current().settings.chunk_size))}
+        audit.plan = {**streams_and_levels(manifest, options), "n_objectives": len(plan.keys),
+                      "n_chunks": len(_chunks(keys, chunk_size)), "chunk_size": chunk_size}
         session.commit()
 
     outcome = run_item(self, audit_id, "plan", 0, body)
@@ -170,15 +165,20 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         import numpy as np
 
         from workers.audit.pipeline import ObjectiveKey, visualise
+        from workers.engine.cost import count_evaluations
+        from workers.engine.optimise import resolve_device
 
         audit = session.get(Audit, audit_id)
         _, _, options = audit_inputs(audit)
         model = load_model(session, audit)
         keys = [ObjectiveKey(c, int(level), int(seed)) for c, level, seed in item.payload["keys"]]
         end_snapshot(session)
+        memory = gpu_memory_probe()
         t0 = time.perf_counter()
-        results = visualise(model, keys, options, device=device())
+        with count_evaluations() as spent:
+            results = visualise(model, keys, options)
         elapsed = time.perf_counter() - t0
+        metrics.visualisation_finished(len(keys), options.steps, elapsed, resolve_device(None).type)
         store = runtime.current().artifacts
         for vis in results:
             for stream, tensor in vis.tensors.items():
@@ -187,7 +187,8 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
                 np.save(buf, np.asarray(tensor))
                 store.put_bytes(key, buf.getvalue())
                 _upsert_visualization(session, audit_id, vis, stream, key.removeprefix(f"audits/{audit_id}/"))
-        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": device()}
+        item.payload = {**item.payload, "seconds": round(elapsed, 3), "device": str(resolve_device(None)),
+                        "cost": spent.to_json(), **memory.measure(len(keys))}
         session.commit()
 
     outcome = run_item(self, audit_id, "visualise", chunk, body)
@@ -210,21 +211,57 @@ def _upsert_visualization(session: Session, audit_id: int, vis: Any, stream: str
     row.artifacts = {"npy": npy}
 
 
-@shared_task(name="workers.tasks.score_pair", queue="cpu", **CHORD_MEMBER)
-def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
-    """Score and flag one pair (``pipeline.analyse_pair``), render its difference maps, and store scores,
-    flags and artifacts keyed by the pair (flags keep their ids, and so their reviews, on a re-run)."""
+def evidence_key(audit_id: int, row: ClassPair) -> str:
+    return f"audits/{audit_id}/pairs/{row.class_a}__{row.class_b}__evidence.json"
 
-    def body(session: Session, _item: WorkItem) -> None:
-        from workers.audit.pipeline import analyse_pair, pair_entry, render_pair_artifacts
+
+@shared_task(name="workers.tasks.evaluate_pair", queue="gpu", **CHORD_MEMBER)
+def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Every model evaluation of one pair (``pipeline.measure_pair``), in the GPU worker that holds the model,
+    right after the visualisations; stores the evidence (plain numbers) for ``score_pair``, keyed by the pair."""
+
+    def body(session: Session, item: WorkItem) -> None:
+        import json
+
+        from workers.audit.pipeline import measure_pair
+        from workers.engine.optimise import resolve_device
 
         audit = session.get(Audit, audit_id)
-        manifest, _, options = audit_inputs(audit)
         model = load_model(session, audit)
         row = pair_by_rank(session, audit_id, rank)
         vis = load_visualizations(session, audit_id, {row.class_a, row.class_b})
         end_snapshot(session)
-        result = analyse_pair(model, ranked_pair(row), vis, options, device="cpu")
+        t0 = time.perf_counter()
+        evidence = measure_pair(model, ranked_pair(row), vis)
+        runtime.current().artifacts.put_bytes(evidence_key(audit_id, row), json.dumps(evidence.to_json()).encode())
+        item.payload = {**item.payload, "seconds": round(time.perf_counter() - t0, 3),
+                        "device": str(resolve_device(None)), "cost": evidence.cost}
+        session.commit()
+
+    outcome = run_item(self, audit_id, "evaluate", rank, body)
+    _after_reaped(audit_id, reaped)
+    return outcome
+
+
+@shared_task(name="workers.tasks.score_pair", queue="cpu", **CHORD_MEMBER)
+def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Scores and flags of one pair from its stored evidence and visualisations (``pipeline.judge_pair``: pure
+    maths, no model), its difference maps rendered, stored keyed by the pair (flags keep their ids, and so their
+    reviews, on a re-run)."""
+
+    def body(session: Session, _item: WorkItem) -> None:
+        import json
+
+        from workers.audit.evidence import PairEvidence
+        from workers.audit.pipeline import judge_pair, pair_entry, render_pair_artifacts
+
+        audit = session.get(Audit, audit_id)
+        manifest, _, options = audit_inputs(audit)
+        row = pair_by_rank(session, audit_id, rank)
+        evidence = PairEvidence.from_json(json.loads(runtime.current().artifacts.open(evidence_key(audit_id, row)).read()))
+        vis = load_visualizations(session, audit_id, {row.class_a, row.class_b})
+        end_snapshot(session)
+        result = judge_pair(manifest, ranked_pair(row), evidence, vis, options)
         with tempfile.TemporaryDirectory() as tmp:
             difference = render_pair_artifacts(manifest, result, vis, Path(tmp))
             upload_tree(audit_id, Path(tmp))
@@ -306,13 +343,21 @@ def render_report(self, audit_id: int, reaped: bool = False) -> str:  # type: ig
     return run_item(self, audit_id, "report", 0, body)
 
 
-def item_timings(session: Session, audit_id: int) -> dict[str, float]:
-    """Seconds spent per stage, summed over its work items (wall time between claim and finish)."""
+def item_timings(session: Session, audit_id: int) -> dict[str, Any]:
+    """Seconds spent per stage, summed over its work items (wall time between claim and finish), and under
+    ``cost`` the model evaluations per stage that the items recorded."""
     from db.session import as_utc
 
-    out: dict[str, float] = {}
-    for item in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id, WorkItem.status == "done")):
+    out: dict[str, Any] = {}
+    cost: dict[str, dict[str, int]] = {}
+    for item in session.scalars(select(WorkItem).where(WorkItem.audit_id == audit_id, WorkItem.status == "done")
+                                .order_by(WorkItem.kind, WorkItem.key)):
         if item.started_at and item.finished_at:
             seconds = (as_utc(item.finished_at) - as_utc(item.started_at)).total_seconds()
             out[f"{item.kind}_s"] = round(out.get(f"{item.kind}_s", 0.0) + seconds, 3)
+        for name, value in ((item.payload or {}).get("cost") or {}).items():
+            stage = cost.setdefault(item.kind, {})
+            stage[name] = stage.get(name, 0) + int(value)
+    if cost:
+        out["cost"] = cost
     return out

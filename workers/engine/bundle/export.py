@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
 
 from workers.engine.bundle import checks, onnx_format, pt2_format, safetensors_format
-from workers.engine.bundle.loader import MODEL_FILES, load_bundle
+from workers.engine.bundle.archive import MODEL_FILES
+from workers.engine.bundle.loader import load_bundle
 from workers.engine.errors import InvalidInput, ModelLoadError
+from workers.engine.files import atomic_write
 from workers.engine.manifest import MODEL_FORMATS, Manifest, parse_manifest
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -33,18 +34,14 @@ def _bundle_path(out: Path, manifest: Manifest) -> Path:
 
 
 def _write_zip(path: Path, manifest: Manifest, model_file: str, model_bytes: bytes) -> None:
-    """Temp file + rename, so a reader never sees half a bundle."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bundle-", suffix=".zip", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
+    """Written atomically, so a reader never sees half a bundle."""
+    def write(fh: BinaryIO) -> None:
+        with zipfile.ZipFile(fh, "w") as zf:
             zf.writestr("manifest.json", json.dumps(manifest.model_dump(mode="json"), indent=2),
                         compress_type=zipfile.ZIP_DEFLATED)
             zf.writestr(model_file, model_bytes, compress_type=zipfile.ZIP_STORED)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _verify(module: nn.Module, path: Path, manifest: Manifest) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from workers.engine.bundle import checks, onnx_format, pt2_format, safetensors_format
-from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, MODEL_FILES, open_bundle, read_manifest
+from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, open_bundle, read_manifest
 from workers.engine.manifest import Manifest
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,98 @@
+"""``GET /metrics``: the API's Prometheus metrics, read at scrape time from the database and the broker, so
+every gunicorn worker answers the same (no per-process state to merge): audits by status, work items by
+kind and status, flags by code and review state, models, and the depth of the ``gpu`` and ``cpu`` queues.
+Open like a health probe unless ``QUIRKSCOPE_METRICS_TOKEN`` is set; then it wants that bearer token."""
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.models import Audit, Flag, ModelBundle, WorkItem
+from service.errors_http import NotAuthenticated
+from service.extensions import celery_app, db, settings
+
+log = logging.getLogger(__name__)
+metrics_blueprint = Blueprint("metrics", __name__)
+AUDIT_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+QUEUES = ("gpu", "cpu")
+
+
+def queue_depths(celery: Any) -> dict[str, int]:
+    """Messages waiting in each queue (a queue the broker does not know yet, or an emptied Redis list, is 0)."""
+    depths: dict[str, int] = {}
+    with celery.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+        for queue in QUEUES:
+            try:
+                depths[queue] = int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+            except Exception:  # noqa: BLE001 - kombu raises a transport-specific "not found" for a missing queue
+                depths[queue] = 0
+    return depths
+
+
+class ServiceCollector:
+    """A prometheus-client collector that reads the rows when scraped."""
+
+    def __init__(self, session: Session, celery: Any) -> None:
+        self.session = session
+        self.celery = celery
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        audits = GaugeMetricFamily("quirkscope_audits", "Audits by status", labels=["status"])
+        counts = dict(self.session.execute(select(Audit.status, func.count()).group_by(Audit.status)).all())
+        for status in sorted(set(AUDIT_STATUSES) | set(counts)):
+            audits.add_metric([status], counts.get(status, 0))
+        yield audits
+
+        items = GaugeMetricFamily("quirkscope_work_items", "Work items by kind and status", labels=["kind", "status"])
+        for kind, status, n in self.session.execute(select(WorkItem.kind, WorkItem.status, func.count())
+                                                    .group_by(WorkItem.kind, WorkItem.status)).all():
+            items.add_metric([kind, status], n)
+        yield items
+
+        flags = GaugeMetricFamily("quirkscope_flags", "Flags raised, by code", labels=["code"])
+        for code, n in self.session.execute(select(Flag.code, func.count()).group_by(Flag.code)).all():
+            flags.add_metric([code], n)
+        yield flags
+
+        yield GaugeMetricFamily("quirkscope_models", "Model bundles stored",
+                                value=self.session.scalar(select(func.count()).select_from(ModelBundle)) or 0)
+
+        depth = GaugeMetricFamily("quirkscope_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
+        up = GaugeMetricFamily("quirkscope_broker_up", "1 when the broker answered this scrape")
+        try:
+            for queue, n in queue_depths(self.celery).items():
+                depth.add_metric([queue], n)
+            up.add_metric([], 1)
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the broker as down instead of failing
+            log.warning("metrics: broker unreachable: %s", exc)
+            up.add_metric([], 0)
+        yield depth
+        yield up
+
+
+def _authorised() -> bool:
+    token = settings().metrics_token
+    if not token:
+        return True
+    given = request.headers.get("Authorization", "")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())
+
+
+@metrics_blueprint.get("/metrics")
+def metrics() -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    if not _authorised():
+        raise NotAuthenticated("/metrics needs the bearer token of QUIRKSCOPE_METRICS_TOKEN", field="Authorization")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(db.session, celery_app()))
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
+                    headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})

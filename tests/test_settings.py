@@ -1,0 +1,37 @@
+"""Settings from the environment: the secret key is shared by every process of one home, and a key file that
+cannot be read is an error naming the setting, not a silent per-process key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workers.engine.errors import InvalidInput
+from workers.settings import load_settings
+
+
+def test_processes_of_one_home_share_the_generated_secret_key(tmp_path: Path) -> None:
+    first = load_settings(env={"QUIRKSCOPE_HOME": str(tmp_path)})
+    second = load_settings(env={"QUIRKSCOPE_HOME": str(tmp_path)})
+    assert len(first.secret_key) == 64
+    assert first.secret_key == second.secret_key == (tmp_path / "secret_key").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".secret_key.")]
+
+
+def test_unreadable_secret_key_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").mkdir()  # exists, cannot be read as a file (chmod would not stop root)
+    with pytest.raises(InvalidInput, match="cannot read the secret key file") as info:
+        load_settings(env={"QUIRKSCOPE_HOME": str(tmp_path)})
+    assert info.value.field == "QUIRKSCOPE_SECRET_KEY"
+
+
+def test_empty_secret_key_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("  \n")
+    with pytest.raises(InvalidInput, match="is empty"):
+        load_settings(env={"QUIRKSCOPE_HOME": str(tmp_path)})
+
+
+def test_secret_key_from_the_environment_wins(tmp_path: Path) -> None:
+    settings = load_settings(env={"QUIRKSCOPE_HOME": str(tmp_path), "QUIRKSCOPE_SECRET_KEY": "k"})
+    assert settings.secret_key == "k"
+    assert not (tmp_path / "secret_key").exists()

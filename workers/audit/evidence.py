@@ -1,0 +1,371 @@
+"""The model evaluations of a confused pair (DESIGN 4.4), run where the model is loaded (the GPU worker): the
+frozen model on the two classes' visualisations, whole, with streams neutralised, without motion, and with
+regions swapped for the partner's. The result, ``PairEvidence``, is plain numbers; everything else about a pair
+(difference maps, speed invariance, flags) is pure maths on stored arrays (``analysis``, ``flags``).
+
+Localisation spends its evaluations where the evidence is. One backward pass per sample and path point gives an
+integrated-gradients attribution of the class margin along the straight path from the partner's mean
+visualisation to the class's own (all streams at once); summed over a window, it estimates how much of the margin
+swapping that window would cost, for every window at once. Only the few windows the estimate ranks highest, the
+strongest-estimated windows elsewhere in the frame and a fixed sample of other windows are then verified by the
+swap test itself, so a LOCALIZED_CUE still rests on a measured loss of margin. The exhaustive scan it replaces
+evaluated every window (226 on a 32 px frame) for every sample.
+
+Inputs are sample sets per stream: ``{stream: (S, C, T, H, W)}`` in model space, canonical layout.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from workers.audit import scores
+from workers.audit.analysis import Localisation, far_from, peak_window, plain_json, scan_windows, window_sums
+from workers.engine import cost as cost_mod
+from workers.engine import streams as streams_mod
+from workers.engine.manifest import InputSpec
+from workers.engine.optimise import forward_model, frozen, resolve_device, to_channels_last
+
+SampleSet = dict[str, np.ndarray]
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """How much the localisation spends. Defaults: 4 path points (midpoint rule) kept the attribution's top window
+    on the planted cue of the reference benchmark's calibration seeds; 3 candidates, the 3 strongest-estimated
+    windows elsewhere and 2 fixed others are verified per class and stream (9 swap tests with the whole stream),
+    which keeps a pair's scoring under a tenth of its visualisation (tests/benchmarks/scoring_cost.py)."""
+
+    localisation: Literal["attribution", "exhaustive"] = "attribution"   # exhaustive: swap every window (the
+    #                                                        scan this replaces; ~10x the cost, kept for comparison)
+    path_steps: int = 4
+    candidates: int = 3
+    elsewhere_estimated: int = 3
+    elsewhere_sampled: int = 2
+    window_fraction: float = 0.125
+    batch: int = 256             # rows per forward on the CPU; on CUDA ``cuda_batch``
+    cuda_batch: int = 1024
+
+
+def penultimate_layer(model: nn.Module) -> str | None:
+    """Dotted name of the last ``nn.Linear`` in module order (the classifier), whose *input* is taken as the
+    penultimate features; None when the model has no Linear (then logits stand in for features)."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    return last
+
+
+@dataclass
+class Evaluation:
+    logits: np.ndarray     # (N, K)
+    features: np.ndarray   # (N, F)
+
+
+class PairEvaluator:
+    """The frozen model on one device: batched forwards (bf16 autocast and channels_last on CUDA, like the
+    engine) and input gradients of a class margin."""
+
+    def __init__(self, model: nn.Module, specs: Sequence[InputSpec], *, device: torch.device | str | None = None,
+                 config: EvidenceConfig | None = None) -> None:
+        self.model, self.specs = model, list(specs)
+        self.device = resolve_device(device)
+        self.config = config or EvidenceConfig()
+        self.bf16 = self.channels_last = self.device.type == "cuda"
+        self.batch = self.config.cuda_batch if self.device.type == "cuda" else self.config.batch
+        self.layer = penultimate_layer(model)
+
+    def _unit(self, inputs: SampleSet, start: int, stop: int, neutral: frozenset[str]) -> dict[str, torch.Tensor]:
+        unit = {}
+        for spec in self.specs:
+            x = torch.as_tensor(np.ascontiguousarray(inputs[spec.name][start:stop]), dtype=torch.float32,
+                                device=self.device)
+            if spec.name in neutral:
+                x = streams_mod.neutral_input(spec, len(x), device=self.device)
+            unit[spec.name] = streams_mod.model_to_unit_space(x, spec)
+        return unit
+
+    def evaluate(self, inputs: SampleSet, *, neutral: frozenset[str] = frozenset()) -> Evaluation:
+        """Logits and penultimate features on model-space inputs; streams named in ``neutral`` replaced by their
+        neutral input (mean colour, zero flow)."""
+        modules = dict(self.model.named_modules())
+        n = len(next(iter(inputs.values())))
+        logits_out, feats_out = [], []
+        captured: dict[str, torch.Tensor] = {}
+        handle = None
+        if self.layer is not None:
+            handle = modules[self.layer].register_forward_pre_hook(
+                lambda _m, args: captured.__setitem__("f", args[0]))
+        try:
+            with frozen(self.model), torch.no_grad():
+                self._prepare()
+                for start in range(0, n, self.batch):
+                    logits = forward_model(self.model, self.specs, self._unit(inputs, start, start + self.batch, neutral),
+                                           bf16=self.bf16, channels_last=self.channels_last).float()
+                    logits_out.append(logits.cpu())
+                    feats_out.append((captured["f"] if self.layer is not None else logits).float().flatten(1).cpu())
+        finally:
+            if handle is not None:
+                handle.remove()
+        return Evaluation(torch.cat(logits_out).numpy(), torch.cat(feats_out).numpy())
+
+    def _prepare(self) -> None:
+        self.model.to(self.device)
+        if self.channels_last:
+            to_channels_last(self.model)
+
+    def path_attribution(self, own: SampleSet, partner_mean: SampleSet, target: int, other: int) -> dict[str, np.ndarray]:
+        """Integrated gradients of the margin logit[target] - logit[other] along the straight path from
+        ``partner_mean`` (every stream, (C, T, H, W)) to each sample of ``own`` (S, C, T, H, W), midpoint rule with
+        ``path_steps`` points. Returns per stream (S, H, W): the attribution summed over channels and frames; over
+        all pixels and streams it adds up to about margin(own) - margin(partner_mean)."""
+        steps = self.config.path_steps
+        alphas = (np.arange(steps, dtype=np.float32) + 0.5) / steps
+        n = len(own[self.specs[0].name])
+        # rows: sample-major, then path point
+        path = {s.name: (partner_mean[s.name][None, None] + alphas[None, :, None, None, None, None]
+                         * (own[s.name] - partner_mean[s.name][None])[:, None]).reshape(n * steps, *own[s.name].shape[1:])
+                for s in self.specs}
+        grads: dict[str, list[np.ndarray]] = {s.name: [] for s in self.specs}
+        with frozen(self.model):
+            self._prepare()
+            for start in range(0, n * steps, self.batch):
+                unit = {k: v.requires_grad_(True) for k, v in self._unit(path, start, start + self.batch,
+                                                                         frozenset()).items()}
+                logits = forward_model(self.model, self.specs, unit, bf16=self.bf16,
+                                       channels_last=self.channels_last).float()
+                margin = logits[:, target] - logits[:, other]
+                got = torch.autograd.grad(margin.sum(), [unit[s.name] for s in self.specs])
+                for spec, g in zip(self.specs, got):
+                    # d margin / d model-space input = d margin / d unit * d unit / d model-space
+                    grads[spec.name].append(_to_model_space_gradient(g, spec).float().cpu().numpy())
+        out = {}
+        for spec in self.specs:
+            g = np.concatenate(grads[spec.name]).reshape(n, steps, *own[spec.name].shape[1:]).mean(axis=1)
+            out[spec.name] = (g * (own[spec.name] - partner_mean[spec.name][None])).sum(axis=(1, 2))
+        return out
+
+    def swap_drops(self, own: SampleSet, own_logits: np.ndarray, partner_mean: SampleSet, stream: str,
+                   boxes: Sequence[Box | None], target: int, other: int) -> np.ndarray:
+        """(len(boxes), S): share of each sample's margin logit[target] - logit[other] (``own_logits``: the logits
+        of ``own`` as it is) lost when the region box = (y0, y1, x0, x1) of ``stream`` (the whole stream for None)
+        is replaced by the partner class's mean visualisation there."""
+        n = len(own[stream])
+        margin = own_logits[:, target] - own_logits[:, other]
+        batch = {k: np.concatenate([v] * len(boxes)) for k, v in own.items()}
+        for i, box in enumerate(boxes):
+            rows = batch[stream][i * n:(i + 1) * n]
+            if box is None:
+                rows[...] = partner_mean[stream][None]
+            else:
+                y0, y1, x0, x1 = box
+                rows[..., y0:y1, x0:x1] = partner_mean[stream][None, ..., y0:y1, x0:x1]
+        cut = self.evaluate(batch).logits
+        cut_margin = (cut[:, target] - cut[:, other]).reshape(len(boxes), n)
+        return (margin[None] - cut_margin) / np.maximum(np.abs(margin[None]), 1e-6)
+
+
+def _to_model_space_gradient(grad_unit: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Chain rule through the (affine, per-channel) unit -> model space map: d/dx_model = d/dx_unit / (dx_model/dx_unit)."""
+    one = torch.ones((1, *grad_unit.shape[1:]), dtype=torch.float32, device=grad_unit.device)
+    zero = torch.zeros_like(one)
+    slope = streams_mod.unit_to_model_space(one, spec) - streams_mod.unit_to_model_space(zero, spec)
+    return grad_unit.float() / slope
+
+
+def choose_windows(estimate: np.ndarray, boxes: Sequence[Box], side: int, config: EvidenceConfig,
+                   seed: int) -> tuple[list[int], list[int]]:
+    """Which windows to verify, from the estimated drops (len(boxes),): up to ``candidates`` peaks (mutually at
+    least one side apart) and, elsewhere (at least ``ELSEWHERE_SIDES`` sides from the best candidate), the
+    ``elsewhere_estimated`` strongest-estimated windows plus ``elsewhere_sampled`` drawn with ``seed``. Pure."""
+    order = [int(i) for i in np.argsort(-estimate, kind="stable")]
+    peaks: list[int] = []
+    for i in order:
+        if len(peaks) == config.candidates:
+            break
+        if all(far_from(boxes[i], boxes[j], side, 1) for j in peaks):
+            peaks.append(i)
+    far = [i for i in order if far_from(boxes[i], boxes[peaks[0]], side)]
+    strongest = far[:config.elsewhere_estimated]
+    rest = far[config.elsewhere_estimated:]
+    rng = np.random.default_rng(seed)
+    sampled = [int(i) for i in rng.choice(rest, size=min(config.elsewhere_sampled, len(rest)), replace=False)] \
+        if rest else []
+    return peaks, strongest + sampled
+
+
+def localise_stream(evaluator: PairEvaluator, spec: InputSpec, directions: Sequence[tuple], seed: int) -> Localisation:
+    """Localisation of one stream. ``directions``: per class (own samples, own logits, partner mean, target,
+    other, class name, attribution of this stream (S, H, W)). The class whose verified peak stands out most is
+    the one named."""
+    boxes, side = scan_windows(spec.height, spec.width, evaluator.config.window_fraction)
+    found = []
+    for own, logits, partner, target, other, name, attribution in directions:
+        if attribution is None:  # exhaustive: every window measured
+            drops = np.clip(evaluator.swap_drops(own, logits, partner, spec.name, [None, *boxes], target, other),
+                            -1.0, 1.0).mean(axis=1)
+            k, separation = peak_window(drops[1:], boxes, side)
+            found.append((separation, k, float(drops[1 + k]), float(drops[0]), name))
+            continue
+        margin = np.maximum(np.abs(logits[:, target] - logits[:, other]), 1e-6)
+        estimate = np.clip((window_sums(attribution, boxes) / margin[:, None]).mean(axis=0), -1.0, 1.0)
+        peaks, elsewhere = choose_windows(estimate, boxes, side, evaluator.config, seed)
+        verified = [*peaks, *elsewhere]
+        measured = np.clip(evaluator.swap_drops(own, logits, partner, spec.name, [None, *[boxes[i] for i in verified]],
+                                                target, other), -1.0, 1.0).mean(axis=1)
+        drops = estimate.copy()          # best knowledge of every window: measured where verified
+        drops[verified] = measured[1:]
+        k = max(peaks, key=lambda i: drops[i])
+        _, separation = peak_window(drops, boxes, side, peak=k)
+        found.append((separation, k, float(drops[k]), float(measured[0]), name))
+    whole = float(np.mean([f[3] for f in found]))
+    separation, k, peak, own_whole, name = max(found, key=lambda f: (f[0], f[2]))
+    y0, _, x0, _ = boxes[k]
+    return Localisation(favours=name, whole_stream_drop=whole, peak_drop=peak,
+                        peak_share=peak / own_whole if own_whole > 1e-6 else 0.0, peak_separation=separation,
+                        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height))
+
+
+@dataclass
+class PairEvidence:
+    """Every number about a pair that needs the model; plain JSON (``to_json`` / ``from_json``)."""
+
+    a: str
+    b: str
+    cross_activation: dict[str, float]
+    target_softmax: dict[str, float]
+    overall_feature_similarity: float
+    stream_feature_similarity: dict[str, float]
+    stream_evidence: dict[str, dict[str, float]]
+    stream_reliance: dict[str, dict[str, float]]
+    motion_reliance: dict[str, float]
+    localisation: dict[str, Localisation]
+    cost: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["localisation"] = {k: {**asdict(v), "peak_xy": list(v.peak_xy),
+                                   "peak_separation": v.peak_separation if np.isfinite(v.peak_separation) else None}
+                               for k, v in self.localisation.items()}
+        return plain_json(out)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "PairEvidence":
+        loc = {k: Localisation(**{**v, "peak_xy": tuple(v["peak_xy"]),
+                                  "peak_separation": float("inf") if v["peak_separation"] is None
+                                  else v["peak_separation"]})
+               for k, v in data["localisation"].items()}
+        return cls(**{**data, "localisation": loc})
+
+
+def static_version(inputs: SampleSet, specs: Sequence[InputSpec]) -> SampleSet:
+    """The same visualisations with motion removed: RGB frames replaced by their temporal mean, flow zeroed."""
+    out = {}
+    for spec in specs:
+        x = inputs[spec.name]
+        out[spec.name] = np.zeros_like(x) if spec.modality == "flow" else np.broadcast_to(
+            x.mean(axis=2, keepdims=True), x.shape).copy()
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _logit_ratio(logits: np.ndarray, target: int, other: int) -> float:
+    """How strongly ``other`` fires on ``target``'s visualisation, relative to ``target`` itself, both measured
+    from the mean logit: 1 = as strongly, 0 = no more than an average class, < 0 = less."""
+    base = logits.mean(axis=1)
+    return float(np.mean((logits[:, other] - base) / np.maximum(logits[:, target] - base, 1e-6)))
+
+
+def _relative_drop(full: np.ndarray, reduced: np.ndarray, baseline: float) -> float:
+    """Share of (full - baseline) lost in ``reduced``, averaged over samples, clipped to [0, 1]."""
+    gain = np.maximum(full - baseline, 1e-6)
+    return float(np.clip((full - reduced) / gain, 0.0, 1.0).mean())
+
+
+def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str,
+                          vis_a: SampleSet, vis_b: SampleSet, *, device: torch.device | str | None = None,
+                          config: EvidenceConfig | None = None) -> PairEvidence:
+    """Every model evaluation of one pair, in named parts: how each class reads on the other, what each stream
+    holds on its own and what the class loses without it, what motion adds, and where the separation sits."""
+    evaluator = PairEvaluator(model, specs, device=device, config=config)
+    ia, ib = classes.index(a), classes.index(b)
+    with cost_mod.count_evaluations() as spent:
+        full_a, full_b = evaluator.evaluate(vis_a), evaluator.evaluate(vis_b)
+        names = [s.name for s in specs]
+        neutral = evaluator.evaluate({k: v[:1] for k, v in vis_a.items()}, neutral=frozenset(names))
+        base_logits, base_feat = neutral.logits[0], neutral.features[0]
+        cross, target_softmax, overall = _cross_activation(full_a, full_b, ia, ib, a, b, base_feat)
+        sims, evidence, reliance = _stream_parts(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b,
+                                                 base_logits, base_feat)
+        motion = {cls: _relative_drop(full.logits[:, idx], evaluator.evaluate(static_version(vis, specs)).logits[:, idx],
+                                      base_logits[idx])
+                  for cls, vis, idx, full in ((a, vis_a, ia, full_a), (b, vis_b, ib, full_b))}
+        located = _localise(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b)
+    return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
+                        overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
+                        stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json())
+
+
+def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, a: str, b: str,
+                      base_feat: np.ndarray) -> tuple[dict[str, float], dict[str, float], float]:
+    """How each class's visualisations read as the other; each class's lowest softmax on its own; how similar
+    the two classes' features are (centred on the neutral input's)."""
+    cross = {"a_on_b": float(_softmax(full_a.logits)[:, ib].mean()),
+             "b_on_a": float(_softmax(full_b.logits)[:, ia].mean()),
+             "a_on_b_logit_ratio": _logit_ratio(full_a.logits, ia, ib),
+             "b_on_a_logit_ratio": _logit_ratio(full_b.logits, ib, ia)}
+    target = {a: float(_softmax(full_a.logits)[:, ia].min()), b: float(_softmax(full_b.logits)[:, ib].min())}
+    overall = scores.cosine_similarity(full_a.features.mean(0) - base_feat, full_b.features.mean(0) - base_feat)
+    return cross, target, overall
+
+
+def _stream_parts(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, full_a: Evaluation,
+                  full_b: Evaluation, ia: int, ib: int, a: str, b: str, base_logits: np.ndarray,
+                  base_feat: np.ndarray) -> tuple[dict, dict, dict]:
+    """Per stream: feature similarity and each class's margin with that stream alone; each class's share of its
+    logit lost without the stream."""
+    names = [s.name for s in evaluator.specs]
+    sims: dict[str, float] = {}
+    evidence: dict[str, dict[str, float]] = {a: {}, b: {}}
+    reliance: dict[str, dict[str, float]] = {a: {}, b: {}}
+    for name in names:
+        others = frozenset(n for n in names if n != name)
+        ea, eb = ((evaluator.evaluate(vis_a, neutral=others), evaluator.evaluate(vis_b, neutral=others))
+                  if others else (full_a, full_b))
+        sims[name] = scores.cosine_similarity(ea.features.mean(0) - base_feat, eb.features.mean(0) - base_feat)
+        evidence[a][name] = float((ea.logits[:, ia] - ea.logits[:, ib]).mean())
+        evidence[b][name] = float((eb.logits[:, ib] - eb.logits[:, ia]).mean())
+        if others:
+            without_a = evaluator.evaluate(vis_a, neutral=frozenset({name}))
+            without_b = evaluator.evaluate(vis_b, neutral=frozenset({name}))
+            reliance[a][name] = _relative_drop(full_a.logits[:, ia], without_a.logits[:, ia], base_logits[ia])
+            reliance[b][name] = _relative_drop(full_b.logits[:, ib], without_b.logits[:, ib], base_logits[ib])
+        else:
+            reliance[a][name] = reliance[b][name] = 1.0
+    return sims, evidence, reliance
+
+
+def _localise(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, full_a: Evaluation, full_b: Evaluation,
+              ia: int, ib: int, a: str, b: str) -> dict[str, Localisation]:
+    """Attribute each class's margin over the other along the path from the partner's mean (one pass for all
+    streams), then verify the best windows of each stream by swapping."""
+    mean_a = {k: v.mean(axis=0) for k, v in vis_a.items()}
+    mean_b = {k: v.mean(axis=0) for k, v in vis_b.items()}
+    exhaustive = evaluator.config.localisation == "exhaustive"
+    attr_a = None if exhaustive else evaluator.path_attribution(vis_a, mean_b, ia, ib)
+    attr_b = None if exhaustive else evaluator.path_attribution(vis_b, mean_a, ib, ia)
+    out = {}
+    for k, spec in enumerate(evaluator.specs):
+        directions = [(vis_a, full_a.logits, mean_b, ia, ib, a, attr_a[spec.name] if attr_a else None),
+                      (vis_b, full_b.logits, mean_a, ib, ia, b, attr_b[spec.name] if attr_b else None)]
+        out[spec.name] = localise_stream(evaluator, spec, directions, seed=k)
+    return out
