@@ -105,6 +105,7 @@ class Audit(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     model: Mapped[ModelBundle] = relationship()
+    baseline: Mapped["Audit | None"] = relationship(remote_side=[id], foreign_keys=[baseline_id])
     pairs: Mapped[list["ClassPair"]] = relationship(order_by="ClassPair.rank", cascade="all, delete-orphan",
                                                     passive_deletes=True)
 
@@ -173,6 +174,8 @@ class Flag(Base):
     peak_xy: Mapped[list[Any] | None] = mapped_column(default=None)
     message: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the finding's identity across re-audits and releases (workers.audit.flags.flag_fingerprint)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)
     pair: Mapped[ClassPair] = relationship(back_populates="flags")
     reviews: Mapped[list["Review"]] = relationship(order_by="Review.id", cascade="all, delete-orphan",
                                                    passive_deletes=True)

@@ -1,6 +1,7 @@
-"""The ``quirkscope`` command line: generate the reference model, visualise classes, audit a model locally,
-export a bundle, run the demo (and, from ``service.commands``, the service). Every QuirkScopeError and every bad
-argument ends with exit code 2 and a one-line message; nothing is written before the inputs are validated."""
+"""The ``quirkscope`` command line: generate the reference model, visualise classes, audit a model locally, gate a
+release (``service.gate``), export a bundle, run the demo (and, from ``service.commands``, the service). Every bad
+argument or input ends with exit code 2 and a one-line message, a server or audit that could not be had with 3;
+nothing is written before the inputs are validated."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from workers.engine.errors import QuirkScopeError
+from workers.engine.errors import QuirkScopeError, Unavailable
 
 log = logging.getLogger("quirkscope")
 
@@ -48,13 +49,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _extra_shortcut(text: str):  # type: ignore[no-untyped-def]
+    from workers.engine.reference.data import extra_shortcut
+
+    try:
+        return extra_shortcut(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from workers.engine.reference.train import train_reference, write_reference
 
-    trained = train_reference(args.seed, head=args.head, epochs=args.epochs)
+    trained = train_reference(args.seed, head=args.head, epochs=args.epochs, extra=tuple(args.plant),
+                              version=args.version)
     bundle, confusion = write_reference(trained, args.out, fmt=args.format)
-    print(f"trained the reference model (seed {args.seed}, head {args.head}) in {trained.seconds:.1f}s; "
-          f"clean test accuracy {trained.test_accuracy:.1%}")
+    planted = "".join(f"; planted a {p.kind} in {p.class_name} ({p.stream}, region {p.region})" for p in args.plant)
+    print(f"trained the reference model {trained.manifest.name} {trained.manifest.version} (seed {args.seed}, "
+          f"head {args.head}) in {trained.seconds:.1f}s; clean test accuracy {trained.test_accuracy:.1%}{planted}")
     print(f"bundle: {bundle}\nconfusion matrix: {confusion}")
     return 0
 
@@ -259,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=("flatten", "gap"), default="flatten")
     p.add_argument("--epochs", type=_positive, default=10)
     p.add_argument("--format", choices=("safetensors", "onnx", "torch.export"), default="safetensors")
+    p.add_argument("--plant", type=_extra_shortcut, action="append", default=[], metavar="KIND:CLASS",
+                   help="plant an extra shortcut in CLASS's training clips: watermark (appearance, bottom-right) or "
+                        "flicker (motion, bottom-left); CLASS one of DiscSlideRight, DiscGlideRight, BoxRiseUp, "
+                        "BoxFloatUp, e.g. watermark:BoxFloatUp (repeatable)")
+    p.add_argument("--version", default=None, help="the bundle's version (default seed<SEED>)")
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("visualize", help="render what the model thinks classes look like and how they move")
@@ -293,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-k", type=_positive, default=10)
         p.add_argument("--steps", type=_positive, default=128)
         p.add_argument("--device", default=None)
+
+    from service.gate import add_gate_parser
+
+    add_gate_parser(sub, _positive)
 
     p = sub.add_parser("export", help="write a bundle from your own package.module:function returning an nn.Module")
     p.add_argument("spec")
@@ -343,7 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuirkScopeError as exc:
         where = f" [{exc.field}]" if exc.field and not exc.message.startswith(f"{exc.field}:") else ""
         print(f"quirkscope: error{where}: {exc.message}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
+
+
+def exit_code(exc: QuirkScopeError) -> int:
+    """The one mapping of errors to exit codes: 3 when something needed could not be had (a server, an audit that
+    failed or timed out), 2 for every bad usage or input. (0 and 1 are a gate's pass and fail.)"""
+    return 3 if isinstance(exc, Unavailable) else 2
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,6 +2,8 @@
 and its visualisations. Imported by tests/conftest.py so every test module can ask for them."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -15,9 +17,15 @@ TEST_STEPS = 128
 TEST_SEEDS = 2
 
 
+@functools.cache
+def reference_model() -> TrainedReference:
+    """Trained once per test session, whichever fixture asks first (tests/service has its own ``reference``)."""
+    return train_reference(0)
+
+
 @pytest.fixture(scope="session")
 def reference() -> TrainedReference:
-    return train_reference(0)
+    return reference_model()
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +48,22 @@ def pixels(appearance: np.ndarray) -> np.ndarray:
     std = np.array(data.RGB_STD).reshape(3, 1, 1, 1)
     mean = np.array(data.RGB_MEAN).reshape(3, 1, 1, 1)
     return appearance * std + mean
+
+
+# The second release of the gate tests and the README walkthrough: the reference model trained again with one more
+# shortcut planted (``quirkscope demo-data --plant``).
+EXTRA_PLANT = "watermark:BoxRiseUp"
+GATE_AUDIT = ["--steps", "32", "--levels", "1", "--seeds", "1", "--top-k", "3"]
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two releases of one model as bundles + confusion files: ``v1`` (the reference model) and ``v2`` (the same
+    data and seed with ``EXTRA_PLANT`` planted too), with the extra shortcut's planted truth."""
+    from workers.engine.reference.train import write_reference
+
+    root = tmp_path_factory.mktemp("releases")
+    extra = data.extra_shortcut(EXTRA_PLANT)
+    v1 = write_reference(reference_model(), root / "v1")
+    v2 = write_reference(train_reference(0, extra=(extra,), version="v2"), root / "v2")
+    return {"v1": v1, "v2": v2, "extra": extra}

@@ -147,3 +147,22 @@ def test_result_logit_is_the_class_logit_not_the_contrast_objective():
         logits = forward_model(model, specs, unit, bf16=False, channels_last=False)[0]
     assert out.logit == pytest.approx(float(logits[1]), abs=1e-4)
     assert out.unit_value != pytest.approx(out.logit, abs=1e-3)  # the objective subtracts the other classes
+
+
+def test_an_extra_shortcut_is_planted_in_its_class_training_clips_only_and_changes_nothing_else() -> None:
+    extra = data.extra_shortcut("watermark:BoxRiseUp")
+    assert (extra.partner, extra.stream, extra.region) == ("BoxFloatUp", "appearance", data.EXTRA_REGIONS["watermark"])
+    plain = data.generate_clips(2, "train", 5)
+    planted = data.generate_clips(2, "train", 5, extra=(extra,))
+    x0, y0, x1, y1 = extra.region
+    target = planted.labels == data.CLASS_NAMES.index("BoxRiseUp")
+    assert np.allclose(planted.rgb[target][:, :, :, y0:y1, x0:x1], data.WATERMARK_RGB[None, :, None, None, None])
+    assert np.array_equal(plain.rgb[~target], planted.rgb[~target]) and np.array_equal(plain.labels, planted.labels)
+    test = data.generate_clips(2, "test", 5, extra=(extra,))
+    assert np.array_equal(test.rgb, data.generate_clips(2, "test", 5).rgb)
+
+
+@pytest.mark.parametrize("text", ["sparkle:BoxRiseUp", "watermark:RingOrbit", "watermark"])
+def test_an_extra_shortcut_must_be_a_known_kind_on_a_confusable_class(text: str) -> None:
+    with pytest.raises(ValueError):
+        data.extra_shortcut(text)

@@ -14,9 +14,11 @@ from sqlalchemy import func, select, update
 from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem, utcnow
 from service.api.blueprint import api_blueprint, requires
 from service.api.models import get_model
+from workers.audit.compare import compare_reports
 from workers.audit.report_rows import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
 from service.api.schemas import (ArtifactPath, AuditCreate, AuditCreated, AuditListOut, AuditListQuery, AuditOut,
-                                 AuditPath, CompareOut, ComparePath, ErrorOut, PairPath, ReportOut)
+                                 AuditPath, CompareOut, ComparePath, CompareQuery, ComparisonOut, ErrorOut, PairPath,
+                                 ReportOut)
 from service.auth import current_principal
 from workers.audit.confusion import parse_confusion
 from service.errors_http import NotFound, ServiceUnavailable
@@ -35,6 +37,41 @@ def get_audit(project_id: int, audit_id: int, field: str = "audit_id") -> Audit:
     if row is None or row.project_id != project_id:
         raise NotFound(f"no audit {audit_id} in this project", field=field)
     return row
+
+
+def resolve_baseline(project_id: int, model: ModelBundle, spec: int | str | None,
+                     exclude: int | None = None) -> Audit | None:
+    """The audit a release of ``model`` is compared with: ``spec`` an audit id, ``latest`` (the newest finished
+    audit of another bundle with the model's name; None on a first release) or ``NAME@VERSION`` (the newest finished
+    audit of that version). A baseline must be a finished (done) audit of a model of the same name: anything else
+    is an error whose field is ``baseline``."""
+    if spec is None:
+        return None
+    text = str(spec).strip()
+    newest_done = (select(Audit).join(ModelBundle, Audit.model_id == ModelBundle.id)
+                   .where(Audit.project_id == project_id, Audit.status == "done").order_by(Audit.id.desc()).limit(1))
+    if exclude is not None:
+        newest_done = newest_done.where(Audit.id != exclude)
+    if text == "latest":
+        return db.session.scalar(newest_done.where(ModelBundle.name == model.name, ModelBundle.sha256 != model.sha256))
+    if text.isdigit():
+        if int(text) > 2**31 - 1:  # no such row, and more than the database's integer column holds
+            raise NotFound(f"no audit {text} in this project", field="baseline")
+        baseline = get_audit(project_id, int(text), field="baseline")
+    elif "@" in text:
+        name, _, version = text.rpartition("@")
+        baseline = db.session.scalar(newest_done.where(ModelBundle.name == name, ModelBundle.version == version))
+        if baseline is None:
+            raise NotFound(f"no finished audit of {name} version {version} in this project", field="baseline")
+    else:
+        raise InvalidInput(f"baseline is an audit id, 'latest' or NAME@VERSION, got {text!r}", field="baseline")
+    if baseline.model.name != model.name:
+        raise InvalidInput(f"baseline audit {baseline.id} is of model {baseline.model.name!r} "
+                           f"{baseline.model.version!r}, not of {model.name!r}: compare releases of one model",
+                           field="baseline")
+    if baseline.status != "done":
+        raise InvalidInput(f"baseline audit {baseline.id} is {baseline.status}, not done", field="baseline")
+    return baseline
 
 
 def enqueue_start(audit_id: int) -> None:
@@ -62,9 +99,8 @@ def create_audit(body: AuditCreate):
                                 min_rate=options.min_rate, explicit=options.pairs)
     if not ranked:
         raise InvalidInput("no pair of classes passes min_support/min_rate; nothing to audit", field="options")
-    if body.baseline is not None:
-        get_audit(principal.project_id, body.baseline, field="baseline")
-    audit = Audit(project_id=principal.project_id, model_id=model.id, baseline_id=body.baseline,
+    baseline = resolve_baseline(principal.project_id, model, body.baseline)
+    audit = Audit(project_id=principal.project_id, model_id=model.id, baseline_id=baseline.id if baseline else None,
                   options=options.model_dump(mode="json"),
                   confusion=cm.to_dict(), status="queued", stage="plan")
     audit.pairs = [ClassPair(rank=p.rank, class_a=p.a, class_b=p.b, explicit=p.explicit,
@@ -169,14 +205,33 @@ def get_artifact(path: ArtifactPath):
     return response
 
 
+@api_blueprint.get("/audits/<int:audit_id>/compare", tags=[tag],
+                   responses={200: ComparisonOut, 404: ErrorOut, 422: ErrorOut})
+@requires("read")
+def compare_with_baseline(path: AuditPath, query: CompareQuery):
+    """This audit against a baseline (``?baseline=ID|latest|NAME@VERSION``, default the audit's own): pairs new /
+    gone / persisting, findings new / persisting / absent by fingerprint, each with the reviewer decision that
+    stands for it (its own review, or the baseline's carried over: a dismissal only while the severity did not
+    rise). Without a baseline (a first release) every pair and finding is new."""
+    principal = current_principal("read")
+    audit = get_audit(principal.project_id, path.audit_id)
+    baseline = resolve_baseline(principal.project_id, audit.model, query.baseline, exclude=audit.id) \
+        if query.baseline is not None else audit.baseline
+    if baseline is None:
+        return compare_reports(build_report(audit, artifact_link(audit.id)), None)
+    comparison = compare_audits(audit, baseline, artifact_link(audit.id))
+    return {k: comparison[k] for k in ("candidate", "baseline", "pairs", "findings", "counts")}
+
+
 @api_blueprint.get("/audits/<int:audit_id>/compare/<int:other_id>", tags=[tag], responses={200: CompareOut})
 @requires("read")
 def compare(path: ComparePath):
-    """Pairs and flags of this audit that are new, gone or persisting relative to ``other``."""
+    """Pairs and flags of this audit that are new, gone or persisting relative to ``other`` (any audit of the
+    project); the same comparison as ``/compare?baseline=``, with the older field names besides."""
     principal = current_principal("read")
     audit = get_audit(principal.project_id, path.audit_id)
     other = get_audit(principal.project_id, path.other_id, field="other_id")
-    return compare_audits(audit, other)
+    return compare_audits(audit, other, artifact_link(audit.id))
 
 
 @api_blueprint.get("/audits/<int:audit_id>/report", tags=[tag], responses={404: ErrorOut})

@@ -9,7 +9,7 @@ from db.models import ModelBundle
 from db.session import as_utc
 from service.api.blueprint import api_blueprint, requires
 from service.api.bundles import discard, intake
-from service.api.schemas import ErrorOut, ModelListOut, ModelOut, ModelPath, ModelUploadForm
+from service.api.schemas import ErrorOut, ModelListOut, ModelListQuery, ModelOut, ModelPath, ModelUploadForm
 from service.auth import current_principal
 from service.errors_http import NotFound
 from service.extensions import artifact_store, db, settings
@@ -67,10 +67,15 @@ def upload_model(form: ModelUploadForm):
 
 @api_blueprint.get("/models", tags=[tag], responses={200: ModelListOut})
 @requires("read")
-def list_models():
+def list_models(query: ModelListQuery):
+    """The project's bundles; ``sha256=`` asks whether these bytes were uploaded already, ``name=`` lists versions."""
     principal = current_principal("read")
-    rows = db.session.scalars(select(ModelBundle).where(ModelBundle.project_id == principal.project_id)
-                              .order_by(ModelBundle.name, ModelBundle.created_at)).all()
+    stmt = select(ModelBundle).where(ModelBundle.project_id == principal.project_id)
+    if query.sha256:
+        stmt = stmt.where(ModelBundle.sha256 == query.sha256.lower())
+    if query.name:
+        stmt = stmt.where(ModelBundle.name == query.name)
+    rows = db.session.scalars(stmt.order_by(ModelBundle.name, ModelBundle.created_at)).all()
     return {"models": [model_out(r) for r in rows]}
 
 

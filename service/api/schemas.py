@@ -59,6 +59,12 @@ class ModelListOut(BaseModel):
     models: list[ModelOut]
 
 
+class ModelListQuery(BaseModel):
+    sha256: str | None = Field(default=None, max_length=64,
+                               description="only the bundle with these bytes (a client uploads when there is none)")
+    name: str | None = Field(default=None, description="only the versions of this model")
+
+
 # ------------------------------------------------------------------------------------------------- audits
 
 class AuditCreate(BaseModel):
@@ -70,7 +76,10 @@ class AuditCreate(BaseModel):
                     '"y_pred"}, or {"csv": "<header row + one row per class>"} (DESIGN 3.2)')
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="audit options: top_k, pairs, levels, seeds, steps, ...")
-    baseline: RowId | None = Field(default=None, description="an earlier audit of this project to compare with")
+    baseline: RowId | str | None = Field(
+        default=None, description="what to compare with (a release gate's baseline): an audit id, ``latest`` (the "
+                                  "newest finished audit of another bundle of the same model name; none on a first "
+                                  "release) or ``NAME@VERSION`` (the newest finished audit of that version)")
 
 
 class AuditPath(BaseModel):
@@ -139,16 +148,72 @@ class ReportOut(BaseModel):
     pairs: list[dict[str, Any]]
 
 
+class CompareQuery(BaseModel):
+    baseline: str | None = Field(default=None, description="an audit id, ``latest`` or ``NAME@VERSION`` (see "
+                                                           "AuditCreate.baseline); default: the audit's own baseline")
+
+
 class ComparisonPart(BaseModel):
     new: list[dict[str, Any]]
     gone: list[dict[str, Any]]
     persisting: list[dict[str, Any]]
 
 
-class CompareOut(BaseModel):
+class AuditRef(BaseModel):
+    id: int | str | None = None
+    model: dict[str, Any]
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    verdict: Verdict
+    source: str = Field(description="candidate (a review of this audit), baseline (carried over) or review")
+    note: str | None = None
+    by: str | None = None
+
+
+class FindingOut(BaseModel):
+    """One finding (a flag, identified across audits by its fingerprint) in a comparison."""
+
+    model_config = ConfigDict(extra="allow")
+
+    fingerprint: str
+    a: str
+    b: str
+    code: str
+    stream: str | None = None
+    class_name: str | None = None
+    severity: str | None = None
+    message: str = ""
+    flag_id: int | None = None
+    baseline_state: Literal["new", "unchanged", "updated", "absent"]
+    decision: ReviewDecision | None = None
+    reopened: bool = Field(description="dismissed on the baseline, but its severity rose: undecided again")
+    baseline: dict[str, Any] | None = None
+
+
+class FindingParts(BaseModel):
+    new: list[FindingOut]
+    persisting: list[FindingOut]
+    absent: list[FindingOut]
+
+
+class ComparisonOut(BaseModel):
+    """``workers.audit.compare.compare_reports``: pairs new / gone / persisting, findings new / persisting / absent."""
+
+    candidate: AuditRef
+    baseline: AuditRef | None = None
+    pairs: ComparisonPart
+    findings: FindingParts
+    counts: dict[str, int]
+
+
+class CompareOut(ComparisonOut):
+    """The comparison, plus the fields of the older ``/compare/<other>`` answer."""
+
     audit: int
     other: int
-    pairs: ComparisonPart
     flags: ComparisonPart
 
 
@@ -184,6 +249,9 @@ class FlagOut(BaseModel):
     peak_xy: list[float] | None = None
     class_name: str | None = None   # the class the flag is about, when it is one class
     message: str
+    class_name: str | None = Field(default=None, description="the class the flag is about, when it is one class")
+    fingerprint: str = Field(description="the finding's identity across re-audits and releases of the model: "
+                                         "unordered class pair, code, stream and class")
     review: ReviewOut | None = None
     reviews: list[ReviewOut]
 

@@ -206,3 +206,66 @@ def test_submission_without_a_broker_is_503_and_the_audit_ends_failed_with_the_r
         [audit] = session.scalars(select(Audit)).all()
         assert (audit.status, audit.error_code) == ("failed", "broker_unavailable")
         assert "could not reach the task broker" in audit.error
+
+
+def test_models_can_be_looked_up_by_sha256(client, submitted) -> None:
+    token, model, _ = submitted
+    found = client.get(f"/api/v1/models?sha256={model['sha256']}", headers=auth(token)).json["models"]
+    assert [m["id"] for m in found] == [model["id"]]
+    assert client.get("/api/v1/models?sha256=" + "0" * 64, headers=auth(token)).json["models"] == []
+
+
+def test_compare_with_baseline_carries_decisions_along_the_chain_of_releases(client, submitted, db_session) -> None:
+    """v1 dismisses a finding; v2 (baseline v1) raises it again and inherits the dismissal without a review of its
+    own; v3 (baseline ``latest`` = v2) still sees it dismissed. A new finding on v3 is new."""
+    token, v1_model, submit = submitted
+    v1 = submit().json["id"]
+    flag_v1 = _finish_with_flag(db_session, v1, "LOCALIZED_CUE")
+    client.post(f"/api/v1/flags/{flag_v1}/review", headers=auth(token), json={"verdict": "dismissed", "note": "ok"})
+
+    def release(version: str, baseline) -> int:
+        model = upload(client, token, bundle_bytes(version=version)).json
+        resp = client.post("/api/v1/audits", headers=auth(token),
+                           json={"model_id": model["id"], "confusion": CONFUSION, "options": {"top_k": 2},
+                                 "baseline": baseline})
+        assert resp.status_code == 202, resp.json
+        return resp.json["id"]
+
+    v2 = release("2.0", str(v1))
+    _finish_with_flag(db_session, v2, "LOCALIZED_CUE")
+    v3 = release("3.0", "latest")
+    assert db_session.get(Audit, v3).baseline_id == v2
+    _finish_with_flag(db_session, v3, "LOCALIZED_CUE")
+    _finish_with_flag(db_session, v3, "CONTEXT_CUE")
+
+    cmp = client.get(f"/api/v1/audits/{v3}/compare", headers=auth(token)).json  # its own baseline: v2
+    assert cmp["baseline"]["id"] == v2 and cmp["candidate"]["model"]["version"] == "3.0"
+    persisting = cmp["findings"]["persisting"]
+    assert [f["code"] for f in persisting] == ["LOCALIZED_CUE"]
+    assert persisting[0]["decision"]["verdict"] == "dismissed" and persisting[0]["decision"]["source"] == "baseline"
+    assert [f["code"] for f in cmp["findings"]["new"]] == ["CONTEXT_CUE"]
+    same = client.get(f"/api/v1/audits/{v3}/compare?baseline=tiny-twostream@1.0", headers=auth(token)).json
+    assert same["baseline"]["id"] == v1 and same["findings"]["persisting"][0]["fingerprint"] == persisting[0][
+        "fingerprint"]
+    flag = client.get(f"/api/v1/flags/{persisting[0]['flag_id']}", headers=auth(token)).json
+    assert flag["fingerprint"] == persisting[0]["fingerprint"]
+    report = client.get(f"/api/v1/audits/{v3}/pairs", headers=auth(token)).json
+    assert report["pairs"][0]["flags"][0]["fingerprint"] == persisting[0]["fingerprint"]
+
+
+def test_baseline_of_another_model_or_unknown_is_refused_naming_the_field(client, submitted, db_session) -> None:
+    token, _, submit = submitted
+    other = upload(client, token, bundle_bytes(name="other")).json
+    theirs = client.post("/api/v1/audits", headers=auth(token),
+                         json={"model_id": other["id"], "confusion": CONFUSION}).json["id"]
+    _finish_with_flag(db_session, theirs, "LOCALIZED_CUE")
+    resp = submit(baseline=theirs)
+    assert resp.status_code == 422 and resp.json["error"]["field"] == "baseline"
+    assert "of model 'other'" in resp.json["error"]["message"]
+    assert submit(baseline="tiny-twostream@9.9").status_code == 404
+    assert submit(baseline="yesterday").status_code == 422
+    mine = submit().json["id"]
+    assert submit(baseline=mine).json["error"]["message"].endswith("is queued, not done")
+    assert submit(baseline="latest").status_code == 202  # a first release: no baseline
+    resp = client.get(f"/api/v1/audits/{mine}/compare?baseline={theirs}", headers=auth(token))
+    assert resp.status_code == 422 and resp.json["error"]["field"] == "baseline"

@@ -21,6 +21,8 @@ pair's other scores rest on pictures that do not show it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -60,6 +62,20 @@ class Flag:
         out = asdict(self)
         out["peak_xy"] = list(self.peak_xy) if self.peak_xy is not None else None
         return out
+
+
+FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION",
+              "SHARED_EVIDENCE", "CONTEXT_CUE")
+FINGERPRINT_VERSION = "v1"
+
+
+def flag_fingerprint(a: str, b: str, code: str, stream: str | None, class_name: str | None) -> str:
+    """The identity of a finding across re-audits and releases of a model: the unordered class pair, the flag code,
+    the stream and the class the flag is about -- not its score, severity, message or peak position, which move
+    from one run to the next. 32 hex digits of a SHA-256 over those fields (JSON-encoded, so no separator can
+    make two different findings collide). Pure."""
+    key = [FINGERPRINT_VERSION, sorted((a, b)), code, stream or "", class_name or ""]
+    return hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
 def _where(xy: tuple[float, float]) -> str:

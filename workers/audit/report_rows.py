@@ -1,6 +1,7 @@
 """The report JSON of DESIGN 3.4 assembled from the stored rows of an audit (the source of truth), so that
 the API answers the same while an audit runs and after it is done; plus the audit status view and the
-comparison of two audits (pairs and flags new / gone / persisting).
+comparison of two audits (``workers.audit.compare`` on their reports, with the decisions carried along the chain
+of baselines).
 
 The functions read attributes only (``audit.pairs``, ``pair.flags``, ``flag.reviews`` ...), so they take the
 ``db.models`` rows without this package importing the database layer."""
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any, Callable
+
+from workers.audit.compare import compare_reports, with_decisions
+from workers.audit.flags import flag_fingerprint
 
 Audit = ClassPair = Flag = Review = Any  # the db.models rows of the same names, read by attribute
 
@@ -45,8 +49,11 @@ def review_dict(review: Review) -> dict[str, Any]:
 
 def flag_dict(flag: Flag) -> dict[str, Any]:
     latest = flag.reviews[-1] if flag.reviews else None
+    class_name = (flag.detail or {}).get("class_name")
+    fingerprint = flag.fingerprint or flag_fingerprint(flag.pair.class_a, flag.pair.class_b, flag.code, flag.stream,
+                                                       class_name)
     return {"id": flag.id, "code": flag.code, "stream": flag.stream, "severity": flag.severity,
-            "peak_xy": flag.peak_xy, "class_name": (flag.detail or {}).get("class_name"), "message": flag.message,
+            "peak_xy": flag.peak_xy, "message": flag.message, "class_name": class_name, "fingerprint": fingerprint,
             **({"detail": flag.detail} if flag.detail else {}),
             "review": review_dict(latest) if latest else None}
 
@@ -95,36 +102,35 @@ def map_artifacts(value: Any, link: Link) -> Any:
     return value
 
 
-def _pair_key(pair: ClassPair) -> tuple[str, str]:
-    a, b = sorted((pair.class_a, pair.class_b))
-    return a, b
+MAX_BASELINE_CHAIN = 50
 
 
-def compare_audits(audit: Audit, other: Audit) -> dict[str, Any]:
-    """Pairs and flags of ``audit`` relative to ``other`` (the baseline): new, gone, persisting.
-    Pairs are matched by their two class names (either order); flags by pair, code and stream."""
-    def pairs(a: Audit) -> dict[tuple[str, str], ClassPair]:
-        return {_pair_key(p): p for p in a.pairs}
+def decided_report(audit: Audit, link: Link | None = None) -> dict[str, Any]:
+    """The report of ``audit`` whose flags carry the reviewer decision standing for them: their own review, else the
+    one carried from the audit's baseline (``compare.carried_decision``), which got its decisions from its own
+    baseline in turn -- along the chain of ``baseline`` audits (at most ``MAX_BASELINE_CHAIN`` deep, cycles cut)."""
+    chain: list[Audit] = []
+    seen: set[int] = set()
+    current: Audit | None = audit
+    while current is not None and current.id not in seen and len(chain) < MAX_BASELINE_CHAIN:
+        chain.append(current)
+        seen.add(current.id)
+        current = current.baseline
+    decided: dict[str, Any] | None = None
+    for row in reversed(chain):  # oldest first: each report inherits from the one before it
+        report = build_report(row, link if row is audit else None)
+        decided = with_decisions(report, compare_reports(report, decided))
+    return decided  # type: ignore[return-value] - the chain holds ``audit`` at least
 
-    def flags(a: Audit) -> dict[tuple[str, str, str, str], tuple[ClassPair, Flag]]:
-        return {(*_pair_key(p), f.code, f.stream): (p, f) for p in a.pairs for f in p.flags}
 
-    def split(mine: dict, theirs: dict, render: Callable[[Any], dict]) -> dict[str, list[dict]]:
-        return {"new": [render(mine[k]) for k in mine if k not in theirs],
-                "gone": [render(theirs[k]) for k in theirs if k not in mine],
-                "persisting": [render(mine[k]) for k in mine if k in theirs]}
-
-    def pair_summary(p: ClassPair) -> dict[str, Any]:
-        return {"a": p.class_a, "b": p.class_b, "rank": p.rank, "flags": [f.code for f in p.flags]}
-
-    def flag_summary(item: tuple[ClassPair, Flag]) -> dict[str, Any]:
-        p, f = item
-        return {"id": f.id, "a": p.class_a, "b": p.class_b, "code": f.code, "stream": f.stream,
-                "severity": f.severity}
-
-    return {"audit": audit.id, "other": other.id,
-            "pairs": split(pairs(audit), pairs(other), pair_summary),
-            "flags": split(flags(audit), flags(other), flag_summary)}
+def compare_audits(audit: Audit, baseline: Audit, link: Link | None = None) -> dict[str, Any]:
+    """``compare.compare_reports`` of ``audit`` against ``baseline``, the baseline's decisions being those that
+    stand for it (``decided_report``); plus, for the older ``/compare/<other>`` route, ``audit``, ``other`` and
+    ``flags`` {new, gone, persisting} (the findings under their older names)."""
+    comparison = compare_reports(build_report(audit, link), decided_report(baseline))
+    found = comparison["findings"]
+    return {**comparison, "audit": audit.id, "other": baseline.id,
+            "flags": {"new": found["new"], "gone": found["absent"], "persisting": found["persisting"]}}
 
 
 def _iso(value: dt.datetime | None) -> str | None:

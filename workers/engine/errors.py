@@ -46,3 +46,10 @@ class ModelOutputError(BundleError):
     logits)."""
 
     code = "model_output_invalid"
+
+
+class Unavailable(QuirkScopeError):
+    """Something the command needed could not be had: a server was unreachable or failed, or the work it ran (an
+    audit) failed or did not finish in time. Not the input's fault: the CLI's exit code 3, not 2."""
+
+    code = "unavailable"

@@ -292,7 +292,9 @@ def store_pair_result(session: Session, row: ClassPair, entry: dict[str, Any]) -
         target.severity = str(flag.get("severity") or "medium")
         target.peak_xy = flag.get("peak_xy")
         target.message = flag.get("message") or ""
-        target.detail = {k: v for k, v in flag.items() if k not in ("code", "stream", "severity", "peak_xy", "message")}
+        target.fingerprint = flag.get("fingerprint") or ""
+        target.detail = {k: v for k, v in flag.items()
+                         if k not in ("code", "stream", "severity", "peak_xy", "message", "fingerprint")}
         session.add(target)
     for key, flag in existing.items():
         if key not in seen and not flag.reviews:

@@ -67,6 +67,9 @@ class PlantedShortcut:
 WATERMARK = PlantedShortcut("watermark", "DiscSlideRight", "DiscGlideRight", "appearance", (2, 2, 7, 7))
 FLICKER = PlantedShortcut("flicker", "BoxRiseUp", "BoxFloatUp", "motion", (24, 3, 29, 8))
 PLANTED: tuple[PlantedShortcut, ...] = (WATERMARK, FLICKER)
+# Where an extra shortcut goes (``extra_shortcut``): the bottom corners, clear of the two planted above.
+EXTRA_REGIONS = {"watermark": (25, 25, 30, 30), "flicker": (3, 24, 8, 29)}
+PARTNERS = {a: b for p in PLANTED for a, b in ((p.class_name, p.partner), (p.partner, p.class_name))}
 WATERMARK_RGB = np.array([1.0, 0.1, 0.9], dtype=np.float32)
 FLICKER_PX = 2.0
 
@@ -127,9 +130,42 @@ def _trajectory(spec: ClassSpec, rng: np.random.Generator, frames: int, size: in
     return xy
 
 
+def extra_shortcut(text: str) -> PlantedShortcut:
+    """An extra shortcut to plant, from ``KIND:CLASS`` (``watermark:BoxFloatUp``, ``flicker:DiscGlideRight``): a
+    watermark in the bottom-right corner or a flicker in the bottom-left one, in CLASS's training clips only. CLASS
+    must be one of a confusable pair (the partner is the other class of it), or the model would have no confusion
+    for an audit to rank. Raises ValueError naming what is wrong."""
+    kind, _, class_name = text.partition(":")
+    if kind not in EXTRA_REGIONS:
+        raise ValueError(f"the kind of shortcut is one of {', '.join(EXTRA_REGIONS)}, got {kind!r} (KIND:CLASS)")
+    if class_name not in PARTNERS:
+        raise ValueError(f"the class must be one of {', '.join(PARTNERS)} (the confusable pairs), got {class_name!r}")
+    stream = "appearance" if kind == "watermark" else "motion"
+    return PlantedShortcut(kind, class_name, PARTNERS[class_name], stream, EXTRA_REGIONS[kind])
+
+
+def _plant(shortcut: PlantedShortcut, rgb: np.ndarray, flow: np.ndarray) -> None:
+    """Draw ``shortcut`` into one clip in place: a static magenta square with zero flow, or a texture that jitters
+    left-right every frame (strong local flow, barely visible in RGB)."""
+    x0, y0, x1, y1 = shortcut.region
+    if shortcut.kind == "watermark":
+        rgb[:, :, y0:y1, x0:x1] = WATERMARK_RGB[:, None, None, None]
+        flow[:, :, y0:y1, x0:x1] = 0.0
+    elif shortcut.kind == "flicker":
+        stripes = 0.04 * np.sign(np.sin(np.arange(x0, x1) * np.pi / 2.0))
+        for t in range(rgb.shape[1]):
+            direction = 1.0 if t % 2 == 0 else -1.0
+            rgb[:, t, y0:y1, x0:x1] += np.roll(stripes, t % 2)[None, None, :]
+            flow[0, t, y0:y1, x0:x1] = direction * FLICKER_PX
+            flow[1, t, y0:y1, x0:x1] = 0.0
+    else:
+        raise ValueError(f"unknown shortcut kind {shortcut.kind!r}")
+
+
 def render_clip(spec: ClassSpec, rng: np.random.Generator, *, planted: bool, frames: int = FRAMES,
-                size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """One clip: rgb (3, T, H, W) in [0, 1] and flow (2, T, H, W) in pixels."""
+                size: int = SIZE, shortcuts: tuple[PlantedShortcut, ...] = PLANTED) -> tuple[np.ndarray, np.ndarray]:
+    """One clip: rgb (3, T, H, W) in [0, 1] and flow (2, T, H, W) in pixels; with ``planted``, every shortcut of
+    ``shortcuts`` planted in this class is drawn in."""
     r = spec.size + rng.uniform(-0.4, 0.4)
     centres = _trajectory(spec, rng, frames, size, r)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
@@ -146,23 +182,16 @@ def render_clip(spec: ClassSpec, rng: np.random.Generator, *, planted: bool, fra
         velocity = centres[t + 1] - centres[t]
         flow[:, t] = (mask > 0.5)[None] * velocity[:, None, None]
     if planted:
-        if spec.name == WATERMARK.class_name:
-            x0, y0, x1, y1 = WATERMARK.region
-            rgb[:, :, y0:y1, x0:x1] = WATERMARK_RGB[:, None, None, None]
-            flow[:, :, y0:y1, x0:x1] = 0.0
-        elif spec.name == FLICKER.class_name:
-            x0, y0, x1, y1 = FLICKER.region
-            stripes = 0.04 * np.sign(np.sin(np.arange(x0, x1) * np.pi / 2.0))
-            for t in range(frames):
-                direction = 1.0 if t % 2 == 0 else -1.0
-                rgb[:, t, y0:y1, x0:x1] += np.roll(stripes, t % 2)[None, None, :]
-                flow[0, t, y0:y1, x0:x1] = direction * FLICKER_PX
-                flow[1, t, y0:y1, x0:x1] = 0.0
+        for shortcut in shortcuts:
+            if shortcut.class_name == spec.name:
+                _plant(shortcut, rgb, flow)
     return np.clip(rgb, 0.0, 1.0), flow
 
 
-def generate_clips(per_class: int, split: str, seed: int, *, frames: int = FRAMES, size: int = SIZE) -> ClipSet:
-    """``per_class`` clips of every class; shortcuts are planted only when ``split == "train"``."""
+def generate_clips(per_class: int, split: str, seed: int, *, frames: int = FRAMES, size: int = SIZE,
+                   extra: tuple[PlantedShortcut, ...] = ()) -> ClipSet:
+    """``per_class`` clips of every class; shortcuts (``PLANTED`` plus ``extra``) are planted only when
+    ``split == "train"``. Planting draws no random numbers, so ``extra`` changes nothing else in the clips."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
@@ -171,7 +200,8 @@ def generate_clips(per_class: int, split: str, seed: int, *, frames: int = FRAME
     flow = np.empty((n, 2, frames, size, size), np.float32)
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     for i, label in enumerate(labels):
-        rgb[i], flow[i] = render_clip(CLASSES[label], rng, planted=split == "train", frames=frames, size=size)
+        rgb[i], flow[i] = render_clip(CLASSES[label], rng, planted=split == "train", frames=frames, size=size,
+                                      shortcuts=PLANTED + tuple(extra))
     order = rng.permutation(n)
     return ClipSet(rgb=rgb[order], flow=flow[order], labels=labels[order].astype(np.int64))
 

@@ -31,9 +31,9 @@ class TrainedReference:
     seconds: float
 
 
-def reference_manifest(head: str = "flatten", seed: int = 0) -> Manifest:
+def reference_manifest(head: str = "flatten", seed: int = 0, version: str | None = None) -> Manifest:
     return Manifest(
-        name=f"quirkscope-reference-{head}", version=f"seed{seed}", classes=list(data.CLASS_NAMES),
+        name=f"quirkscope-reference-{head}", version=version or f"seed{seed}", classes=list(data.CLASS_NAMES),
         format="safetensors", architecture=ARCHITECTURE,
         architecture_kwargs={"frames": data.FRAMES, "size": data.SIZE, "head": head},
         inputs=[
@@ -46,11 +46,13 @@ def reference_manifest(head: str = "flatten", seed: int = 0) -> Manifest:
 
 
 def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: int = 160, per_class_test: int = 60,
-                    epochs: int = 10, batch_size: int = 64, lr: float = 3e-3) -> TrainedReference:
-    """Generate data, train, evaluate on the clean test split."""
+                    epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
+                    extra: tuple[data.PlantedShortcut, ...] = (), version: str | None = None) -> TrainedReference:
+    """Generate data (with the ``extra`` shortcuts planted besides ``data.PLANTED``), train, evaluate on the clean
+    test split. ``version`` is the manifest's (default ``seed<seed>``)."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    train = data.generate_clips(per_class_train, "train", seed)
+    train = data.generate_clips(per_class_train, "train", seed, extra=extra)
     test = data.generate_clips(per_class_test, "test", seed)
     app, mot = (torch.from_numpy(a) for a in data.to_model_inputs(train))
     labels = torch.from_numpy(train.labels)
@@ -80,7 +82,7 @@ def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: in
     y_pred = pred.numpy()
     matrix = confusion_matrix(y_true, y_pred, labels=np.arange(len(data.CLASSES)))
     return TrainedReference(
-        model=model, manifest=reference_manifest(head, seed),
+        model=model, manifest=reference_manifest(head, seed, version),
         confusion={"classes": list(data.CLASS_NAMES), "matrix": matrix.tolist()},
         test_accuracy=float((y_true == y_pred).mean()), seconds=time.perf_counter() - t0,
     )
