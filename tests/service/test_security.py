@@ -28,6 +28,7 @@ EXPECTED_SCOPES: dict[str, str | None] = {
     "api.upload_model": "submit", "api.list_models": "read", "api.get_model_route": "read",
     "api.create_audit": "submit", "api.list_audits": "read", "api.get_audit_status": "read",
     "api.get_pairs": "read", "api.get_pair": "read", "api.get_artifact": "read", "api.compare": "read",
+    "api.compare_with_baseline": "read",
     "api.get_report_html": "read", "api.delete_audit": "submit",
     "api.get_flag_route": "read", "api.review_flag": "review",
 }
@@ -169,6 +170,10 @@ def test_another_projects_token_gets_404_on_every_read_and_write(app, client, ma
                 assert resp.status_code == 404, (method, url, resp.status_code, resp.get_data(as_text=True)[:200])
                 assert resp.json["error"]["code"] == "not_found"
                 tried.append(f"{method} {rule.rule}")
+    # beta's own audit compared with alpha's, named in the query
+    resp = client.get(f"/api/v1/audits/{b_audit}/compare?baseline={a_audit}", headers=auth(beta))
+    assert resp.status_code == 404 and resp.json["error"]["field"] == "baseline", resp.json
+    tried.append("GET /api/v1/audits/<audit_id>/compare?baseline=")
     # writes that name alpha's objects in the body
     for body in ({"model_id": a_model, "confusion": CONFUSION},
                  {"model_id": b_model, "confusion": CONFUSION, "baseline": a_audit}):
