@@ -79,6 +79,9 @@ class PairEvaluator:
         self.bf16 = self.channels_last = self.device.type == "cuda"
         self.batch = self.config.cuda_batch if self.device.type == "cuda" else self.config.batch
         self.layer = penultimate_layer(model)
+        model.to(self.device)  # once: every evaluation below runs on this device and memory format
+        if self.channels_last:
+            to_channels_last(model)
 
     def _unit(self, inputs: SampleSet, start: int, stop: int, neutral: frozenset[str]) -> dict[str, torch.Tensor]:
         unit = {}
@@ -103,7 +106,6 @@ class PairEvaluator:
                 lambda _m, args: captured.__setitem__("f", args[0]))
         try:
             with frozen(self.model), torch.no_grad():
-                self._prepare()
                 for start in range(0, n, self.batch):
                     logits = forward_model(self.model, self.specs, self._unit(inputs, start, start + self.batch, neutral),
                                            bf16=self.bf16, channels_last=self.channels_last).float()
@@ -113,11 +115,6 @@ class PairEvaluator:
             if handle is not None:
                 handle.remove()
         return Evaluation(torch.cat(logits_out).numpy(), torch.cat(feats_out).numpy())
-
-    def _prepare(self) -> None:
-        self.model.to(self.device)
-        if self.channels_last:
-            to_channels_last(self.model)
 
     def path_attribution(self, own: SampleSet, partner_mean: SampleSet, target: int, other: int) -> dict[str, np.ndarray]:
         """Integrated gradients of the margin logit[target] - logit[other] along the straight path from
@@ -133,7 +130,6 @@ class PairEvaluator:
                 for s in self.specs}
         grads: dict[str, list[np.ndarray]] = {s.name: [] for s in self.specs}
         with frozen(self.model):
-            self._prepare()
             for start in range(0, n * steps, self.batch):
                 unit = {k: v.requires_grad_(True) for k, v in self._unit(path, start, start + self.batch,
                                                                          frozenset()).items()}
