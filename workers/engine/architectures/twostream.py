@@ -1,5 +1,6 @@
-"""The project's two-stream nets as registry entries: ``quirkscope.twostream_vgg16`` (two VGG-16 towers with
-conv5 fusion, Feichtenhofer et al. 2016) and ``quirkscope.tiny_twostream`` (the reference net)."""
+"""The project's own nets as registry entries: ``quirkscope.twostream_vgg16`` (two VGG-16 towers with conv5 fusion,
+Feichtenhofer et al. 2016), ``quirkscope.tiny_twostream`` (the reference net) and ``quirkscope.tiny_c3d`` (the
+single-stream RGB net of the planted-shortcut cases, workers/engine/reference/cases.py)."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from workers.engine.architectures.registry import register_architecture
-from workers.engine.reference.model import TinyTwoStream
+from workers.engine.reference.model import TinyC3D, TinyTwoStream
 
 
 def _vgg16_conv_tower(in_channels: int) -> nn.Sequential:
@@ -78,3 +79,9 @@ def build_twostream_vgg16(num_classes: int, flow_frames: int = 10, fusion_kernel
 def build_tiny_twostream(num_classes: int, **kwargs: object) -> nn.Module:
     """The reference ``TinyTwoStream`` (kwargs: frames, size, width, hidden, head)."""
     return TinyTwoStream(num_classes=num_classes, **kwargs)
+
+
+@register_architecture("quirkscope.tiny_c3d")
+def build_tiny_c3d(num_classes: int, **kwargs: object) -> nn.Module:
+    """The single-stream ``TinyC3D`` (kwargs: frames, size, width, hidden)."""
+    return TinyC3D(num_classes=num_classes, **kwargs)

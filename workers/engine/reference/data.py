@@ -100,9 +100,11 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
     return np.clip(0.5 - d, 0.0, 1.0)
 
 
-def _trajectory(spec: ClassSpec, rng: np.random.Generator, frames: int, size: int, r: float) -> np.ndarray:
-    """Centres (frames + 1, 2) as (x, y) in pixels."""
-    s = rng.uniform(1.0, 2.0)
+def _trajectory(spec: ClassSpec, rng: np.random.Generator, frames: int, size: int, r: float,
+                speed: tuple[float, float] = (1.0, 2.0)) -> np.ndarray:
+    """Centres (frames + 1, 2) as (x, y) in pixels; the speed (pixels per frame along the path) is drawn uniformly
+    from ``speed``."""
+    s = rng.uniform(*speed)
     t = np.arange(frames + 1, dtype=np.float64)
     lo, hi = r + 1.5, size - r - 1.5
     travel = s * frames

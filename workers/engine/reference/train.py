@@ -45,18 +45,11 @@ def reference_manifest(head: str = "flatten", seed: int = 0, version: str | None
     )
 
 
-def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: int = 160, per_class_test: int = 60,
-                    epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
-                    extra: tuple[data.PlantedShortcut, ...] = (), version: str | None = None) -> TrainedReference:
-    """Generate data (with the ``extra`` shortcuts planted besides ``data.PLANTED``), train, evaluate on the clean
-    test split. ``version`` is the manifest's (default ``seed<seed>``)."""
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    train = data.generate_clips(per_class_train, "train", seed, extra=extra)
-    test = data.generate_clips(per_class_test, "test", seed)
-    app, mot = (torch.from_numpy(a) for a in data.to_model_inputs(train))
-    labels = torch.from_numpy(train.labels)
-    model = TinyTwoStream(num_classes=len(data.CLASSES), frames=data.FRAMES, size=data.SIZE, head=head)
+def fit_classifier(model: nn.Module, inputs: list[torch.Tensor], labels: torch.Tensor, *, seed: int, epochs: int,
+                   batch_size: int, lr: float) -> None:
+    """Train ``model`` in place on ``inputs`` (tensors whose first axis is the sample, passed positionally) with
+    AdamW + one-cycle schedule and cross-entropy; shuffles with a generator seeded by ``seed``. Leaves the model in
+    eval mode."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * ((len(labels) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -67,7 +60,7 @@ def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: in
         total = 0.0
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            loss = nn.functional.cross_entropy(model(app[idx], mot[idx]), labels[idx])
+            loss = nn.functional.cross_entropy(model(*(x[idx] for x in inputs)), labels[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -75,11 +68,29 @@ def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: in
             total += float(loss.detach()) * len(idx)
         log.info("epoch %d loss %.4f", epoch, total / len(labels))
     model.eval()
+
+
+def predict_labels(model: nn.Module, inputs: list[torch.Tensor], batch_size: int = 256) -> np.ndarray:
+    """Arg-max class of every sample of ``inputs`` (positional model inputs), in batches, without gradients."""
     with torch.no_grad():
-        t_app, t_mot = (torch.from_numpy(a) for a in data.to_model_inputs(test))
-        pred = torch.cat([model(t_app[i:i + 256], t_mot[i:i + 256]).argmax(1) for i in range(0, len(t_app), 256)])
+        return torch.cat([model(*(x[i:i + batch_size] for x in inputs)).argmax(1)
+                          for i in range(0, len(inputs[0]), batch_size)]).numpy()
+
+
+def train_reference(seed: int = 0, *, head: str = "flatten", per_class_train: int = 160, per_class_test: int = 60,
+                    epochs: int = 10, batch_size: int = 64, lr: float = 3e-3,
+                    extra: tuple[data.PlantedShortcut, ...] = (), version: str | None = None) -> TrainedReference:
+    """Generate data (with the ``extra`` shortcuts planted besides ``data.PLANTED``), train, evaluate on the clean
+    test split. ``version`` is the manifest's (default ``seed<seed>``)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    train = data.generate_clips(per_class_train, "train", seed, extra=extra)
+    test = data.generate_clips(per_class_test, "test", seed)
+    model = TinyTwoStream(num_classes=len(data.CLASSES), frames=data.FRAMES, size=data.SIZE, head=head)
+    fit_classifier(model, [torch.from_numpy(a) for a in data.to_model_inputs(train)], torch.from_numpy(train.labels),
+                   seed=seed, epochs=epochs, batch_size=batch_size, lr=lr)
     y_true = test.labels
-    y_pred = pred.numpy()
+    y_pred = predict_labels(model, [torch.from_numpy(a) for a in data.to_model_inputs(test)])
     matrix = confusion_matrix(y_true, y_pred, labels=np.arange(len(data.CLASSES)))
     return TrainedReference(
         model=model, manifest=reference_manifest(head, seed, version),
