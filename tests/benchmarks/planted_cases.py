@@ -1,0 +1,171 @@
+"""Does the audit find planted shortcuts in models it was not tuned on? Over the randomised cases of one split of
+workers/engine/reference/cases.py (class sets, cue designs, architectures), trains (or loads from the cache) each
+case's model, audits it as tests/benchmarks/planted_quirks.py does (plan_audit -> visualise -> analyse_pair, CPU) on
+its planted pairs and clean control pairs, and scores the flags against the planted truth with the pure functions of
+workers/engine/reference/scoring.py (definitions there). Printed, never asserted.
+
+    python tests/benchmarks/planted_cases.py --split calibration|heldout [--cases 20] [--steps 128] [--json OUT]
+                                             [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
+
+Calibrate flag thresholds on ``--split calibration`` and report on ``--split heldout``: the held-out split has other
+seeds and cue designs (cases.py's docstring). ``--build-only`` trains and caches the cases and prints each one's
+accuracy and planted-vs-clean confusion, without auditing.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from workers.audit.confusion import parse_confusion
+from workers.audit.options import AuditOptions
+from workers.audit.pipeline import analyse_pair, plan_audit, visualise
+from workers.engine.bundle import LoadedModel
+from workers.engine.reference import cases, scoring
+
+
+def case_line(case: cases.TrainedCase, seconds: str) -> str:
+    spec = case.spec
+    planted = ", ".join(f"{c.family} {case.rate(c.class_name, c.partner):.2f}/{case.rate(c.partner, c.class_name):.2f}"
+                        for c in spec.cues)
+    clean = ", ".join(f"{v:.2f}" for v in case.clean_confusion().values())
+    return (f"{spec.case_id:16s} {spec.architecture:17s} acc {case.test_accuracy:.2f}  planted (cue>partner/"
+            f"partner>cue) [{planted}]  clean [{clean}]  {seconds}")
+
+
+def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[str, float]]:
+    """Rows (one per planted or clean pair) and the seconds each stage took."""
+    spec = case.spec
+    model = LoadedModel(module=case.module, manifest=case.manifest, sha256=spec.key())
+    confusion = parse_confusion(case.confusion, case.manifest.classes)
+    wanted = {frozenset(p): cue for cue in spec.cues for p in [(cue.class_name, cue.partner)]}
+    wanted.update({frozenset(p): None for p in spec.clean_pairs})
+    options = AuditOptions(top_k=3, pairs=[*spec.planted_pairs, *spec.clean_pairs], steps=steps)
+    t0 = time.perf_counter()
+    plan = plan_audit(model.manifest, confusion, options)
+    vis = visualise(model, plan.keys, options, device="cpu")
+    t1 = time.perf_counter()
+    rows, seen = [], set()
+    for pair in plan.pairs:
+        key = frozenset((pair.a, pair.b))
+        if key not in wanted or key in seen:  # ranked pairs outside the truth lists are not scored
+            continue
+        seen.add(key)
+        result = analyse_pair(model, pair, vis, options, device="cpu")
+        cue = wanted[key]
+        flags = tuple(scoring.FlagRecord.of(f) for f in result.flags)
+        rows.append({
+            "case_id": spec.case_id, "split": spec.split, "architecture": spec.architecture,
+            "a": pair.a, "b": pair.b, "rank": pair.rank, "explicit": pair.explicit,
+            "kind": "planted" if cue else "clean", "family": cue.family if cue else None,
+            "cue": asdict(cue) if cue else None,
+            "confusion": {"a_as_b": case.rate(pair.a, pair.b), "b_as_a": case.rate(pair.b, pair.a)},
+            "flags": [f.to_json() for f in result.flags],
+            "found": scoring.cue_found(flags, cue) if cue else None,
+            "localised": scoring.cue_localised(flags, cue, spec.architecture) if cue else None,
+            "false_flags": len(scoring.false_flags(flags)) if cue is None else None,
+            "scores": result.scores.to_json(),
+        })
+    return rows, {"visualise_s": t1 - t0, "analyse_s": time.perf_counter() - t1}
+
+
+def outcomes_of(rows: list[dict]) -> list[scoring.PairOutcome]:
+    return [scoring.PairOutcome(r["case_id"], r["architecture"], r["a"], r["b"],
+                                cases.Cue.from_json(r["cue"]) if r["cue"] else None,
+                                tuple(scoring.FlagRecord.of(f) for f in r["flags"])) for r in rows]
+
+
+def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
+    table = scoring.code_family_table(outcomes)
+    print("\nflag code x cue family: fired about the cue (right class and stream) / fired at all / planted pairs")
+    print(f"{'code':28s}" + "".join(f"{fam:>13s}" for fam in cases.FAMILIES))
+    for code, per_family in table.items():
+        print(f"{code:28s}" + "".join(f"{v['right']:>5d}/{v['any']}/{v['total']:<4d}".rjust(13)
+                                      for v in per_family.values()))
+    recall = scoring.family_recall(outcomes)
+    print("\nrecall per family: found / planted; localised / local cues on position-keeping models")
+    for fam, r in recall.items():
+        local = f"{r['localised']}/{r['local_total']}" if r["local_total"] else "-"
+        print(f"  {fam:12s} found {r['found']}/{r['total']}  localised {local}")
+    clean = scoring.clean_pair_flags(outcomes)
+    n = max(clean["pairs"], 1)
+    print(f"\nclean control pairs: {clean['pairs']}; with any false flag: {clean['pairs_with_any']}; "
+          f"high-severity false flags: {clean['high']}")
+    for code, count in clean["per_code"].items():
+        print(f"  {code:28s} {count} ({count / n:.2f} per clean pair)")
+    found = sum(r["found"] for r in recall.values())
+    total = sum(r["total"] for r in recall.values())
+    localised = sum(r["localised"] for r in recall.values())
+    local_total = sum(r["local_total"] for r in recall.values())
+    print(f"\ntotal: cues found {found}/{total}; localised {localised}/{local_total}; clean pairs with a false "
+          f"flag {clean['pairs_with_any']}/{clean['pairs']}")
+    rates = scoring.code_rates(outcomes)
+    print("\nper code: precision (correct/fired), recall (found/expected)")
+    for code, r in rates.items():
+        p = "-" if r["precision"] is None else f"{r['precision']:.2f}"
+        rc = "-" if r["recall"] is None else f"{r['recall']:.2f}"
+        print(f"  {code:28s} precision {p} ({r['correct']}/{r['fired']})  recall {rc} ({r['found']}/{r['expected']})")
+    return {"code_family": table, "family_recall": recall, "clean": clean, "rates": rates}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--split", choices=cases.SPLITS, required=True)
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--json", type=Path, help="write every row (flags, scores, truth) and the summary here")
+    parser.add_argument("--write-rates", type=Path, help="write per-code precision/recall JSON here")
+    parser.add_argument("--build-only", action="store_true", help="train and cache the cases, do not audit")
+    parser.add_argument("--cache", type=Path, default=None, help=f"case cache (default {cases.DEFAULT_CACHE})")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    specs = cases.case_specs(args.split, args.cases)
+    t_start = time.perf_counter()
+    rows: list[dict] = []
+    per_case: list[dict] = []
+    for k, spec in enumerate(specs):
+        t0 = time.perf_counter()
+        case = cases.build_case(spec, args.cache)
+        build_s = time.perf_counter() - t0
+        origin = f"cached {build_s:.1f}s" if case.from_cache else f"trained {build_s:.0f}s"
+        if args.build_only:
+            print(case_line(case, origin), flush=True)
+            per_case.append({"case_id": spec.case_id, "test_accuracy": case.test_accuracy, "build_s": build_s,
+                             "planted": case.planted_confusion(), "clean": case.clean_confusion()})
+            continue
+        case_rows, timings = audit_case(case, args.steps)
+        rows += case_rows
+        total_s = time.perf_counter() - t0
+        found = sum(bool(r["found"]) for r in case_rows if r["kind"] == "planted")
+        false = sum(r["false_flags"] for r in case_rows if r["kind"] == "clean")
+        print(case_line(case, f"{origin}, visualise {timings['visualise_s']:.0f}s, analyse "
+                              f"{timings['analyse_s']:.0f}s") + f"  found {found}/{len(spec.cues)}, false {false}",
+              flush=True)
+        per_case.append({"case_id": spec.case_id, "test_accuracy": case.test_accuracy, "build_s": build_s,
+                         **timings, "total_s": total_s})
+        if k == 0 and len(specs) > 1:
+            print(f"  projection: {len(specs)} cases x {total_s:.0f}s = {len(specs) * total_s / 60:.0f} min "
+                  f"({'cached' if case.from_cache else 'training included'})", flush=True)
+    elapsed = time.perf_counter() - t_start
+    print(f"\nsplit={args.split} cases={len(specs)} steps={args.steps} ({elapsed:.0f}s)")
+    summary = print_summary(outcomes_of(rows)) if not args.build_only else {}
+    if args.json:
+        args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "steps": args.steps,
+                                         "generator": cases.GENERATOR_VERSION, "per_case": per_case,
+                                         "rows": rows, "summary": summary}, indent=1, default=list))
+    if args.write_rates and not args.build_only:
+        rates = {code: {k: r[k] for k in ("precision", "recall", "fired", "correct", "expected")}
+                 for code, r in summary["rates"].items()}
+        args.write_rates.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                                                "split": args.split, "cases": len(specs), "steps": args.steps,
+                                                "codes": rates}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

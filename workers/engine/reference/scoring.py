@@ -1,0 +1,192 @@
+"""Scores an audit's flags against the planted truth of the generated cases (workers/engine/reference/cases.py):
+pure functions over flag records and ``Cue`` objects, shared by tests/benchmarks/planted_cases.py and its tests.
+
+Definitions (issue 11):
+
+- a planted cue is **found** when a flag about its class (``class_name`` None or the cue's class) names its stream
+  (``flag.stream == cue.stream``); flags that name no stream (WEAK_VISUALISATION, SHARED_EVIDENCE) never find one;
+- it is **localised** (local cues on position-keeping models only: twostream_flatten, c3d_single) when a
+  LOCALIZED_CUE on its stream has a ``peak_xy`` within one window side (1/8 of the frame side) of its region, in x
+  and in y (Chebyshev distance from the region box);
+- on a clean pair every flag but WEAK_VISUALISATION is false;
+- per flag code, ``precision`` = correct / fired, where a flag is correct when it is on a planted pair, about the
+  cue's class (or both classes) and on the cue's stream (so a stream-less flag is never correct, and every flag on a
+  clean pair is wrong); ``recall`` = cues this code found / cues for which ``EXPECTED_CODES`` expects this code.
+  WEAK_VISUALISATION is a note on the visualisations, not a finding, and is left out of the rates.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol, Sequence
+
+from workers.engine.reference.cases import (
+    ARCHITECTURES,
+    FAMILIES,
+    LOCAL_FAMILIES,
+    MOTION_FAMILIES,
+    POSITION_KEEPING,
+    SIZE,
+    STATIC_FAMILIES,
+    Cue,
+)
+
+WINDOW_FRACTION = 1 / 8
+NOT_A_FINDING = "WEAK_VISUALISATION"
+TWO_STREAM = ("twostream_flatten", "twostream_gap")
+
+# Which flag code each cue should raise: (code, cue families, architectures). A cue expects every code whose row
+# holds both its family and its case's architecture.
+EXPECTED_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("LOCALIZED_CUE", LOCAL_FAMILIES, POSITION_KEEPING),
+    ("APPEARANCE_ONLY_SEPARATION", STATIC_FAMILIES, TWO_STREAM),
+    ("MOTION_ONLY_SEPARATION", MOTION_FAMILIES, TWO_STREAM),
+    ("CONTEXT_CUE", ("background",), ARCHITECTURES),
+)
+
+
+class FlagLike(Protocol):
+    code: str
+    stream: str | None
+    severity: str
+    peak_xy: tuple[float, float] | None
+    class_name: str | None
+
+
+@dataclass(frozen=True)
+class FlagRecord:
+    """The fields of ``workers.audit.flags.Flag`` the scoring reads (and a flag's JSON holds)."""
+
+    code: str
+    stream: str | None
+    severity: str
+    peak_xy: tuple[float, float] | None = None
+    class_name: str | None = None
+
+    @staticmethod
+    def of(flag: FlagLike | dict[str, Any]) -> "FlagRecord":
+        get = flag.get if isinstance(flag, dict) else lambda k: getattr(flag, k)
+        peak = get("peak_xy")
+        return FlagRecord(get("code"), get("stream"), get("severity"),
+                          tuple(peak) if peak is not None else None, get("class_name"))
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """One audited pair of one case: its cue (None for a clean control pair) and the flags the audit raised."""
+
+    case_id: str
+    architecture: str
+    a: str
+    b: str
+    cue: Cue | None
+    flags: tuple[FlagRecord, ...]
+
+
+def expected_codes(cue: Cue, architecture: str) -> list[str]:
+    """The codes ``EXPECTED_CODES`` expects of ``cue`` on ``architecture``."""
+    return [code for code, families, archs in EXPECTED_CODES if cue.family in families and architecture in archs]
+
+
+def about_cue(flag: FlagLike, cue: Cue) -> bool:
+    """The flag is about the cue's class (or both classes) and names the cue's stream."""
+    return flag.stream is not None and flag.stream == cue.stream and flag.class_name in (None, cue.class_name)
+
+
+def cue_found(flags: Iterable[FlagLike], cue: Cue, code: str | None = None) -> bool:
+    """Some flag (of ``code``, when given) is about ``cue``."""
+    return any(about_cue(f, cue) for f in flags if code is None or f.code == code)
+
+
+def peak_near_region(peak_xy: Sequence[float], region: tuple[int, int, int, int], size: int = SIZE,
+                     window: float = WINDOW_FRACTION) -> bool:
+    """Whether a normalised (x, y) lies within ``window`` (normalised) of the pixel ``region`` (x0, y0, x1, y1,
+    end-exclusive) in both x and y."""
+    x0, y0, x1, y1 = (v / size for v in region)
+    x, y = peak_xy
+    return x0 - window <= x <= x1 + window and y0 - window <= y <= y1 + window
+
+
+def localisation_applies(cue: Cue, architecture: str) -> bool:
+    return cue.local and architecture in POSITION_KEEPING
+
+
+def cue_localised(flags: Iterable[FlagLike], cue: Cue, architecture: str) -> bool | None:
+    """A LOCALIZED_CUE on the cue's stream peaks near its region; None where localisation does not apply."""
+    if not localisation_applies(cue, architecture):
+        return None
+    return any(f.code == "LOCALIZED_CUE" and f.stream == cue.stream and f.peak_xy is not None
+               and peak_near_region(f.peak_xy, cue.region) for f in flags)
+
+
+def false_flags(flags: Iterable[FlagLike]) -> list[FlagLike]:
+    """The flags of a clean pair that count as false: all but WEAK_VISUALISATION."""
+    return [f for f in flags if f.code != NOT_A_FINDING]
+
+
+def flag_correct(flag: FlagLike, cue: Cue | None) -> bool:
+    """A flag of a pair whose cue is ``cue`` (None: a clean pair) is correct when it is about that cue."""
+    return cue is not None and about_cue(flag, cue)
+
+
+def code_rates(outcomes: Sequence[PairOutcome]) -> dict[str, dict[str, float | int | None]]:
+    """Per flag code (WEAK_VISUALISATION aside; every code that fired or was expected): precision, recall, fired,
+    correct, expected, found. precision is None when the code never fired, recall None when it was never expected."""
+    fired: Counter[str] = Counter()
+    correct: Counter[str] = Counter()
+    expected: Counter[str] = Counter()
+    found: Counter[str] = Counter()
+    for o in outcomes:
+        for f in o.flags:
+            if f.code != NOT_A_FINDING:
+                fired[f.code] += 1
+                correct[f.code] += flag_correct(f, o.cue)
+        if o.cue is not None:
+            for code in expected_codes(o.cue, o.architecture):
+                expected[code] += 1
+                found[code] += cue_found(o.flags, o.cue, code)
+    return {code: {"precision": correct[code] / fired[code] if fired[code] else None,
+                   "recall": found[code] / expected[code] if expected[code] else None,
+                   "fired": fired[code], "correct": correct[code], "expected": expected[code], "found": found[code]}
+            for code in sorted(set(fired) | set(expected))}
+
+
+def family_recall(outcomes: Sequence[PairOutcome]) -> dict[str, dict[str, int]]:
+    """Per cue family: planted pairs (``total``), cues ``found``, and of the cues where localisation applies
+    (``local_total``) how many were ``localised``."""
+    out = {f: {"total": 0, "found": 0, "local_total": 0, "localised": 0} for f in FAMILIES}
+    for o in outcomes:
+        if o.cue is None:
+            continue
+        row = out[o.cue.family]
+        row["total"] += 1
+        row["found"] += cue_found(o.flags, o.cue)
+        localised = cue_localised(o.flags, o.cue, o.architecture)
+        if localised is not None:
+            row["local_total"] += 1
+            row["localised"] += localised
+    return out
+
+
+def code_family_table(outcomes: Sequence[PairOutcome]) -> dict[str, dict[str, dict[str, int]]]:
+    """code -> family -> {total planted pairs of the family, ``any``: pairs where the code fired at all, ``right``:
+    pairs where it fired about the cue (its class, its stream)}."""
+    totals = Counter(o.cue.family for o in outcomes if o.cue is not None)
+    codes = sorted({f.code for o in outcomes for f in o.flags})
+    table = {code: {fam: {"total": totals[fam], "any": 0, "right": 0} for fam in FAMILIES} for code in codes}
+    for o in outcomes:
+        if o.cue is None:
+            continue
+        for code in {f.code for f in o.flags}:
+            table[code][o.cue.family]["any"] += 1
+            table[code][o.cue.family]["right"] += cue_found(o.flags, o.cue, code)
+    return table
+
+
+def clean_pair_flags(outcomes: Sequence[PairOutcome]) -> dict[str, Any]:
+    """Over the clean control pairs: how many, false flags per code, and how many of those are high-severity."""
+    clean = [o for o in outcomes if o.cue is None]
+    per_code = Counter(f.code for o in clean for f in false_flags(o.flags))
+    high = sum(f.severity == "high" for o in clean for f in false_flags(o.flags))
+    return {"pairs": len(clean), "per_code": dict(sorted(per_code.items())), "high": high,
+            "pairs_with_any": sum(bool(false_flags(o.flags)) for o in clean)}
