@@ -54,8 +54,8 @@ blink           period 2 (on/off every frame), +0.10-0.15, side 4-5  period 4, +
                 px, corner
 ==============  ===================================================  =================================================
 
-Colours (logo, colour_cast, border in heldout, background, blink) are saturated HSV colours with hue in [0, 0.5)
-for calibration and [0.5, 1) for heldout. Families are dealt out so that each split uses every family about
+Colours (logo, colour_cast, border in heldout, background, blink) are saturated HSV colours with hue in
+[0.02, 0.48] for calibration and [0.52, 0.98] for heldout. Families are dealt out so that each split uses every family about
 equally often; architectures rotate ``twostream_flatten``, ``twostream_gap``, ``c3d_single`` by case index.
 """
 from __future__ import annotations
@@ -235,7 +235,7 @@ def directed_rate(confusion: dict, true: str, predicted: str) -> float:
 
 def _colour(rng: np.random.Generator, split: str) -> tuple[float, float, float]:
     lo = 0.0 if split == "calibration" else 0.5
-    rgb = colorsys.hsv_to_rgb(rng.uniform(lo, lo + 0.5), rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.0))
+    rgb = colorsys.hsv_to_rgb(rng.uniform(lo + 0.02, lo + 0.48), rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.0))
     return tuple(round(float(v), 4) for v in rgb)
 
 
