@@ -134,7 +134,8 @@ def test_blink_flow_is_a_vertical_wipe_at_each_switch_and_zero_otherwise() -> No
         _, flow = render((cue,))
         x0, y0, x1, y1 = cue.region
         on = cases.blink_states(cue)
-        expected = np.where(on[1:] & ~on[:-1], cases.BLINK_FLOW_PX, np.where(~on[1:] & on[:-1], -cases.BLINK_FLOW_PX, 0))
+        switch_on, switch_off = on[1:] & ~on[:-1], ~on[1:] & on[:-1]
+        expected = cases.BLINK_FLOW_PX * (switch_on.astype(float) - switch_off)
         assert np.allclose(flow[1, :, y0:y1, x0:x1], expected[:, None, None])
         assert not flow[0, :, y0:y1, x0:x1].any()
         assert expected.any() and not expected.all() if split == "heldout" else expected.all()
@@ -251,13 +252,24 @@ def test_localised_needs_a_localized_cue_within_one_window_of_the_region() -> No
     assert scoring.peak_near_region((0.34, 0.0), LOGO.region)
     assert not scoring.peak_near_region((0.35, 0.1), LOGO.region)
     assert not scoring.peak_near_region((0.1, 0.36), LOGO.region)
-    near, far = flag("LOCALIZED_CUE", "appearance", "B", (0.3, 0.1)), flag("LOCALIZED_CUE", "appearance", "A", (0.8, 0.8))
+    near = flag("LOCALIZED_CUE", "appearance", "B", (0.3, 0.1))
+    far = flag("LOCALIZED_CUE", "appearance", "A", (0.8, 0.8))
     assert scoring.cue_localised([far, near], LOGO, "twostream_flatten") is True
     assert scoring.cue_localised([far], LOGO, "c3d_single") is False
     assert scoring.cue_localised([near], LOGO, "twostream_gap") is None        # position pooled away
     assert scoring.cue_localised([near], SHAKE, "twostream_flatten") is None   # a global cue
     wrong_stream = flag("LOCALIZED_CUE", "motion", "A", (0.1, 0.1))
     assert scoring.cue_localised([wrong_stream], LOGO, "twostream_flatten") is False
+
+
+def test_found_as_expected_needs_an_expected_code() -> None:
+    context = [flag("CONTEXT_CUE", "clip", None)]
+    on_clip = dataclasses.replace(LOGO, stream="clip")
+    assert scoring.cue_found(context, on_clip)                                   # names the only stream
+    assert not scoring.cue_found_as_expected(context, on_clip, "c3d_single")     # but LOCALIZED_CUE was expected
+    assert scoring.cue_found_as_expected([flag("LOCALIZED_CUE", "clip", "A", (0.1, 0.1))], on_clip, "c3d_single")
+    shake_on_clip = dataclasses.replace(SHAKE, stream="clip", class_name="A")
+    assert not scoring.cue_found_as_expected([flag("CONTEXT_CUE", "clip", "A")], shake_on_clip, "c3d_single")
 
 
 def test_expected_codes_follow_the_table() -> None:
@@ -291,8 +303,10 @@ def test_code_rates_count_fired_correct_expected_and_found_by_hand() -> None:
                                                "expected": 1, "found": 1}
     assert rates["SHARED_EVIDENCE"]["precision"] == 0.0 and rates["SHARED_EVIDENCE"]["recall"] is None
     recall = scoring.family_recall(outcomes)
-    assert recall["logo"] == {"total": 1, "found": 1, "local_total": 1, "localised": 1}
-    assert recall["shake"] == {"total": 1, "found": 1, "local_total": 0, "localised": 0}
+    assert recall["logo"] == {"total": 1, "found": 1, "expected_total": 1, "as_expected": 1, "local_total": 1,
+                              "localised": 1}
+    assert recall["shake"] == {"total": 1, "found": 1, "expected_total": 1, "as_expected": 1, "local_total": 0,
+                               "localised": 0}
     assert scoring.clean_pair_flags(outcomes) == {"pairs": 1, "per_code": {"MOTION_ONLY_SEPARATION": 1}, "high": 1,
                                                   "pairs_with_any": 1}
     table = scoring.code_family_table(outcomes)

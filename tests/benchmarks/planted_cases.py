@@ -67,6 +67,7 @@ def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[st
             "confusion": {"a_as_b": case.rate(pair.a, pair.b), "b_as_a": case.rate(pair.b, pair.a)},
             "flags": [f.to_json() for f in result.flags],
             "found": scoring.cue_found(flags, cue) if cue else None,
+            "found_as_expected": scoring.cue_found_as_expected(flags, cue, spec.architecture) if cue else None,
             "localised": scoring.cue_localised(flags, cue, spec.architecture) if cue else None,
             "false_flags": len(scoring.false_flags(flags)) if cue is None else None,
             "scores": result.scores.to_json(),
@@ -88,10 +89,12 @@ def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
         print(f"{code:28s}" + "".join(f"{v['right']:>5d}/{v['any']}/{v['total']:<4d}".rjust(13)
                                       for v in per_family.values()))
     recall = scoring.family_recall(outcomes)
-    print("\nrecall per family: found / planted; localised / local cues on position-keeping models")
+    print("\nrecall per family: found / planted; found by an expected code / cues expecting one; localised / local "
+          "cues on position-keeping models")
     for fam, r in recall.items():
         local = f"{r['localised']}/{r['local_total']}" if r["local_total"] else "-"
-        print(f"  {fam:12s} found {r['found']}/{r['total']}  localised {local}")
+        print(f"  {fam:12s} found {r['found']}/{r['total']}  as expected {r['as_expected']}/{r['expected_total']}  "
+              f"localised {local}")
     clean = scoring.clean_pair_flags(outcomes)
     n = max(clean["pairs"], 1)
     print(f"\nclean control pairs: {clean['pairs']}; with any false flag: {clean['pairs_with_any']}; "
@@ -100,10 +103,12 @@ def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
         print(f"  {code:28s} {count} ({count / n:.2f} per clean pair)")
     found = sum(r["found"] for r in recall.values())
     total = sum(r["total"] for r in recall.values())
+    as_expected = sum(r["as_expected"] for r in recall.values())
+    expected_total = sum(r["expected_total"] for r in recall.values())
     localised = sum(r["localised"] for r in recall.values())
     local_total = sum(r["local_total"] for r in recall.values())
-    print(f"\ntotal: cues found {found}/{total}; localised {localised}/{local_total}; clean pairs with a false "
-          f"flag {clean['pairs_with_any']}/{clean['pairs']}")
+    print(f"\ntotal: cues found {found}/{total}; found as expected {as_expected}/{expected_total}; localised "
+          f"{localised}/{local_total}; clean pairs with a false flag {clean['pairs_with_any']}/{clean['pairs']}")
     rates = scoring.code_rates(outcomes)
     print("\nper code: precision (correct/fired), recall (found/expected)")
     for code, r in rates.items():

@@ -55,8 +55,9 @@ blink           period 2 (on/off every frame), +0.10-0.15, side 4-5  period 4, +
 ==============  ===================================================  =================================================
 
 Colours (logo, colour_cast, border in heldout, background, blink) are saturated HSV colours with hue in
-[0.02, 0.48] for calibration and [0.52, 0.98] for heldout. Families are dealt out so that each split uses every family about
-equally often; architectures rotate ``twostream_flatten``, ``twostream_gap``, ``c3d_single`` by case index.
+[0.02, 0.48] for calibration and [0.52, 0.98] for heldout. Families are dealt out so that each split uses every
+family about equally often; architectures rotate ``twostream_flatten``, ``twostream_gap``, ``c3d_single`` by case
+index.
 """
 from __future__ import annotations
 
@@ -255,7 +256,7 @@ def draw_cue(family: str, class_name: str, partner: str, stream: str, split: str
              rng: np.random.Generator) -> Cue:
     """One cue of ``family`` with its design drawn from ``split``'s ranges (module docstring)."""
     cal = split == "calibration"
-    base = dict(family=family, class_name=class_name, partner=partner, stream=stream)
+    base = {"family": family, "class_name": class_name, "partner": partner, "stream": stream}
     local_sides = (4, 5) if cal else (3, 6)
     if family == "logo":
         glyph = str(rng.choice(CALIBRATION_GLYPHS if cal else HELDOUT_GLYPHS))
@@ -489,9 +490,9 @@ def _stream_of(family: str, architecture: str) -> str:
     return "appearance" if family in STATIC_FAMILIES else "motion"
 
 
-def _class_groups(rng: np.random.Generator, n_cues: int) -> tuple[list[list[CaseClass]], int]:
+def _class_groups(rng: np.random.Generator, n_cues: int) -> list[list[CaseClass]]:
     """Groups of classes (same shape and motion within a group, all different between groups): ``n_cues`` pairs
-    for the cues, then the clean groups (a triple, or two pairs); returns the groups and how many are cue pairs."""
+    for the cues first, then the clean groups (a triple, or two pairs)."""
     clean_sizes = [3] if n_cues == 3 or rng.random() < 0.5 else [2, 2]
     sizes = [2] * n_cues + clean_sizes
     shapes = rng.permutation(SHAPES)[:len(sizes)]
@@ -502,7 +503,7 @@ def _class_groups(rng: np.random.Generator, n_cues: int) -> tuple[list[list[Case
         stem = f"{shape.capitalize()}{motion.capitalize()}"
         groups.append([CaseClass(f"{stem}{k + 1}", str(shape), str(motion), round(r0 + k * SIZE_STEP, 2))
                        for k in range(count)])
-    return groups, n_cues
+    return groups
 
 
 def _deal_families(counts: dict[str, int], n: int, rng: np.random.Generator) -> list[str]:
@@ -530,13 +531,12 @@ def case_specs(split: str, count: int) -> list[CaseSpec]:
         architecture = ARCHITECTURES[i % len(ARCHITECTURES)]
         n_cues = int(rng.choice([2, 3]))
         families = _deal_families(counts, n_cues, dealer)
-        groups, n_pairs = _class_groups(rng, n_cues)
+        groups = _class_groups(rng, n_cues)
         cues = []
-        for family, pair in zip(families, groups[:n_pairs]):
+        for family, pair in zip(families, groups[:n_cues]):
             cued, partner = pair if rng.random() < 0.5 else pair[::-1]
             cues.append(draw_cue(family, cued.name, partner.name, _stream_of(family, architecture), split, rng))
-        clean = [g for g in groups[n_pairs:]]
-        clean_pairs = [(g[k].name, g[k + 1].name) for g in clean for k in range(len(g) - 1)]
+        clean_pairs = [(g[k].name, g[k + 1].name) for g in groups[n_cues:] for k in range(len(g) - 1)]
         classes = [c for g in groups for c in g]
         classes = [classes[k] for k in rng.permutation(len(classes))]
         specs.append(CaseSpec(case_id=f"{split}-{i:03d}", split=split, seed=seed, architecture=architecture,

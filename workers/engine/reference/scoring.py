@@ -8,6 +8,8 @@ Definitions (issue 11):
 - it is **localised** (local cues on position-keeping models only: twostream_flatten, c3d_single) when a
   LOCALIZED_CUE on its stream has a ``peak_xy`` within one window side (1/8 of the frame side) of its region, in x
   and in y (Chebyshev distance from the region box);
+- it is **found as expected** when one of the codes ``EXPECTED_CODES`` expects of it finds it: on the
+  single-stream c3d_single every flag names the one stream ``clip``, so plain "found" is weak there;
 - on a clean pair every flag but WEAK_VISUALISATION is false;
 - per flag code, ``precision`` = correct / fired, where a flag is correct when it is on a planted pair, about the
   cue's class (or both classes) and on the cue's stream (so a stream-less flag is never correct, and every flag on a
@@ -98,6 +100,11 @@ def cue_found(flags: Iterable[FlagLike], cue: Cue, code: str | None = None) -> b
     return any(about_cue(f, cue) for f in flags if code is None or f.code == code)
 
 
+def cue_found_as_expected(flags: Sequence[FlagLike], cue: Cue, architecture: str) -> bool:
+    """One of the codes expected of ``cue`` on ``architecture`` finds it."""
+    return any(cue_found(flags, cue, code) for code in expected_codes(cue, architecture))
+
+
 def peak_near_region(peak_xy: Sequence[float], region: tuple[int, int, int, int], size: int = SIZE,
                      window: float = WINDOW_FRACTION) -> bool:
     """Whether a normalised (x, y) lies within ``window`` (normalised) of the pixel ``region`` (x0, y0, x1, y1,
@@ -152,15 +159,20 @@ def code_rates(outcomes: Sequence[PairOutcome]) -> dict[str, dict[str, float | i
 
 
 def family_recall(outcomes: Sequence[PairOutcome]) -> dict[str, dict[str, int]]:
-    """Per cue family: planted pairs (``total``), cues ``found``, and of the cues where localisation applies
+    """Per cue family: planted pairs (``total``), cues ``found``, cues found by an expected code (``as_expected``,
+    out of ``expected_total`` cues that expect any code), and of the cues where localisation applies
     (``local_total``) how many were ``localised``."""
-    out = {f: {"total": 0, "found": 0, "local_total": 0, "localised": 0} for f in FAMILIES}
+    out = {f: {"total": 0, "found": 0, "expected_total": 0, "as_expected": 0, "local_total": 0, "localised": 0}
+           for f in FAMILIES}
     for o in outcomes:
         if o.cue is None:
             continue
         row = out[o.cue.family]
         row["total"] += 1
         row["found"] += cue_found(o.flags, o.cue)
+        if expected_codes(o.cue, o.architecture):
+            row["expected_total"] += 1
+            row["as_expected"] += cue_found_as_expected(o.flags, o.cue, o.architecture)
         localised = cue_localised(o.flags, o.cue, o.architecture)
         if localised is not None:
             row["local_total"] += 1
