@@ -203,6 +203,15 @@ def test_a_tiny_case_round_trips_through_the_cache(index: int, tmp_path: Path) -
     assert not loaded.module.training and not any(p.requires_grad for p in loaded.module.parameters())
 
 
+def test_cues_round_trip_through_json_with_their_locality() -> None:
+    for spec in cases.case_specs("heldout", 4):
+        for cue in spec.cues:
+            raw = cue.to_json()
+            assert raw["local"] == (cue.family in cases.LOCAL_FAMILIES) and raw["kind"] == cue.kind
+            assert Cue.from_json(raw) == cue
+        assert cases.CaseSpec.from_json(spec.to_json()) == spec
+
+
 def test_manifests_name_the_streams_the_cues_are_planted_on() -> None:
     for spec in cases.case_specs("calibration", 3):
         manifest = cases.case_manifest(spec)
@@ -223,6 +232,7 @@ def test_a_trained_case_confuses_its_planted_pairs_more_than_its_clean_pairs() -
     case = cases.train_case(spec)
     for cue in spec.cues:
         assert case.rate(cue.class_name, cue.partner) > case.rate(cue.partner, cue.class_name) + 0.3
+        assert case.cue_learned(cue)
     planted = np.mean(list(case.planted_confusion().values()))
     assert planted > np.mean(list(case.clean_confusion().values())) + 0.3
 

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,8 +33,37 @@ def case_line(case: cases.TrainedCase, seconds: str) -> str:
     planted = ", ".join(f"{c.family} {case.rate(c.class_name, c.partner):.2f}/{case.rate(c.partner, c.class_name):.2f}"
                         for c in spec.cues)
     clean = ", ".join(f"{v:.2f}" for v in case.clean_confusion().values())
+    learned = sum(case.cue_learned(c) for c in spec.cues)
     return (f"{spec.case_id:16s} {spec.architecture:17s} acc {case.test_accuracy:.2f}  planted (cue>partner/"
-            f"partner>cue) [{planted}]  clean [{clean}]  {seconds}")
+            f"partner>cue) [{planted}]  clean [{clean}]  learned {learned}/{len(spec.cues)}  {seconds}")
+
+
+def case_confusion_row(case: cases.TrainedCase, build_s: float) -> dict:
+    return {"case_id": case.spec.case_id, "architecture": case.spec.architecture,
+            "test_accuracy": case.test_accuracy, "build_s": build_s, "train_s": case.seconds,
+            "planted": [{"family": c.family, "cue_as_partner": case.rate(c.class_name, c.partner),
+                         "partner_as_cue": case.rate(c.partner, c.class_name), "learned": case.cue_learned(c)}
+                        for c in case.spec.cues],
+            "clean": list(case.clean_confusion().values())}
+
+
+def print_learning(per_case: list[dict]) -> None:
+    """Did the models learn the cues? Mean directed confusion of the planted pairs vs the clean pairs, and cues
+    learned (``TrainedCase.cue_learned``) per family."""
+    planted = [p for row in per_case for p in row["planted"]]
+    clean = [v for row in per_case for v in row["clean"]]
+    if not planted:
+        return
+    print(f"planted pairs: cue class read as partner {sum(p['cue_as_partner'] for p in planted) / len(planted):.2f}, "
+          f"partner read as cue class {sum(p['partner_as_cue'] for p in planted) / len(planted):.2f} (mean); clean "
+          f"pairs (larger direction) {sum(clean) / max(len(clean), 1):.2f}; training "
+          f"{max(row['train_s'] for row in per_case):.0f}s at most")
+    learned = {}
+    for p in planted:
+        done, total = learned.get(p["family"], (0, 0))
+        learned[p["family"]] = (done + p["learned"], total + 1)
+    print("cues learned: " + ", ".join(f"{fam} {d}/{t}" for fam, (d, t) in learned.items())
+          + f"; all {sum(p['learned'] for p in planted)}/{len(planted)}")
 
 
 def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[str, float]]:
@@ -63,7 +91,7 @@ def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[st
             "case_id": spec.case_id, "split": spec.split, "architecture": spec.architecture,
             "a": pair.a, "b": pair.b, "rank": pair.rank, "explicit": pair.explicit,
             "kind": "planted" if cue else "clean", "family": cue.family if cue else None,
-            "cue": asdict(cue) if cue else None,
+            "cue": cue.to_json() if cue else None,
             "confusion": {"a_as_b": case.rate(pair.a, pair.b), "b_as_a": case.rate(pair.b, pair.a)},
             "flags": [f.to_json() for f in result.flags],
             "found": scoring.cue_found(flags, cue) if cue else None,
@@ -141,8 +169,7 @@ def main() -> None:
         origin = f"cached {build_s:.1f}s" if case.from_cache else f"trained {build_s:.0f}s"
         if args.build_only:
             print(case_line(case, origin), flush=True)
-            per_case.append({"case_id": spec.case_id, "test_accuracy": case.test_accuracy, "build_s": build_s,
-                             "planted": case.planted_confusion(), "clean": case.clean_confusion()})
+            per_case.append(case_confusion_row(case, build_s))
             continue
         case_rows, timings = audit_case(case, args.steps)
         rows += case_rows
@@ -152,13 +179,14 @@ def main() -> None:
         print(case_line(case, f"{origin}, visualise {timings['visualise_s']:.0f}s, analyse "
                               f"{timings['analyse_s']:.0f}s") + f"  found {found}/{len(spec.cues)}, false {false}",
               flush=True)
-        per_case.append({"case_id": spec.case_id, "test_accuracy": case.test_accuracy, "build_s": build_s,
-                         **timings, "total_s": total_s})
+        per_case.append({**case_confusion_row(case, build_s), **timings, "total_s": total_s})
         if k == 0 and len(specs) > 1:
             print(f"  projection: {len(specs)} cases x {total_s:.0f}s = {len(specs) * total_s / 60:.0f} min "
                   f"({'cached' if case.from_cache else 'training included'})", flush=True)
     elapsed = time.perf_counter() - t_start
-    print(f"\nsplit={args.split} cases={len(specs)} steps={args.steps} ({elapsed:.0f}s)")
+    print(f"\nsplit={args.split} cases={len(specs)} " + ("build only" if args.build_only else f"steps={args.steps}")
+          + f" ({elapsed:.0f}s)")
+    print_learning(per_case)
     summary = print_summary(outcomes_of(rows)) if not args.build_only else {}
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "steps": args.steps,

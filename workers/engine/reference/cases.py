@@ -147,9 +147,14 @@ class Cue:
         x0, y0, x1, y1 = self.region
         return (x0 / SIZE, y0 / SIZE, x1 / SIZE, y1 / SIZE)
 
+    def to_json(self) -> dict:
+        """The fields plus ``local`` and ``kind`` (read-only: ``from_json`` ignores them)."""
+        return {**asdict(self), "local": self.local, "kind": self.kind}
+
     @staticmethod
     def from_json(raw: dict) -> "Cue":
-        return Cue(**{**raw, "region": tuple(raw["region"]) if raw["region"] is not None else None,
+        fields = {k: v for k, v in raw.items() if k not in ("local", "kind")}
+        return Cue(**{**fields, "region": tuple(raw["region"]) if raw["region"] is not None else None,
                       "colour": tuple(raw["colour"])})
 
 
@@ -222,6 +227,12 @@ class TrainedCase:
     def clean_confusion(self) -> dict[str, float]:
         """Per clean pair: the larger of its two directed confusion rates."""
         return {f"{a}~{b}": max(self.rate(a, b), self.rate(b, a)) for a, b in self.clean_pairs}
+
+    def cue_learned(self, cue: Cue) -> bool:
+        """The model learnt the cue: its class's clean test clips read as the partner more often than the partner's
+        read as it, and more often than any clean pair of the case is confused (either way)."""
+        rate = self.rate(cue.class_name, cue.partner)
+        return rate > self.rate(cue.partner, cue.class_name) and rate > max(self.clean_confusion().values())
 
 
 def directed_rate(confusion: dict, true: str, predicted: str) -> float:
