@@ -256,6 +256,9 @@ class PairEvidence:
     motion_reliance: dict[str, float]
     localisation: dict[str, Localisation]
     cost: dict[str, int] = field(default_factory=dict)
+    # class -> stream -> {every other class of the model: the class's mean margin over it, this stream alone}; the
+    # model-relative baseline of the one-stream flags (evidence stored before it existed has none)
+    stream_margins: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -314,15 +317,16 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
         neutral = evaluator.evaluate({k: v[:1] for k, v in vis_a.items()}, neutral=frozenset(names))
         base_logits, base_feat = neutral.logits[0], neutral.features[0]
         cross, target_softmax, overall = _cross_activation(full_a, full_b, ia, ib, a, b, base_feat)
-        sims, evidence, reliance = _stream_parts(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b,
-                                                 base_logits, base_feat)
+        sims, evidence, reliance, margins = _stream_parts(evaluator, classes, vis_a, vis_b, full_a, full_b, ia, ib,
+                                                          base_logits, base_feat)
         motion = {cls: _relative_drop(full.logits[:, idx], evaluator.evaluate(static_version(vis, specs)).logits[:, idx],
                                       base_logits[idx])
                   for cls, vis, idx, full in ((a, vis_a, ia, full_a), (b, vis_b, ib, full_b))}
         located = _localise(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b)
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
-                        stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json())
+                        stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json(),
+                        stream_margins=margins)
 
 
 def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, a: str, b: str,
@@ -338,15 +342,18 @@ def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, 
     return cross, target, overall
 
 
-def _stream_parts(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, full_a: Evaluation,
-                  full_b: Evaluation, ia: int, ib: int, a: str, b: str, base_logits: np.ndarray,
-                  base_feat: np.ndarray) -> tuple[dict, dict, dict]:
-    """Per stream: feature similarity and each class's margin with that stream alone; each class's share of its
-    logit lost without the stream."""
+def _stream_parts(evaluator: PairEvaluator, classes: Sequence[str], vis_a: SampleSet, vis_b: SampleSet,
+                  full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, base_logits: np.ndarray,
+                  base_feat: np.ndarray) -> tuple[dict, dict, dict, dict]:
+    """Per stream: feature similarity and each class's margin with that stream alone, over its partner and over
+    every other class of the model (the same evaluations); each class's share of its logit lost without the
+    stream."""
+    a, b = classes[ia], classes[ib]
     names = [s.name for s in evaluator.specs]
     sims: dict[str, float] = {}
     evidence: dict[str, dict[str, float]] = {a: {}, b: {}}
     reliance: dict[str, dict[str, float]] = {a: {}, b: {}}
+    margins: dict[str, dict[str, dict[str, float]]] = {a: {}, b: {}}
     for name in names:
         others = frozenset(n for n in names if n != name)
         ea, eb = ((evaluator.evaluate(vis_a, neutral=others), evaluator.evaluate(vis_b, neutral=others))
@@ -354,6 +361,9 @@ def _stream_parts(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, 
         sims[name] = scores.cosine_similarity(ea.features.mean(0) - base_feat, eb.features.mean(0) - base_feat)
         evidence[a][name] = float((ea.logits[:, ia] - ea.logits[:, ib]).mean())
         evidence[b][name] = float((eb.logits[:, ib] - eb.logits[:, ia]).mean())
+        for cls, idx, ev in ((a, ia, ea), (b, ib, eb)):
+            over = (ev.logits[:, idx:idx + 1] - ev.logits).mean(axis=0)
+            margins[cls][name] = {c: float(m) for j, (c, m) in enumerate(zip(classes, over)) if j != idx}
         if others:
             without_a = evaluator.evaluate(vis_a, neutral=frozenset({name}))
             without_b = evaluator.evaluate(vis_b, neutral=frozenset({name}))
@@ -361,7 +371,7 @@ def _stream_parts(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, 
             reliance[b][name] = _relative_drop(full_b.logits[:, ib], without_b.logits[:, ib], base_logits[ib])
         else:
             reliance[a][name] = reliance[b][name] = 1.0
-    return sims, evidence, reliance
+    return sims, evidence, reliance, margins
 
 
 def _localise(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, full_a: Evaluation, full_b: Evaluation,

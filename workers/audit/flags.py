@@ -8,13 +8,13 @@ must cost >= 2% of that class's margin, and >= 3x what the strongest window else
 Calibrated on seeds 0-2 of the reference benchmark (planted windows stood out by 3.6-8.2x, no window of a pair
 without a planted shortcut by more than 2.5x) and checked on held-out seeds (docs/planted_benchmark.md).
 
-APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class and need no position: each stream alone (the
-others neutral) is run on the class's visualisations, and the flag fires when one stream holds >= 75% (3:1) of
-the class's positive margin over its partner. This is what still names the stream on a net whose head pools away
-position (no LOCALIZED_CUE fires there). 75% was set on seeds 0-5 of both heads (the pooled net's flicker class
-sits at 79-84%) and checked on seeds 6-8. Severity is medium when the pair's two classes lean on different
-streams (the watermark class on appearance, its partner on motion), low when both lean on the same one: on a
-motion-driven net most pairs are separated by motion, which is no finding by itself.
+APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class, need no position, and are relative to the
+model: each stream alone (the others neutral) is run on the class's visualisations, which gives the class's margin
+over its partner *and over every other class of the model* from the same evaluations. The flag fires when one
+stream holds >= 75% (3:1) of the class's positive margin over its partner and that share exceeds the median of
+the same share over the model's other classes by >= 0.25 (``analysis.stream_share_baseline``). A net that tells
+every class by its motion gives no MOTION_ONLY flag: that is how it works, not a quirk of one pair. A model with
+fewer than 3 other classes has no baseline; the absolute rule then fires at low severity.
 
 WEAK_VISUALISATION: a class's visualisations did not all end classified as that class (softmax < 0.5), so the
 pair's other scores rest on pictures that do not show it.
@@ -43,6 +43,8 @@ class FlagThresholds(BaseModel):
     localized_min_peak_drop: float = Field(0.02, ge=0, le=1)
     localized_separation: float = Field(3.0, ge=1)
     only_evidence_share: float = Field(0.75, ge=0.5, le=1)
+    only_share_excess: float = Field(0.25, ge=0, le=1)
+    only_min_other_classes: int = Field(3, ge=1)
     shared_feature_similarity: float = Field(0.9, ge=-1, le=1)
     shared_logit_ratio: float = Field(0.5)
     context_motion_reliance: float = Field(0.1, ge=0, le=1)
@@ -151,31 +153,39 @@ def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThres
 
 
 def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
-    """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class (docstring)."""
+    """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class against its
+    partner *more than it carries that class against the model's other classes* (module docstring)."""
     if len(s.streams) < 2:
         return []
+    found: dict[str, list[tuple[str, float, str]]] = {}
+    relative = True
+    for name, classes in one_stream_classes(s.stream_evidence, th.only_evidence_share).items():
+        for cls, share in classes:
+            base = s.stream_share.get(cls, {}).get(name)
+            if base is None or base["others"] < th.only_min_other_classes:
+                relative = False       # nothing to compare with: the absolute rule alone, at low severity
+                found.setdefault(name, []).append((cls, share, "the model has too few other classes (or this "
+                                                              "evidence predates the comparison) to say whether it "
+                                                              f"leans on {name} for every class"))
+            elif share - base["others_median"] >= th.only_share_excess:
+                found.setdefault(name, []).append((cls, share, f"against the model's other classes its {name} "
+                                                              f"gives it {base['others_median']:.0%} (median of "
+                                                              f"{base['others']})"))
     flags = []
-    one_stream = one_stream_classes(s.stream_evidence, th.only_evidence_share)
-    dominant = {cls: dominant_stream(evidence) for cls, evidence in s.stream_evidence.items()}
-    # both classes carried by the same stream is how the model separates pairs in general (on a motion-driven
-    # net, motion): worth a glance; a class carried by another stream than its partner is worth a look
-    differ = len(set(dominant.values())) > 1 and None not in dominant.values()
-    for name, found in one_stream.items():
+    for name, hits in found.items():
         kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
         parts = []
-        for cls, share in found:
+        for cls, share, context in hits:
             other = s.b if cls == s.a else s.a
             against = [n for n, v in s.stream_evidence[cls].items() if n != name and v < 0]
             tail = f"; its {', '.join(against)} alone even reads as {other}" if against else ""
             parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
-                         f"gives it{tail})")
-        classes = [cls for cls, _ in found]
-        where = (f"look at what in {name} sets {' and '.join(classes)}'s training clips apart" if differ else
-                 f"both classes lean on {name}, so this may be how the model tells most classes apart; check "
-                 f"{name} in {' and '.join(classes)}'s training clips if other flags point there")
+                         f"gives it{tail}), while {context}")
+        classes = [cls for cls, _, _ in hits]
         flags.append(Flag(
-            kind, name, "medium" if differ else "low", "; ".join(parts) + f": {where}.",
-            None, class_name=classes[0] if len(classes) == 1 else None))
+            kind, name, "medium" if relative else "low",
+            "; ".join(parts) + f": look at what in {name} sets {' and '.join(classes)}'s training clips apart "
+            f"from the partner's.", None, class_name=classes[0] if len(classes) == 1 else None))
     return flags
 
 
