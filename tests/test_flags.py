@@ -177,3 +177,34 @@ def test_stream_share_baseline_compares_the_partner_with_the_models_other_classe
     # C: 1/(1+3) = 0.25, D: 0.5; E gives no positive margin on any stream and is left out
     assert got["appearance"]["others"] == 2 and np.isclose(got["appearance"]["others_median"], 0.375)
     assert np.isclose(got["motion"]["others_median"], 0.625)
+
+
+CLIP = [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 8, 32, 32])]
+
+
+def _single(static_share) -> PairScores:
+    s = _scores(evidence={"A": {"clip": 5.0}, "B": {"clip": 5.0}})
+    s.streams = {"clip": s.streams["appearance"]}
+    s.static_share = static_share
+    return s
+
+
+def test_a_single_stream_model_names_still_frames_or_motion_against_its_own_baseline():
+    def base(partner, median, others=6):
+        return {"partner": partner, "others_median": median, "others": others}
+
+    still = derive_flags(_single({"A": base(0.95, 0.3), "B": base(0.4, 0.3)}), CLIP)
+    assert [(f.code, f.stream, f.class_name) for f in still] == [("APPEARANCE_ONLY_SEPARATION", "clip", "A")]
+    moving = derive_flags(_single({"A": base(0.05, 0.6), "B": base(0.5, 0.6)}), CLIP)
+    assert [(f.code, f.stream, f.class_name) for f in moving] == [("MOTION_ONLY_SEPARATION", "clip", "A")]
+    # a model that needs motion for every class: no finding; nor without a baseline
+    assert derive_flags(_single({"A": base(0.05, 0.1), "B": base(0.1, 0.1)}), CLIP) == []
+    assert derive_flags(_single({"A": base(0.05, 0.6, others=1)}), CLIP) == []
+
+
+def test_static_share_baseline_reads_what_survives_without_motion():
+    from workers.audit.analysis import static_share_baseline
+    full = {"B": 4.0, "C": 2.0, "D": 5.0, "E": -1.0}
+    static = {"B": 0.4, "C": 2.5, "D": 2.5, "E": 3.0}
+    got = static_share_baseline(full, static, partner="B")
+    assert np.isclose(got["partner"], 0.1) and got["others"] == 2 and np.isclose(got["others_median"], 0.75)

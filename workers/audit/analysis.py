@@ -110,6 +110,9 @@ class PairScores:
     # class -> stream -> that stream's share of the class's stream-alone margins over its partner, and the same share
     # over the model's other classes (``stream_share_baseline``); empty for evidence stored before it existed
     stream_share: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # class -> share of its margin over the partner kept without motion, and the same over the model's other
+    # classes (``static_share_baseline``); empty when the evidence has none
+    static_share: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -123,6 +126,7 @@ class PairScores:
             "speed_invariance": self.speed_invariance,
             "target_softmax": self.target_softmax,
             "stream_share": self.stream_share,
+            "static_share": self.static_share,
         })
 
 
@@ -154,6 +158,20 @@ def stream_share_baseline(margins: dict[str, dict[str, float]], partner: str) ->
                   "others_high": float(np.quantile(values, 0.9)) if len(values) else float("nan"),
                   "others": int(len(values))}
     return out
+
+
+def static_share_baseline(full: dict[str, float], static: dict[str, float], partner: str) -> dict[str, float]:
+    """For a model whose one input carries both appearance and motion: how much of a class's margin over its
+    partner survives with motion removed (its visualisations' frames replaced by their mean), next to the same
+    share over every other class of the model. ``full`` / ``static``: {other class: margin}. Returns {"partner",
+    "others_median", "others"}; a share is clipped to [0, 1] and taken only where the full margin is positive
+    (partner: 0 when it is not). Pure."""
+    def share(c: str) -> float | None:
+        return float(np.clip(static[c] / full[c], 0.0, 1.0)) if full[c] > 1e-9 else None
+
+    values = [v for c in full if c != partner and (v := share(c)) is not None]
+    return {"partner": share(partner) or 0.0,
+            "others_median": float(np.median(values)) if values else float("nan"), "others": len(values)}
 
 
 def plain_json(value):
@@ -224,4 +242,6 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       target_softmax=evidence.target_softmax,
                       stream_share={cls: stream_share_baseline(per, b if cls == a else a)
                                     for cls, per in getattr(evidence, "stream_margins", {}).items()
-                                    if len(per) > 1})
+                                    if len(per) > 1},
+                      static_share={cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
+                                    for cls, m in getattr(evidence, "motion_margins", {}).items()})

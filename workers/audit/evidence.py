@@ -259,6 +259,9 @@ class PairEvidence:
     # class -> stream -> {every other class of the model: the class's mean margin over it, this stream alone}; the
     # model-relative baseline of the one-stream flags (evidence stored before it existed has none)
     stream_margins: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # class -> "full" | "static" -> {every other class: the class's margin over it}, on its visualisations as they
+    # are and with motion removed: the same baseline for a single-stream model's static and moving parts
+    motion_margins: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -298,6 +301,12 @@ def _logit_ratio(logits: np.ndarray, target: int, other: int) -> float:
     return float(np.mean((logits[:, other] - base) / np.maximum(logits[:, target] - base, 1e-6)))
 
 
+def _margins_over_others(logits: np.ndarray, idx: int, classes: Sequence[str]) -> dict[str, float]:
+    """{every class but ``idx``: mean over samples of logit[idx] - logit[that class]}."""
+    over = (logits[:, idx:idx + 1] - logits).mean(axis=0)
+    return {c: float(m) for j, (c, m) in enumerate(zip(classes, over)) if j != idx}
+
+
 def _relative_drop(full: np.ndarray, reduced: np.ndarray, baseline: float) -> float:
     """Share of (full - baseline) lost in ``reduced``, averaged over samples, clipped to [0, 1]."""
     gain = np.maximum(full - baseline, 1e-6)
@@ -319,14 +328,17 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
         cross, target_softmax, overall = _cross_activation(full_a, full_b, ia, ib, a, b, base_feat)
         sims, evidence, reliance, margins = _stream_parts(evaluator, classes, vis_a, vis_b, full_a, full_b, ia, ib,
                                                           base_logits, base_feat)
-        motion = {cls: _relative_drop(full.logits[:, idx], evaluator.evaluate(static_version(vis, specs)).logits[:, idx],
-                                      base_logits[idx])
-                  for cls, vis, idx, full in ((a, vis_a, ia, full_a), (b, vis_b, ib, full_b))}
+        motion, motion_margins = {}, {}
+        for cls, vis, idx, full in ((a, vis_a, ia, full_a), (b, vis_b, ib, full_b)):
+            still = evaluator.evaluate(static_version(vis, specs)).logits
+            motion[cls] = _relative_drop(full.logits[:, idx], still[:, idx], base_logits[idx])
+            motion_margins[cls] = {"full": _margins_over_others(full.logits, idx, classes),
+                                   "static": _margins_over_others(still, idx, classes)}
         located = _localise(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b)
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
                         stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json(),
-                        stream_margins=margins)
+                        stream_margins=margins, motion_margins=motion_margins)
 
 
 def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, a: str, b: str,
@@ -362,8 +374,7 @@ def _stream_parts(evaluator: PairEvaluator, classes: Sequence[str], vis_a: Sampl
         evidence[a][name] = float((ea.logits[:, ia] - ea.logits[:, ib]).mean())
         evidence[b][name] = float((eb.logits[:, ib] - eb.logits[:, ia]).mean())
         for cls, idx, ev in ((a, ia, ea), (b, ib, eb)):
-            over = (ev.logits[:, idx:idx + 1] - ev.logits).mean(axis=0)
-            margins[cls][name] = {c: float(m) for j, (c, m) in enumerate(zip(classes, over)) if j != idx}
+            margins[cls][name] = _margins_over_others(ev.logits, idx, classes)
         if others:
             without_a = evaluator.evaluate(vis_a, neutral=frozenset({name}))
             without_b = evaluator.evaluate(vis_b, neutral=frozenset({name}))

@@ -14,7 +14,9 @@ over its partner *and over every other class of the model* from the same evaluat
 stream holds >= 75% (3:1) of the class's positive margin over its partner and that share exceeds the median of
 the same share over the model's other classes by >= 0.25 (``analysis.stream_share_baseline``). A net that tells
 every class by its motion gives no MOTION_ONLY flag: that is how it works, not a quirk of one pair. A model with
-fewer than 3 other classes has no baseline; the absolute rule then fires at low severity.
+fewer than 3 other classes has no baseline; the absolute rule then fires at low severity. A model with one moving
+input (a single-stream 3D CNN) gets the same two flags from its still frames and its motion: the share of a class's
+margin over its partner that survives with motion removed, against the same share over its other classes.
 
 WEAK_VISUALISATION: a class's visualisations did not all end classified as that class (softmax < 0.5), so the
 pair's other scores rest on pictures that do not show it.
@@ -113,7 +115,8 @@ def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds
     th = th or FlagThresholds()
     modality = {spec.name: spec.modality for spec in specs}
     return [*weak_visualisation_flags(s, th), *localized_cue_flags(s, modality, th),
-            *one_stream_flags(s, modality, th), *shared_evidence_flags(s, th), *context_cue_flags(s, specs, th)]
+            *one_stream_flags(s, modality, th), *static_or_moving_flags(s, specs, th), *shared_evidence_flags(s, th),
+            *context_cue_flags(s, specs, th)]
 
 
 def weak_visualisation_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
@@ -186,6 +189,40 @@ def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThreshol
             kind, name, "medium" if relative else "low",
             "; ".join(parts) + f": look at what in {name} sets {' and '.join(classes)}'s training clips apart "
             f"from the partner's.", None, class_name=classes[0] if len(classes) == 1 else None))
+    return flags
+
+
+def static_or_moving_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
+    """The one-stream flags of a model with one moving input (a single-stream 3D CNN), where the "streams" are
+    the input's still part and its motion: APPEARANCE_ONLY_SEPARATION when >= ``only_evidence_share`` of a
+    class's margin over its partner survives with motion removed, MOTION_ONLY_SEPARATION when <= 1 minus that
+    survives; either only when the share differs from the same share over the model's other classes (median) by
+    >= ``only_share_excess`` (module docstring)."""
+    if len(specs) != 1 or specs[0].num_frames < 2:
+        return []
+    name = specs[0].name
+    found: dict[str, list[str]] = {}
+    for cls, base in s.static_share.items():
+        if base["others"] < th.only_min_other_classes:
+            continue
+        share, usual = base["partner"], base["others_median"]
+        other = s.b if cls == s.a else s.a
+        if share >= th.only_evidence_share and share - usual >= th.only_share_excess:
+            found.setdefault("APPEARANCE_ONLY_SEPARATION", []).append(
+                f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
+                f"other classes it keeps {usual:.0%} (median of {base['others']}): its still frames tell it apart")
+        elif share <= 1 - th.only_evidence_share and usual - share >= th.only_share_excess:
+            found.setdefault("MOTION_ONLY_SEPARATION", []).append(
+                f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
+                f"other classes it keeps {usual:.0%} (median of {base['others']}): only its motion tells it apart")
+    flags = []
+    for code, parts in found.items():
+        classes = [p.split(" keeps ")[0] for p in parts]
+        what = "still frames (a logo, a tint, a border, the background)" if code.startswith("APPEARANCE") \
+            else "motion (its speed, a flicker, a blink, camera shake)"
+        flags.append(Flag(code, name, "medium", "; ".join(parts) + f": look at the {what} of "
+                          f"{' and '.join(classes)}'s training clips.", None,
+                          class_name=classes[0] if len(classes) == 1 else None))
     return flags
 
 
