@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from workers.audit.analysis import far_from, scan_windows, window_sums
-from workers.audit.evidence import EvidenceConfig, PairEvidence, choose_windows, measure_pair_evidence
+from workers.audit.evidence import (EvidenceConfig, PairEvidence, calibrated_drops, choose_windows,
+                                    measure_pair_evidence)
 from workers.engine.manifest import InputSpec
 
 SPEC = InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 2, 16, 16])
@@ -34,6 +35,15 @@ def test_chosen_windows_are_distinct_peaks_and_far_competitors():
     assert all(far_from(boxes[p], boxes[q], side, 1) for p in peaks for q in peaks if p != q)
     assert 100 in elsewhere and all(far_from(boxes[i], boxes[5], side) for i in elsewhere)
     assert len(elsewhere) == EvidenceConfig().elsewhere_estimated + EvidenceConfig().elsewhere_sampled
+
+
+def test_unverified_windows_take_the_scale_the_verified_ones_measured():
+    estimate = np.array([0.4, 0.2, 0.1, 0.3, 0.05])
+    verified, measured = [0, 1], np.array([0.2, 0.1])         # the estimate runs 2x the swap test here
+    drops = calibrated_drops(estimate, verified, measured)
+    assert np.allclose(drops, [0.2, 0.1, 0.05, 0.15, 0.025])
+    assert np.allclose(calibrated_drops(estimate, [0, 1], np.array([-0.1, -0.1]))[2:], 0.0)  # no negative scale
+    assert np.allclose(calibrated_drops(np.zeros(3), [0], np.array([0.3])), [0.3, 0.0, 0.0])
 
 
 class PatchModel(nn.Module):

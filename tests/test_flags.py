@@ -23,7 +23,7 @@ def _stream(loc: Localisation) -> StreamScores:
 
 
 def _scores(app: Localisation | None = None, mot: Localisation | None = None, evidence=None,
-            motion_reliance=None, target_softmax=None) -> PairScores:
+            motion_reliance=None, target_softmax=None, stream_share=None) -> PairScores:
     return PairScores(
         a="A", b="B",
         cross_activation={"a_on_b": 0.0, "b_on_a": 0.0, "a_on_b_logit_ratio": 0.0, "b_on_a_logit_ratio": 0.0},
@@ -32,7 +32,7 @@ def _scores(app: Localisation | None = None, mot: Localisation | None = None, ev
         stream_evidence=evidence or {"A": {"appearance": 5.0, "motion": 5.0}, "B": {"appearance": 5.0, "motion": 5.0}},
         motion_reliance=motion_reliance or {"A": 0.5, "B": 0.5},
         speed_invariance={}, overall_feature_similarity=0.1,
-        target_softmax=target_softmax or {"A": 0.99, "B": 0.99})
+        target_softmax=target_softmax or {"A": 0.99, "B": 0.99}, stream_share=stream_share or {})
 
 
 def _codes(flags):
@@ -73,10 +73,38 @@ def test_one_stream_flags_name_the_class_and_stream_and_merge_when_both_classes_
     assert both[0].severity == "low"  # both classes on motion: how the model separates pairs anyway
 
 
-def test_one_stream_flag_is_medium_when_the_partner_leans_on_another_stream():
-    flags = derive_flags(_scores(evidence={"A": {"appearance": 20.0, "motion": -2.0},
-                                           "B": {"appearance": 3.0, "motion": 6.0}}), SPECS)
-    assert [(f.code, f.class_name, f.severity) for f in flags] == [("APPEARANCE_ONLY_SEPARATION", "A", "medium")]
+def _baseline(median: float, others: int = 6) -> dict:
+    """What ``analysis.stream_share_baseline`` gives a class whose streams the model weighs as ``median`` on
+    appearance (and the rest on motion) against its other classes."""
+    return {"appearance": {"partner": 0.0, "others_median": median, "others_high": median, "others": others},
+            "motion": {"partner": 0.0, "others_median": 1 - median, "others_high": 1 - median, "others": others}}
+
+
+def test_one_stream_flag_fires_only_when_the_pair_leans_on_the_stream_more_than_the_model_does():
+    evidence = {"A": {"appearance": 20.0, "motion": -2.0}, "B": {"appearance": 3.0, "motion": 6.0}}
+    th = FlagThresholds()
+    quirk = derive_flags(_scores(evidence=evidence, stream_share={"A": _baseline(0.4), "B": _baseline(0.4)}), SPECS)
+    assert [(f.code, f.class_name, f.severity) for f in quirk] == [("APPEARANCE_ONLY_SEPARATION", "A", "medium")]
+    assert "median of 6" in quirk[0].message
+    # the same share is how this model tells A from every class: no finding
+    usual = _scores(evidence=evidence, stream_share={"A": _baseline(1.0 - th.only_share_excess / 2), "B": _baseline(0.4)})
+    assert derive_flags(usual, SPECS) == []
+    # just past the excess fires, just short of it does not
+    edge = 1.0 - th.only_share_excess
+    assert derive_flags(_scores(evidence=evidence, stream_share={"A": _baseline(edge + 0.01)}), SPECS) == []
+    assert len(derive_flags(_scores(evidence=evidence, stream_share={"A": _baseline(edge - 0.01)}), SPECS)) == 1
+
+
+def test_a_motion_driven_model_gets_no_motion_flag_on_every_pair():
+    evidence = {"A": {"appearance": 0.1, "motion": 9.0}, "B": {"appearance": 0.0, "motion": 4.0}}
+    share = {"A": _baseline(0.05), "B": _baseline(0.02)}     # motion carries every class of this model
+    assert derive_flags(_scores(evidence=evidence, stream_share=share), SPECS) == []
+
+
+def test_without_enough_other_classes_the_one_stream_flag_is_low():
+    evidence = {"A": {"appearance": 20.0, "motion": -2.0}, "B": {"appearance": 3.0, "motion": 6.0}}
+    [flag] = derive_flags(_scores(evidence=evidence, stream_share={"A": _baseline(0.4, others=1)}), SPECS)
+    assert flag.severity == "low" and "too few other classes" in flag.message
 
 
 @pytest.mark.parametrize("reliance", [{"A": 0.01, "B": 0.02}, {"A": 0.01, "B": 0.5}])
@@ -138,3 +166,45 @@ def test_cue_class_is_the_class_whose_visualisations_stand_out_in_the_window():
     loc = _loc(favours="B", xy=(4 / 32, 4 / 32))
     assert cue_class({"appearance": a}, {"appearance": b}, SPECS[0], loc, ("A", "B")) == "A"
     assert cue_class({"appearance": b}, {"appearance": a}, SPECS[0], loc, ("A", "B")) == "B"
+
+
+def test_stream_share_baseline_compares_the_partner_with_the_models_other_classes():
+    from workers.audit.analysis import stream_share_baseline
+    margins = {"appearance": {"B": 6.0, "C": 1.0, "D": 1.0, "E": -2.0},
+               "motion": {"B": -1.0, "C": 3.0, "D": 1.0, "E": 0.0}}
+    got = stream_share_baseline(margins, partner="B")
+    assert got["appearance"]["partner"] == 1.0 and got["motion"]["partner"] == 0.0
+    # C: 1/(1+3) = 0.25, D: 0.5; E gives no positive margin on any stream and is left out
+    assert got["appearance"]["others"] == 2 and np.isclose(got["appearance"]["others_median"], 0.375)
+    assert np.isclose(got["motion"]["others_median"], 0.625)
+
+
+CLIP = [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 8, 32, 32])]
+
+
+def _single(static_share) -> PairScores:
+    s = _scores(evidence={"A": {"clip": 5.0}, "B": {"clip": 5.0}})
+    s.streams = {"clip": s.streams["appearance"]}
+    s.static_share = static_share
+    return s
+
+
+def test_a_single_stream_model_names_still_frames_or_motion_against_its_own_baseline():
+    def base(partner, median, others=6):
+        return {"partner": partner, "others_median": median, "others": others}
+
+    still = derive_flags(_single({"A": base(0.95, 0.3), "B": base(0.4, 0.3)}), CLIP)
+    assert [(f.code, f.stream, f.class_name) for f in still] == [("APPEARANCE_ONLY_SEPARATION", "clip", "A")]
+    moving = derive_flags(_single({"A": base(0.05, 0.6), "B": base(0.5, 0.6)}), CLIP)
+    assert [(f.code, f.stream, f.class_name) for f in moving] == [("MOTION_ONLY_SEPARATION", "clip", "A")]
+    # a model that needs motion for every class: no finding; nor without a baseline
+    assert derive_flags(_single({"A": base(0.05, 0.1), "B": base(0.1, 0.1)}), CLIP) == []
+    assert derive_flags(_single({"A": base(0.05, 0.6, others=1)}), CLIP) == []
+
+
+def test_static_share_baseline_reads_what_survives_without_motion():
+    from workers.audit.analysis import static_share_baseline
+    full = {"B": 4.0, "C": 2.0, "D": 5.0, "E": -1.0}
+    static = {"B": 0.4, "C": 2.5, "D": 2.5, "E": 3.0}
+    got = static_share_baseline(full, static, partner="B")
+    assert np.isclose(got["partner"], 0.1) and got["others"] == 2 and np.isclose(got["others_median"], 0.75)

@@ -239,6 +239,17 @@ class ReviewOut(BaseModel):
     at: dt.datetime
 
 
+class FlagRateOut(BaseModel):
+    precision: float | None = Field(description="share of this code's flags that named a planted cue rightly")
+    recall: float | None = Field(description="share of the planted cues this code is meant for that it found")
+    fired: int
+    correct: int
+    expected: int
+    split: str
+    cases: int
+    generated: str
+
+
 class FlagOut(BaseModel):
     id: int
     audit_id: int
@@ -247,11 +258,12 @@ class FlagOut(BaseModel):
     stream: str
     severity: str
     peak_xy: list[float] | None = None
-    class_name: str | None = None   # the class the flag is about, when it is one class
     message: str
     class_name: str | None = Field(default=None, description="the class the flag is about, when it is one class")
     fingerprint: str = Field(description="the finding's identity across re-audits and releases of the model: "
                                          "unordered class pair, code, stream and class")
+    benchmark: FlagRateOut | None = Field(default=None, description="how often this flag code was right on the "
+                                                                  "planted-shortcut benchmark; null when not measured")
     review: ReviewOut | None = None
     reviews: list[ReviewOut]
 

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import MetaData, select
 
 from db.migrate import upgrade
-from db.models import Audit, ClassPair, Flag
+from db.models import ClassPair, Flag
 from tests import hostile
 from tests.service.conftest import (CLASSES, CONFUSION, PG_URL, auth, fresh_postgres_schema, make_settings,
                                    wait_for)
@@ -464,7 +464,7 @@ def raw_http(port: int, head: bytes, body_chunks: list[bytes], *, close_early: b
 
 
 def multipart_head(port: int, token: str, boundary: str, length: int | None) -> bytes:
-    lines = [f"POST /api/v1/models HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Authorization: Bearer {token}",
+    lines = ["POST /api/v1/models HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Authorization: Bearer {token}",
              f"Content-Type: multipart/form-data; boundary={boundary}", "Connection: close"]
     lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()

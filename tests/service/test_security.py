@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import MetaData, func, select
 
-from db.models import ApiToken, Audit, ClassPair, Flag, ModelBundle, Project, Review
+from db.models import ApiToken, Audit, ClassPair, Flag, Project, Review
 from service.api import ENDPOINT_SCOPES
 from tests import hostile
 from tests.service.conftest import CONFUSION, auth, make_settings, upload

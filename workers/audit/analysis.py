@@ -107,6 +107,12 @@ class PairScores:
     speed_invariance: dict[str, dict[str, float]]    # class -> stream -> similarity across kappa levels
     overall_feature_similarity: float
     target_softmax: dict[str, float] = field(default_factory=dict)   # class -> lowest softmax of it on its own
+    # class -> stream -> that stream's share of the class's stream-alone margins over its partner, and the same share
+    # over the model's other classes (``stream_share_baseline``); empty for evidence stored before it existed
+    stream_share: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # class -> share of its margin over the partner kept without motion, and the same over the model's other
+    # classes (``static_share_baseline``); empty when the evidence has none
+    static_share: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -119,7 +125,53 @@ class PairScores:
             "motion_reliance": self.motion_reliance,
             "speed_invariance": self.speed_invariance,
             "target_softmax": self.target_softmax,
+            "stream_share": self.stream_share,
+            "static_share": self.static_share,
         })
+
+
+def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
+    """Each stream's share of a class's positive stream-alone margins over one other class; None when no stream
+    alone gives it any. Pure."""
+    total = sum(max(m, 0.0) for m in margin_by_stream.values())
+    if total <= 1e-9:
+        return None
+    return {name: max(m, 0.0) / total for name, m in margin_by_stream.items()}
+
+
+def stream_share_baseline(margins: dict[str, dict[str, float]], partner: str) -> dict[str, dict[str, float]]:
+    """How one class leans on each stream against its partner, next to how it leans on it against every other
+    class of the model: ``margins`` is stream -> {other class: the class's margin over it, that stream alone}.
+    Returns stream -> {"partner": share against the partner (0 when no stream alone separates them),
+    "others_median", "others_high" (median and 90th percentile of the share over the other classes),
+    "others": how many other classes gave a share}. What a model leans on for *every* class is how it works, not a
+    quirk of this pair; the one-stream flags read the partner's share against this baseline. Pure."""
+    streams = list(margins)
+    others = sorted({c for per in margins.values() for c in per} - {partner})
+    against_partner = stream_shares({s: margins[s][partner] for s in streams}) or {s: 0.0 for s in streams}
+    shares = [got for c in others if (got := stream_shares({s: margins[s][c] for s in streams})) is not None]
+    out = {}
+    for s in streams:
+        values = np.array([sh[s] for sh in shares]) if shares else np.array([])
+        out[s] = {"partner": float(against_partner[s]),
+                  "others_median": float(np.median(values)) if len(values) else float("nan"),
+                  "others_high": float(np.quantile(values, 0.9)) if len(values) else float("nan"),
+                  "others": int(len(values))}
+    return out
+
+
+def static_share_baseline(full: dict[str, float], static: dict[str, float], partner: str) -> dict[str, float]:
+    """For a model whose one input carries both appearance and motion: how much of a class's margin over its
+    partner survives with motion removed (its visualisations' frames replaced by their mean), next to the same
+    share over every other class of the model. ``full`` / ``static``: {other class: margin}. Returns {"partner",
+    "others_median", "others"}; a share is clipped to [0, 1] and taken only where the full margin is positive
+    (partner: 0 when it is not). Pure."""
+    def share(c: str) -> float | None:
+        return float(np.clip(static[c] / full[c], 0.0, 1.0)) if full[c] > 1e-9 else None
+
+    values = [v for c in full if c != partner and (v := share(c)) is not None]
+    return {"partner": share(partner) or 0.0,
+            "others_median": float(np.median(values)) if values else float("nan"), "others": len(values)}
 
 
 def plain_json(value):
@@ -187,4 +239,9 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       stream_reliance=evidence.stream_reliance, stream_evidence=evidence.stream_evidence,
                       motion_reliance=evidence.motion_reliance, speed_invariance=speed,
                       overall_feature_similarity=evidence.overall_feature_similarity,
-                      target_softmax=evidence.target_softmax)
+                      target_softmax=evidence.target_softmax,
+                      stream_share={cls: stream_share_baseline(per, b if cls == a else a)
+                                    for cls, per in getattr(evidence, "stream_margins", {}).items()
+                                    if len(per) > 1},
+                      static_share={cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
+                                    for cls, m in getattr(evidence, "motion_margins", {}).items()})

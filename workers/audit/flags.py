@@ -8,13 +8,15 @@ must cost >= 2% of that class's margin, and >= 3x what the strongest window else
 Calibrated on seeds 0-2 of the reference benchmark (planted windows stood out by 3.6-8.2x, no window of a pair
 without a planted shortcut by more than 2.5x) and checked on held-out seeds (docs/planted_benchmark.md).
 
-APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class and need no position: each stream alone (the
-others neutral) is run on the class's visualisations, and the flag fires when one stream holds >= 75% (3:1) of
-the class's positive margin over its partner. This is what still names the stream on a net whose head pools away
-position (no LOCALIZED_CUE fires there). 75% was set on seeds 0-5 of both heads (the pooled net's flicker class
-sits at 79-84%) and checked on seeds 6-8. Severity is medium when the pair's two classes lean on different
-streams (the watermark class on appearance, its partner on motion), low when both lean on the same one: on a
-motion-driven net most pairs are separated by motion, which is no finding by itself.
+APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class, need no position, and are relative to the
+model: each stream alone (the others neutral) is run on the class's visualisations, which gives the class's margin
+over its partner *and over every other class of the model* from the same evaluations. The flag fires when one
+stream holds >= 75% (3:1) of the class's positive margin over its partner and that share exceeds the median of
+the same share over the model's other classes by >= 0.25 (``analysis.stream_share_baseline``). A net that tells
+every class by its motion gives no MOTION_ONLY flag: that is how it works, not a quirk of one pair. A model with
+fewer than 3 other classes has no baseline; the absolute rule then fires at low severity. A model with one moving
+input (a single-stream 3D CNN) gets the same two flags from its still frames and its motion: the share of a class's
+margin over its partner that survives with motion removed, against the same share over its other classes.
 
 WEAK_VISUALISATION: a class's visualisations did not all end classified as that class (softmax < 0.5), so the
 pair's other scores rest on pictures that do not show it.
@@ -43,6 +45,8 @@ class FlagThresholds(BaseModel):
     localized_min_peak_drop: float = Field(0.02, ge=0, le=1)
     localized_separation: float = Field(3.0, ge=1)
     only_evidence_share: float = Field(0.75, ge=0.5, le=1)
+    only_share_excess: float = Field(0.25, ge=0, le=1)
+    only_min_other_classes: int = Field(3, ge=1)
     shared_feature_similarity: float = Field(0.9, ge=-1, le=1)
     shared_logit_ratio: float = Field(0.5)
     context_motion_reliance: float = Field(0.1, ge=0, le=1)
@@ -111,7 +115,8 @@ def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds
     th = th or FlagThresholds()
     modality = {spec.name: spec.modality for spec in specs}
     return [*weak_visualisation_flags(s, th), *localized_cue_flags(s, modality, th),
-            *one_stream_flags(s, modality, th), *shared_evidence_flags(s, th), *context_cue_flags(s, specs, th)]
+            *one_stream_flags(s, modality, th), *static_or_moving_flags(s, specs, th), *shared_evidence_flags(s, th),
+            *context_cue_flags(s, specs, th)]
 
 
 def weak_visualisation_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
@@ -151,31 +156,73 @@ def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThres
 
 
 def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
-    """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class (docstring)."""
+    """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class against its
+    partner *more than it carries that class against the model's other classes* (module docstring)."""
     if len(s.streams) < 2:
         return []
+    found: dict[str, list[tuple[str, float, str]]] = {}
+    relative = True
+    for name, classes in one_stream_classes(s.stream_evidence, th.only_evidence_share).items():
+        for cls, share in classes:
+            base = s.stream_share.get(cls, {}).get(name)
+            if base is None or base["others"] < th.only_min_other_classes:
+                relative = False       # nothing to compare with: the absolute rule alone, at low severity
+                found.setdefault(name, []).append((cls, share, "the model has too few other classes (or this "
+                                                              "evidence predates the comparison) to say whether it "
+                                                              f"leans on {name} for every class"))
+            elif share - base["others_median"] >= th.only_share_excess:
+                found.setdefault(name, []).append((cls, share, f"against the model's other classes its {name} "
+                                                              f"gives it {base['others_median']:.0%} (median of "
+                                                              f"{base['others']})"))
     flags = []
-    one_stream = one_stream_classes(s.stream_evidence, th.only_evidence_share)
-    dominant = {cls: dominant_stream(evidence) for cls, evidence in s.stream_evidence.items()}
-    # both classes carried by the same stream is how the model separates pairs in general (on a motion-driven
-    # net, motion): worth a glance; a class carried by another stream than its partner is worth a look
-    differ = len(set(dominant.values())) > 1 and None not in dominant.values()
-    for name, found in one_stream.items():
+    for name, hits in found.items():
         kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
         parts = []
-        for cls, share in found:
+        for cls, share, context in hits:
             other = s.b if cls == s.a else s.a
             against = [n for n, v in s.stream_evidence[cls].items() if n != name and v < 0]
             tail = f"; its {', '.join(against)} alone even reads as {other}" if against else ""
             parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
-                         f"gives it{tail})")
-        classes = [cls for cls, _ in found]
-        where = (f"look at what in {name} sets {' and '.join(classes)}'s training clips apart" if differ else
-                 f"both classes lean on {name}, so this may be how the model tells most classes apart; check "
-                 f"{name} in {' and '.join(classes)}'s training clips if other flags point there")
+                         f"gives it{tail}), while {context}")
+        classes = [cls for cls, _, _ in hits]
         flags.append(Flag(
-            kind, name, "medium" if differ else "low", "; ".join(parts) + f": {where}.",
-            None, class_name=classes[0] if len(classes) == 1 else None))
+            kind, name, "medium" if relative else "low",
+            "; ".join(parts) + f": look at what in {name} sets {' and '.join(classes)}'s training clips apart "
+            f"from the partner's.", None, class_name=classes[0] if len(classes) == 1 else None))
+    return flags
+
+
+def static_or_moving_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
+    """The one-stream flags of a model with one moving input (a single-stream 3D CNN), where the "streams" are
+    the input's still part and its motion: APPEARANCE_ONLY_SEPARATION when >= ``only_evidence_share`` of a
+    class's margin over its partner survives with motion removed, MOTION_ONLY_SEPARATION when <= 1 minus that
+    survives; either only when the share differs from the same share over the model's other classes (median) by
+    >= ``only_share_excess`` (module docstring)."""
+    if len(specs) != 1 or specs[0].num_frames < 2:
+        return []
+    name = specs[0].name
+    found: dict[str, list[str]] = {}
+    for cls, base in s.static_share.items():
+        if base["others"] < th.only_min_other_classes:
+            continue
+        share, usual = base["partner"], base["others_median"]
+        other = s.b if cls == s.a else s.a
+        if share >= th.only_evidence_share and share - usual >= th.only_share_excess:
+            found.setdefault("APPEARANCE_ONLY_SEPARATION", []).append(
+                f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
+                f"other classes it keeps {usual:.0%} (median of {base['others']}): its still frames tell it apart")
+        elif share <= 1 - th.only_evidence_share and usual - share >= th.only_share_excess:
+            found.setdefault("MOTION_ONLY_SEPARATION", []).append(
+                f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
+                f"other classes it keeps {usual:.0%} (median of {base['others']}): only its motion tells it apart")
+    flags = []
+    for code, parts in found.items():
+        classes = [p.split(" keeps ")[0] for p in parts]
+        what = "still frames (a logo, a tint, a border, the background)" if code.startswith("APPEARANCE") \
+            else "motion (its speed, a flicker, a blink, camera shake)"
+        flags.append(Flag(code, name, "medium", "; ".join(parts) + f": look at the {what} of "
+                          f"{' and '.join(classes)}'s training clips.", None,
+                          class_name=classes[0] if len(classes) == 1 else None))
     return flags
 
 

@@ -25,6 +25,7 @@ from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_ev
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
 from workers.engine.errors import ModelOutputError
+from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.engine.manifest import Manifest
 from workers.engine.visualize import UnitRequest, visualize
@@ -178,7 +179,8 @@ def pair_entry(result: PairResult, clips: dict, difference: dict) -> dict:
         "a": p.a, "b": p.b, "rank": p.rank, "explicit": p.explicit,
         "confusion": p.confusion_json(),
         "scores": result.scores.to_json(),
-        "flags": [{**f.to_json(), "fingerprint": flag_fingerprint(p.a, p.b, f.code, f.stream, f.class_name)}
+        "flags": [{**f.to_json(), "fingerprint": flag_fingerprint(p.a, p.b, f.code, f.stream, f.class_name),
+                   "benchmark": code_rate(f.code, load_flag_rates())}
                   for f in result.flags],
         "artifacts": {"clips": {c: clips.get(c, {}) for c in (p.a, p.b)}, "difference": difference},
     }

@@ -21,6 +21,7 @@ import jinja2
 import numpy as np
 from markupsafe import Markup
 
+from workers.audit.flag_rates import rate_sentence
 from workers.engine.files import atomic_write, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -303,6 +304,7 @@ def _flag_view(flag: Mapping[str, Any], dom_id: str, review_url_for: ReviewUrlFo
         "severity": severity,
         "severity_class": severity if severity in SEVERITIES else "info",
         "message": _text(flag.get("message")),
+        "benchmark": rate_sentence(flag.get("benchmark")) if isinstance(flag.get("benchmark"), Mapping) else "",
         "peak": f"x={_fmt(peak[0])}, y={_fmt(peak[1])}" if peak else "",
         "peak_xy": peak,
         "review": review_view,

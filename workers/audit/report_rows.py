@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable
 
+from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.compare import compare_reports, with_decisions
 from workers.audit.flags import flag_fingerprint
 
@@ -55,6 +56,7 @@ def flag_dict(flag: Flag) -> dict[str, Any]:
     return {"id": flag.id, "code": flag.code, "stream": flag.stream, "severity": flag.severity,
             "peak_xy": flag.peak_xy, "message": flag.message, "class_name": class_name, "fingerprint": fingerprint,
             **({"detail": flag.detail} if flag.detail else {}),
+            "benchmark": code_rate(flag.code, load_flag_rates()),
             "review": review_dict(latest) if latest else None}
 
 

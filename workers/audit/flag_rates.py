@@ -1,0 +1,69 @@
+"""How often each flag code is right, as measured on the planted-shortcut benchmark (issue 11): read from the file
+``tests/benchmarks/planted_cases.py --write-rates`` writes (``flag_rates.json`` beside this module), shown next to
+every flag in the report and the API. No file, no figures: nothing is made up for a code the benchmark did not
+measure."""
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+RATES_PATH = Path(__file__).with_name("flag_rates.json")
+
+
+class CodeRate(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    precision: float | None = Field(None, ge=0, le=1)   # share of fired flags that named a planted cue rightly
+    recall: float | None = Field(None, ge=0, le=1)      # share of the cues this code is meant for that it found
+    fired: int = Field(ge=0)
+    correct: int = Field(ge=0)
+    expected: int = Field(ge=0)
+
+
+class FlagRates(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    generated: str
+    split: str
+    cases: int = Field(ge=0)
+    codes: dict[str, CodeRate]
+
+
+@lru_cache(maxsize=4)
+def load_flag_rates(path: Path = RATES_PATH) -> FlagRates | None:
+    """The measured rates, or None when the benchmark has not written them (or wrote something unreadable, which
+    is logged)."""
+    if not path.is_file():
+        return None
+    try:
+        return FlagRates.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None
+
+
+def code_rate(code: str, rates: FlagRates | None) -> dict | None:
+    """Plain JSON for one flag code (with the split and case count it was measured on), or None. Pure."""
+    if rates is None or code not in rates.codes:
+        return None
+    return {**rates.codes[code].model_dump(), "split": rates.split, "cases": rates.cases,
+            "generated": rates.generated}
+
+
+def rate_sentence(rate: dict | None) -> str:
+    """'On the planted benchmark ... this flag was right N% of the time ...', or '' without figures. Pure."""
+    if not rate or not rate.get("fired") and not rate.get("expected"):
+        return ""
+    where = f"On the planted benchmark ({rate['split']} split, {rate['cases']} cases)"
+    parts = []
+    if rate.get("precision") is not None and rate["fired"]:
+        parts.append(f"this flag was right {rate['precision']:.0%} of the time ({rate['correct']} of {rate['fired']})")
+    if rate.get("recall") is not None and rate["expected"]:
+        parts.append(f"it found {rate['recall']:.0%} of the {rate['expected']} planted cues it is meant for")
+    return f"{where} {' and '.join(parts)}." if parts else ""
