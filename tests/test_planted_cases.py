@@ -257,6 +257,14 @@ def test_a_cue_is_found_by_a_flag_about_its_class_on_its_stream() -> None:
     assert not scoring.cue_found([flag("LOCALIZED_CUE", "appearance", "A")], LOGO, code="CONTEXT_CUE")
 
 
+def test_on_the_single_stream_net_the_kind_of_evidence_must_match_the_cue() -> None:
+    logo, shake = dataclasses.replace(LOGO, stream="clip"), dataclasses.replace(SHAKE, stream="clip")
+    still, moving = flag("APPEARANCE_ONLY_SEPARATION", "clip", "A"), flag("MOTION_ONLY_SEPARATION", "clip", "C")
+    assert scoring.cue_found([still], logo) and not scoring.cue_found([moving], logo)
+    assert scoring.cue_found([moving], shake) and not scoring.cue_found([flag("CONTEXT_CUE", "clip", "C")], shake)
+    assert scoring.cue_found([flag("LOCALIZED_CUE", "clip", "C")], shake)     # LOCALIZED_CUE says no kind
+
+
 def test_localised_needs_a_localized_cue_within_one_window_of_the_region() -> None:
     # region (2, 2, 7, 7) of 32 px: x, y in [0.0625, 0.21875]; one window = 0.125
     assert scoring.peak_near_region((0.34, 0.0), LOGO.region)
@@ -275,19 +283,17 @@ def test_localised_needs_a_localized_cue_within_one_window_of_the_region() -> No
 def test_found_as_expected_needs_an_expected_code() -> None:
     context = [flag("CONTEXT_CUE", "clip", None)]
     on_clip = dataclasses.replace(LOGO, stream="clip")
-    assert scoring.cue_found(context, on_clip)                                   # names the only stream
-    assert not scoring.cue_found_as_expected(context, on_clip, "c3d_single")     # but LOCALIZED_CUE was expected
+    assert scoring.cue_found(context, on_clip)                                   # static evidence, its stream
+    assert not scoring.cue_found_as_expected(context, on_clip, "c3d_single")     # but CONTEXT_CUE is not expected
     assert scoring.cue_found_as_expected([flag("LOCALIZED_CUE", "clip", "A", (0.1, 0.1))], on_clip, "c3d_single")
-    shake_on_clip = dataclasses.replace(SHAKE, stream="clip", class_name="A")
-    assert not scoring.cue_found_as_expected([flag("CONTEXT_CUE", "clip", "A")], shake_on_clip, "c3d_single")
 
 
 def test_expected_codes_follow_the_table() -> None:
     assert scoring.expected_codes(LOGO, "twostream_flatten") == ["LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION"]
     assert scoring.expected_codes(LOGO, "twostream_gap") == ["APPEARANCE_ONLY_SEPARATION"]
-    assert scoring.expected_codes(SHAKE, "c3d_single") == []
+    assert scoring.expected_codes(SHAKE, "c3d_single") == ["MOTION_ONLY_SEPARATION"]
     background = dataclasses.replace(SHAKE, family="background", stream="clip")
-    assert scoring.expected_codes(background, "c3d_single") == ["CONTEXT_CUE"]
+    assert scoring.expected_codes(background, "c3d_single") == ["APPEARANCE_ONLY_SEPARATION", "CONTEXT_CUE"]
 
 
 def test_code_rates_count_fired_correct_expected_and_found_by_hand() -> None:

@@ -3,18 +3,26 @@ pure functions over flag records and ``Cue`` objects, shared by tests/benchmarks
 
 Definitions (issue 11):
 
-- a planted cue is **found** when a flag about its class (``class_name`` None or the cue's class) names its stream
-  (``flag.stream == cue.stream``); flags that name no stream (WEAK_VISUALISATION, SHARED_EVIDENCE) never find one;
+- a flag is **about** a cue when its ``class_name`` is None or the cue's class, it names the cue's stream
+  (``flag.stream == cue.stream``), and, for the codes that say what kind of evidence they saw (``CODE_KIND``:
+  APPEARANCE_ONLY_SEPARATION and CONTEXT_CUE static, MOTION_ONLY_SEPARATION motion), that kind is the cue's. On
+  two-stream nets the stream already implies the kind; on the single-stream c3d_single every flag names ``clip``,
+  and the kind is what tells a still-frame finding from a motion one;
+- a planted cue is **found** when a flag is about it; flags that name no stream (WEAK_VISUALISATION,
+  SHARED_EVIDENCE) never find one; it is **found as expected** when one of the codes ``EXPECTED_CODES`` expects of
+  it finds it;
 - it is **localised** (local cues on position-keeping models only: twostream_flatten, c3d_single) when a
   LOCALIZED_CUE on its stream has a ``peak_xy`` within one window side (1/8 of the frame side) of its region, in x
   and in y (Chebyshev distance from the region box);
-- it is **found as expected** when one of the codes ``EXPECTED_CODES`` expects of it finds it: on the
-  single-stream c3d_single every flag names the one stream ``clip``, so plain "found" is weak there;
 - on a clean pair every flag but WEAK_VISUALISATION is false;
-- per flag code, ``precision`` = correct / fired, where a flag is correct when it is on a planted pair, about the
-  cue's class (or both classes) and on the cue's stream (so a stream-less flag is never correct, and every flag on a
-  clean pair is wrong); ``recall`` = cues this code found / cues for which ``EXPECTED_CODES`` expects this code.
-  WEAK_VISUALISATION is a note on the visualisations, not a finding, and is left out of the rates.
+- per flag code, ``precision`` = correct / fired, where a flag is correct when it is on a planted pair and about
+  its cue (so a stream-less flag is never correct, and every flag on a clean pair is wrong); ``recall`` = cues this
+  code found / cues for which ``EXPECTED_CODES`` expects this code. WEAK_VISUALISATION is a note on the
+  visualisations, not a finding, and is left out of the rates.
+
+Expected codes: LOCALIZED_CUE for local cues (logo, flicker, blink) on position-keeping models; the one-stream code
+of the cue's kind (APPEARANCE_ONLY_SEPARATION for static cues, MOTION_ONLY_SEPARATION for motion cues) on every
+architecture (a single-stream net gets them from its still frames and its motion); CONTEXT_CUE for background.
 """
 from __future__ import annotations
 
@@ -35,16 +43,17 @@ from workers.engine.reference.cases import (
 
 WINDOW_FRACTION = 1 / 8
 NOT_A_FINDING = "WEAK_VISUALISATION"
-TWO_STREAM = ("twostream_flatten", "twostream_gap")
 
 # Which flag code each cue should raise: (code, cue families, architectures). A cue expects every code whose row
 # holds both its family and its case's architecture.
 EXPECTED_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("LOCALIZED_CUE", LOCAL_FAMILIES, POSITION_KEEPING),
-    ("APPEARANCE_ONLY_SEPARATION", STATIC_FAMILIES, TWO_STREAM),
-    ("MOTION_ONLY_SEPARATION", MOTION_FAMILIES, TWO_STREAM),
+    ("APPEARANCE_ONLY_SEPARATION", STATIC_FAMILIES, ARCHITECTURES),
+    ("MOTION_ONLY_SEPARATION", MOTION_FAMILIES, ARCHITECTURES),
     ("CONTEXT_CUE", ("background",), ARCHITECTURES),
 )
+# The kind of evidence (a cue's ``kind``) a code reports, for the codes that say.
+CODE_KIND = {"APPEARANCE_ONLY_SEPARATION": "static", "CONTEXT_CUE": "static", "MOTION_ONLY_SEPARATION": "motion"}
 
 
 class FlagLike(Protocol):
@@ -91,8 +100,10 @@ def expected_codes(cue: Cue, architecture: str) -> list[str]:
 
 
 def about_cue(flag: FlagLike, cue: Cue) -> bool:
-    """The flag is about the cue's class (or both classes) and names the cue's stream."""
-    return flag.stream is not None and flag.stream == cue.stream and flag.class_name in (None, cue.class_name)
+    """The flag is about the cue's class (or both classes), names the cue's stream, and reports the cue's kind
+    of evidence when its code says one (``CODE_KIND``)."""
+    return (flag.stream is not None and flag.stream == cue.stream and flag.class_name in (None, cue.class_name)
+            and CODE_KIND.get(flag.code, cue.kind) == cue.kind)
 
 
 def cue_found(flags: Iterable[FlagLike], cue: Cue, code: str | None = None) -> bool:
