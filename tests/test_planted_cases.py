@@ -48,6 +48,8 @@ def test_each_split_of_20_cases_uses_every_family_and_architecture_several_times
     specs = cases.case_specs(split, 20)
     families = [c.family for s in specs for c in s.cues]
     assert min(families.count(f) for f in cases.FAMILIES) >= 3
+    on = {(c.family, s.architecture) for s in specs for c in s.cues}
+    assert on == {(f, a) for f in cases.FAMILIES for a in cases.ARCHITECTURES}
     assert min([s.architecture for s in specs].count(a) for a in cases.ARCHITECTURES) >= 6
     for s in specs:
         names = s.class_names
