@@ -94,6 +94,7 @@ def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[st
             "cue": cue.to_json() if cue else None,
             "confusion": {"a_as_b": case.rate(pair.a, pair.b), "b_as_a": case.rate(pair.b, pair.a)},
             "flags": [f.to_json() for f in result.flags],
+            "learned": case.cue_learned(cue) if cue else None,
             "found": scoring.cue_found(flags, cue) if cue else None,
             "found_as_expected": scoring.cue_found_as_expected(flags, cue, spec.architecture) if cue else None,
             "localised": scoring.cue_localised(flags, cue, spec.architecture) if cue else None,
@@ -188,6 +189,10 @@ def main() -> None:
           + f" ({elapsed:.0f}s)")
     print_learning(per_case)
     summary = print_summary(outcomes_of(rows)) if not args.build_only else {}
+    learned = [r for r in rows if r["kind"] == "planted" and r["learned"]]
+    if learned:
+        print(f"among the cues the model learnt (TrainedCase.cue_learned): found {sum(r['found'] for r in learned)}/"
+              f"{len(learned)}, found as expected {sum(r['found_as_expected'] for r in learned)}/{len(learned)}")
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "steps": args.steps,
                                          "generator": cases.GENERATOR_VERSION, "per_case": per_case,
