@@ -90,3 +90,14 @@ def test_evidence_survives_a_json_round_trip():
     again = PairEvidence.from_json(json.loads(json.dumps(evidence.to_json(), allow_nan=False)))
     assert again.to_json() == evidence.to_json()
     assert again.localisation["appearance"].peak_xy == evidence.localisation["appearance"].peak_xy
+
+
+def test_peak_consistency_counts_the_samples_where_the_peak_beats_everything_elsewhere():
+    from workers.audit.analysis import peak_consistency
+    boxes, side = scan_windows(32, 32)
+    per_sample = np.full((len(boxes), 9), 0.01)
+    per_sample[0] = 0.2                         # the peak window, in every sample
+    per_sample[-1, :2] = 0.5                    # a far window beats it in two samples
+    wins, n, p = peak_consistency(per_sample, boxes, side, peak=0)
+    assert (wins, n) == (7, 9) and np.isclose(p, (36 + 9 + 1) / 512)
+    assert peak_consistency(np.zeros((len(boxes), 9)), boxes, side, peak=0)[2] == 1.0

@@ -57,6 +57,20 @@ def peak_window(drops: np.ndarray, boxes: Sequence[Box], side: int, peak: int | 
     return k, float("inf") if value > 0 else 0.0
 
 
+def peak_consistency(per_sample: np.ndarray, boxes: Sequence[Box], side: int, peak: int) -> tuple[int, int, float]:
+    """How consistently the peak window stands out across a class's visualisations (independent optimisation
+    runs: seeds and kappa levels). ``per_sample`` (len(boxes), S): each sample's drop per window. Returns (in how
+    many samples the peak window costs more than that sample's strongest window elsewhere, S, the one-sided
+    sign-test p-value of that many or more if the peak were no different from the windows elsewhere). Pure."""
+    from scipy.stats import binomtest
+
+    n = per_sample.shape[1]
+    far = np.array([far_from(box, boxes[peak], side) for box in boxes])
+    elsewhere = per_sample[far].max(axis=0) if far.any() else np.zeros(n)
+    wins = int((per_sample[peak] > elsewhere).sum())
+    return wins, n, float(binomtest(wins, n, 0.5, alternative="greater").pvalue) if n else 1.0
+
+
 @dataclass
 class Localisation:
     """Where one stream's separation of a pair sits, in the direction (class) whose evidence is most localised:
@@ -68,6 +82,9 @@ class Localisation:
     peak_share: float            # peak_drop / the same class's whole-stream drop
     peak_separation: float       # peak_drop / the strongest window elsewhere in the frame
     peak_xy: tuple[float, float] # normalised centre of the peak window
+    peak_wins: int = 0           # samples of ``favours`` in which the peak window beats the strongest one elsewhere
+    samples: int = 0             # of how many (0: evidence stored before this was measured)
+    p_value: float = 1.0         # one-sided sign test of peak_wins (``peak_consistency``)
 
 
 @dataclass
@@ -92,7 +109,8 @@ class StreamScores:
                 "difference_peak_xy": list(self.difference_peak_xy), "whole_stream_drop": loc.whole_stream_drop,
                 "peak_drop": loc.peak_drop, "peak_share": loc.peak_share,
                 "peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
-                "peak_xy": list(loc.peak_xy), "peak_favours": loc.favours, "cue_class": self.cue_class}
+                "peak_xy": list(loc.peak_xy), "peak_favours": loc.favours, "cue_class": self.cue_class,
+                "peak_wins": loc.peak_wins, "peak_samples": loc.samples, "peak_p_value": loc.p_value}
 
 
 @dataclass

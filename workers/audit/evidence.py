@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from workers.audit import scores
-from workers.audit.analysis import Localisation, far_from, peak_window, plain_json, scan_windows, window_sums
+from workers.audit.analysis import (Localisation, far_from, peak_consistency, peak_window, plain_json, scan_windows,
+                                    window_sums)
 from workers.engine import cost as cost_mod
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
@@ -202,12 +203,16 @@ def calibrated_drops(estimate: np.ndarray, verified: Sequence[int], measured: np
     measured drops. The attribution overestimates swaps by a factor that differs between models and streams
     (0.6-1.0 on the reference benchmark); used raw, one unverified window elsewhere can hide a real cue. Pure."""
     idx = np.asarray(verified, dtype=int)
-    est = estimate[idx]
-    denominator = float(np.dot(est, est))
-    factor = float(np.dot(measured, est)) / denominator if denominator > 1e-12 else 1.0
-    drops = estimate * max(factor, 0.0)
+    drops = estimate * calibration_factor(estimate[idx], measured)
     drops[idx] = measured
     return drops
+
+
+def calibration_factor(estimated: np.ndarray, measured: np.ndarray) -> float:
+    """The least-squares factor through the origin from estimated to measured drops (never negative; 1 when the
+    estimates are all zero). Pure."""
+    denominator = float(np.sum(estimated * estimated))
+    return max(float(np.sum(measured * estimated)) / denominator, 0.0) if denominator > 1e-12 else 1.0
 
 
 def localise_stream(evaluator: PairEvaluator, spec: InputSpec, directions: Sequence[tuple], seed: int) -> Localisation:
@@ -218,27 +223,33 @@ def localise_stream(evaluator: PairEvaluator, spec: InputSpec, directions: Seque
     found = []
     for own, logits, partner, target, other, name, attribution in directions:
         if attribution is None:  # exhaustive: every window measured
-            drops = np.clip(evaluator.swap_drops(own, logits, partner, spec.name, [None, *boxes], target, other),
-                            -1.0, 1.0).mean(axis=1)
+            per_sample = np.clip(evaluator.swap_drops(own, logits, partner, spec.name, [None, *boxes], target, other),
+                                 -1.0, 1.0)
+            drops = per_sample.mean(axis=1)
             k, separation = peak_window(drops[1:], boxes, side)
-            found.append((separation, k, float(drops[1 + k]), float(drops[0]), name))
+            found.append((separation, k, float(drops[1 + k]), float(drops[0]), name, per_sample[1:]))
             continue
         margin = np.maximum(np.abs(logits[:, target] - logits[:, other]), 1e-6)
-        estimate = np.clip((window_sums(attribution, boxes) / margin[:, None]).mean(axis=0), -1.0, 1.0)
+        per_sample_estimate = np.clip(window_sums(attribution, boxes) / margin[:, None], -1.0, 1.0).T   # (W, S)
+        estimate = per_sample_estimate.mean(axis=1)
         peaks, elsewhere = choose_windows(estimate, boxes, side, evaluator.config, seed)
         verified = [*peaks, *elsewhere]
         measured = np.clip(evaluator.swap_drops(own, logits, partner, spec.name, [None, *[boxes[i] for i in verified]],
-                                                target, other), -1.0, 1.0).mean(axis=1)
-        drops = calibrated_drops(estimate, verified, measured[1:])
+                                                target, other), -1.0, 1.0)
+        drops = calibrated_drops(estimate, verified, measured[1:].mean(axis=1))
+        per_sample = per_sample_estimate * calibration_factor(estimate[verified], measured[1:].mean(axis=1))
+        per_sample[verified] = measured[1:]
         k = max(peaks, key=lambda i: drops[i])
         _, separation = peak_window(drops, boxes, side, peak=k)
-        found.append((separation, k, float(drops[k]), float(measured[0]), name))
+        found.append((separation, k, float(drops[k]), float(measured[0].mean()), name, per_sample))
     whole = float(np.mean([f[3] for f in found]))
-    separation, k, peak, own_whole, name = max(found, key=lambda f: (f[0], f[2]))
+    separation, k, peak, own_whole, name, per_sample = max(found, key=lambda f: (f[0], f[2]))
+    wins, samples, p_value = peak_consistency(per_sample, boxes, side, k)
     y0, _, x0, _ = boxes[k]
     return Localisation(favours=name, whole_stream_drop=whole, peak_drop=peak,
                         peak_share=peak / own_whole if own_whole > 1e-6 else 0.0, peak_separation=separation,
-                        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height))
+                        peak_xy=((x0 + side / 2) / spec.width, (y0 + side / 2) / spec.height),
+                        peak_wins=wins, samples=samples, p_value=p_value)
 
 
 @dataclass

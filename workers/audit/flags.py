@@ -133,6 +133,13 @@ def weak_visualisation_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
         class_name=weak[0][0] if len(weak) == 1 else None)]
 
 
+def _consistency(loc) -> str:
+    if not loc.samples:
+        return ""
+    return (f" (it beats every region elsewhere in {loc.peak_wins} of {loc.samples} visualisations, sign-test "
+            f"p = {loc.p_value:.3f})")
+
+
 def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
     """LOCALIZED_CUE per stream whose occlusion scan has one window that stands out (module docstring)."""
     flags = []
@@ -150,8 +157,8 @@ def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThres
             "LOCALIZED_CUE", name, severity,
             f"A small region of the {name} input at {_where(loc.peak_xy)} tells {owner} from {other}: swapping that "
             f"region alone costs {loc.peak_drop:.0%} of {loc.favours}'s margin, {loc.peak_separation:.1f}x any region "
-            f"elsewhere, and {owner}'s visualisations hold something there; check whether {owner}'s training clips "
-            f"carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
+            f"elsewhere{_consistency(loc)}, and {owner}'s visualisations hold something there; check whether "
+            f"{owner}'s training clips carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
     return flags
 
 
