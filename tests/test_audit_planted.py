@@ -1,5 +1,6 @@
-"""A whole local audit of the reference model (seed 0) finds the planted quirks (issue 3; more seeds in
-tests/benchmarks/planted_quirks.py)."""
+"""A whole local audit of the reference model finds the planted quirks (issue 3; more seeds in
+tests/benchmarks/planted_quirks.py). Seed 7: held out, no threshold was set on it (seeds 0-2 set LOCALIZED_CUE's,
+0-5 the one-stream share; docs/planted_benchmark.md), unlike seed 0 of the session's ``reference`` fixture."""
 import pytest
 
 from workers.audit.confusion import parse_confusion
@@ -7,12 +8,16 @@ from workers.audit.options import AuditOptions
 from workers.audit.pipeline import run_local_audit
 from workers.engine.bundle import LoadedModel
 from workers.engine.reference import data
+from workers.engine.reference.train import train_reference
+
+HELD_OUT_SEED = 7
 
 
 @pytest.fixture(scope="module")
-def report(reference, tmp_path_factory):
-    model = LoadedModel(module=reference.model, manifest=reference.manifest, sha256="seed0")
-    confusion = parse_confusion(reference.confusion, reference.manifest.classes)
+def report(tmp_path_factory):
+    trained = train_reference(HELD_OUT_SEED)
+    model = LoadedModel(module=trained.model, manifest=trained.manifest, sha256=f"seed{HELD_OUT_SEED}")
+    confusion = parse_confusion(trained.confusion, trained.manifest.classes)
     options = AuditOptions(top_k=3, pairs=[("BarSweepLeft", "CrossDropDown")], seeds=3, steps=128)
     return run_local_audit(model, confusion, options, tmp_path_factory.mktemp("audit"), device="cpu")
 

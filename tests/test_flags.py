@@ -208,3 +208,12 @@ def test_static_share_baseline_reads_what_survives_without_motion():
     static = {"B": 0.4, "C": 2.5, "D": 2.5, "E": 3.0}
     got = static_share_baseline(full, static, partner="B")
     assert np.isclose(got["partner"], 0.1) and got["others"] == 2 and np.isclose(got["others_median"], 0.75)
+
+
+def test_scores_come_back_from_their_json_with_the_same_flags():
+    from workers.audit.analysis import pair_scores_from_json
+    s = _scores(app=_loc(separation=4.0, peak=0.05, xy=(0.12, 0.12)),
+                evidence={"A": {"appearance": 20.0, "motion": -2.0}, "B": {"appearance": 3.0, "motion": 6.0}},
+                stream_share={"A": _baseline(0.4), "B": _baseline(0.4)})
+    back = pair_scores_from_json(s.to_json(), "A", "B")
+    assert derive_flags(back, SPECS) == derive_flags(s, SPECS) and len(derive_flags(s, SPECS)) == 2

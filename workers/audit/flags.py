@@ -44,11 +44,12 @@ class FlagThresholds(BaseModel):
     localized_min_stream_drop: float = Field(0.15, ge=0, le=1)
     localized_min_peak_drop: float = Field(0.02, ge=0, le=1)
     localized_separation: float = Field(3.0, ge=1)
+    localized_max_p_value: float = Field(1.0, gt=0, le=1)
     only_evidence_share: float = Field(0.75, ge=0.5, le=1)
     only_share_excess: float = Field(0.25, ge=0, le=1)
     only_min_other_classes: int = Field(3, ge=1)
-    shared_feature_similarity: float = Field(0.9, ge=-1, le=1)
-    shared_logit_ratio: float = Field(0.5)
+    shared_feature_similarity: float = Field(0.99, ge=-1, le=1)
+    shared_logit_ratio: float = Field(1.0)
     context_motion_reliance: float = Field(0.1, ge=0, le=1)
     weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
 
@@ -146,7 +147,8 @@ def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThres
     for name, st in s.streams.items():
         loc = st.localisation
         if not (loc.whole_stream_drop >= th.localized_min_stream_drop and loc.peak_drop >= th.localized_min_peak_drop
-                and loc.peak_separation >= th.localized_separation):
+                and loc.peak_separation >= th.localized_separation
+                and (not loc.samples or loc.p_value <= th.localized_max_p_value)):
             continue
         owner = st.cue_class or loc.favours  # the class whose visualisations hold something there
         other = s.b if owner == s.a else s.a

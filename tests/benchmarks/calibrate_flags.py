@@ -1,0 +1,76 @@
+"""Choose flag thresholds on the calibration split of the planted-case benchmark, without auditing again: reads the
+rows ``tests/benchmarks/planted_cases.py --json`` wrote (each pair's stored scores), derives the flags again under
+each candidate ``FlagThresholds`` and prints, per candidate, what the benchmark would count: cues found, found by an
+expected code, local cues localised, clean pairs with any flag and with a high-severity one. Refuses rows of the
+held-out split: thresholds are chosen on calibration only, and the held-out split is then audited once with them.
+
+    python tests/benchmarks/calibrate_flags.py ROWS.json [--grid name=v1,v2,... ...]
+
+Each ``--grid`` names a field of ``FlagThresholds`` and the values to try; the candidates are every combination
+(default values for the fields not named).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+from workers.audit.analysis import pair_scores_from_json
+from workers.audit.flags import FlagThresholds, derive_flags
+from workers.engine.reference import cases, scoring
+
+
+def outcomes_under(rows: list[dict], th: FlagThresholds, specs: dict[str, list]) -> list[scoring.PairOutcome]:
+    out = []
+    for r in rows:
+        flags = derive_flags(pair_scores_from_json(r["scores"], r["a"], r["b"]), specs[r["case_id"]], th)
+        out.append(scoring.PairOutcome(r["case_id"], r["architecture"], r["a"], r["b"],
+                                       cases.Cue.from_json(r["cue"]) if r["cue"] else None,
+                                       tuple(scoring.FlagRecord.of(f) for f in flags)))
+    return out
+
+
+def totals(outcomes: list[scoring.PairOutcome]) -> dict[str, int]:
+    recall = scoring.family_recall(outcomes)
+    clean = scoring.clean_pair_flags(outcomes)
+    return {"found": sum(r["found"] for r in recall.values()), "cues": sum(r["total"] for r in recall.values()),
+            "as_expected": sum(r["as_expected"] for r in recall.values()),
+            "expected": sum(r["expected_total"] for r in recall.values()),
+            "localised": sum(r["localised"] for r in recall.values()),
+            "local": sum(r["local_total"] for r in recall.values()),
+            "clean_any": clean["pairs_with_any"], "clean_high": clean["high"], "clean": clean["pairs"],
+            "clean_per_code": {code[:10]: n for code, n in clean["per_code"].items() if n}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", type=Path)
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2")
+    args = parser.parse_args()
+    data = json.loads(args.rows.read_text())
+    rows = data["rows"] if isinstance(data, dict) else data
+    if any(r["split"] != "calibration" for r in rows):
+        sys.exit("calibrate_flags: rows: only calibration-split rows may be used to choose thresholds")
+    by_id = {s.case_id: s for s in cases.case_specs("calibration", max(int(r["case_id"].split("-")[1]) for r in rows) + 1)}
+    specs = {cid: cases.case_manifest(spec).inputs for cid, spec in by_id.items()}
+    names, values = [], []
+    for item in args.grid:
+        name, _, text = item.partition("=")
+        if name not in FlagThresholds.model_fields:
+            sys.exit(f"calibrate_flags: --grid: no threshold named {name!r}")
+        names.append(name)
+        values.append([type(FlagThresholds.model_fields[name].default)(v) for v in text.split(",")])
+    print(f"{len(rows)} rows of {len(specs)} calibration cases")
+    print(" ".join(f"{n:>24s}" for n in names) + "   found  expected  localised  clean-any  clean-high")
+    for combo in itertools.product(*values):
+        th = FlagThresholds(**dict(zip(names, combo)))
+        t = totals(outcomes_under(rows, th, specs))
+        print(" ".join(f"{v:>24}" for v in combo) + f"   {t['found']:>2}/{t['cues']:<3} {t['as_expected']:>3}/{t['expected']:<4} "
+              f"{t['localised']:>4}/{t['local']:<4} {t['clean_any']:>5}/{t['clean']:<4} {t['clean_high']:>5}  "
+              f"{t['clean_per_code']}")
+
+
+if __name__ == "__main__":
+    main()
