@@ -1,0 +1,42 @@
+"""The flag rules on the recorded scores of real trained models (seconds, no model run): for each cue family one
+planted pair of the planted-case benchmark's *calibration* split whose cue the rules find by an expected code, and
+one clean control pair per architecture, which must get no high-severity flag. The scores in
+``tests/data/planted_case_scores.json`` were measured by ``tests/benchmarks/planted_cases.py --split calibration``
+(128 steps); a rule change that loses one of these cues, or raises a high flag on a clean pair, fails here before it
+reaches the benchmark. Families no rule finds on the calibration split yet (colour_cast, shake, speed) have no row:
+docs/planted_cases.md counts them as misses."""
+import json
+from pathlib import Path
+
+import pytest
+
+from workers.audit.analysis import pair_scores_from_json
+from workers.audit.flags import derive_flags
+from workers.engine.manifest import InputSpec
+from workers.engine.reference import cases, scoring
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "planted_case_scores.json").read_text())
+
+
+def _flags(row):
+    inputs = [InputSpec.model_validate(i) for i in row["inputs"]]
+    return derive_flags(pair_scores_from_json(row["scores"], row["a"], row["b"]), inputs)
+
+
+@pytest.mark.parametrize("row", RECORDED["planted"], ids=lambda r: f"{r['cue']['family']}-{r['architecture']}")
+def test_the_planted_cue_is_found_by_an_expected_code(row):
+    cue = cases.Cue.from_json(row["cue"])
+    flags = _flags(row)
+    assert scoring.cue_found_as_expected(flags, cue, row["architecture"]), [f.code for f in flags]
+    if scoring.localisation_applies(cue, row["architecture"]):
+        assert scoring.cue_localised(flags, cue, row["architecture"]), [(f.code, f.peak_xy) for f in flags]
+
+
+@pytest.mark.parametrize("row", RECORDED["clean"], ids=lambda r: r["architecture"])
+def test_a_clean_control_pair_gets_no_high_severity_flag(row):
+    assert not [f for f in _flags(row) if f.severity == "high"]
+
+
+def test_the_recorded_rows_cover_five_families_and_every_architecture():
+    assert {r["cue"]["family"] for r in RECORDED["planted"]} == {"background", "blink", "border", "flicker", "logo"}
+    assert {r["architecture"] for r in RECORDED["clean"]} == set(cases.ARCHITECTURES)
