@@ -154,6 +154,13 @@ def print_summary(report: dict) -> None:
         table.add_row(str(p["rank"]), p["a"], p["b"], f"{p['confusion']['a_as_b']:.0%}",
                       f"{p['confusion']['b_as_a']:.0%}", flags)
     Console().print(table)
+    timings = report["audit"].get("timings") or {}
+    cost = timings.get("cost") or {}
+    stages = [f"{stage} {timings[f'{stage}_s']:.1f}s"
+              + (f" ({cost[stage]['forward_equivalents']:,} model forward-equivalents)" if stage in cost else "")
+              for stage in ("visualise", "analyse", "render") if f"{stage}_s" in timings]
+    if stages:
+        print("stages: " + ", ".join(stages))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
