@@ -217,3 +217,12 @@ def test_scores_come_back_from_their_json_with_the_same_flags():
                 stream_share={"A": _baseline(0.4), "B": _baseline(0.4)})
     back = pair_scores_from_json(s.to_json(), "A", "B")
     assert derive_flags(back, SPECS) == derive_flags(s, SPECS) and len(derive_flags(s, SPECS)) == 2
+
+
+def test_share_baselines_without_other_classes_are_strict_json():
+    import json
+    from workers.audit.analysis import static_share_baseline, stream_share_baseline
+    lone = stream_share_baseline({"appearance": {"B": 1.0}, "motion": {"B": 2.0}}, partner="B")
+    still = static_share_baseline({"B": 1.0}, {"B": 0.5}, partner="B")
+    json.dumps([lone, still], allow_nan=False)          # PostgreSQL's JSON refuses NaN
+    assert lone["appearance"]["others"] == 0 and still["others"] == 0

@@ -125,12 +125,16 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
         ids = [json.loads(b)["id"] for s, b, _ in submissions.pop("results") if s == 202]
         t0 = time.perf_counter()
         finished: dict[int, str] = {}
+        reasons: dict[str, int] = {}
         while len(finished) < len(ids) and time.perf_counter() - t0 < deadline_s:
             for audit in ids:
                 if audit not in finished:
                     s, b, _ = http("GET", f"{base}/audits/{audit}", token)
                     if s == 200 and json.loads(b)["status"] in ("done", "failed", "cancelled"):
                         finished[audit] = json.loads(b)["status"]
+                        if finished[audit] != "done":
+                            reason = str(json.loads(b).get("error") or "no reason given")[:200]
+                            reasons[reason] = reasons.get(reason, 0) + 1
             time.sleep(0.5)
         processing_s = time.perf_counter() - t0
         done = [a for a, s in finished.items() if s == "done"]
@@ -141,6 +145,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
                 "audits": {"submitted": len(ids), "done": len(done),
                            "failed": sum(1 for s in finished.values() if s == "failed"),
                            "unfinished": len(ids) - len(finished), "processing_s": round(processing_s, 1),
+                           "failure_reasons": reasons,
                            "audits_per_min": round(60 * len(finished) / processing_s, 1) if processing_s else None}}
     finally:
         stop.set()
@@ -162,6 +167,8 @@ def print_figures(figures: dict) -> None:
         for sample in f["error_samples"]:
             print(f"  error: {sample}")
     a = figures["audits"]
+    for reason, count in a.get("failure_reasons", {}).items():
+        print(f"  failed ({count}): {reason}")
     print(f"audits: {a['submitted']} submitted, {a['done']} done, {a['failed']} failed, {a['unfinished']} unfinished "
           f"after {a['processing_s']} s ({a['audits_per_min']} audits/min)")
 

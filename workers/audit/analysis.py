@@ -183,7 +183,7 @@ def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None
     return {name: max(m, 0.0) / total for name, m in margin_by_stream.items()}
 
 
-def stream_share_baseline(margins: dict[str, dict[str, float]], partner: str) -> dict[str, dict[str, float]]:
+def stream_share_baseline(margins: dict[str, dict[str, float]], partner: str) -> dict[str, dict[str, float | None]]:
     """How one class leans on each stream against its partner, next to how it leans on it against every other
     class of the model: ``margins`` is stream -> {other class: the class's margin over it, that stream alone}.
     Returns stream -> {"partner": share against the partner (0 when no stream alone separates them),
@@ -198,13 +198,13 @@ def stream_share_baseline(margins: dict[str, dict[str, float]], partner: str) ->
     for s in streams:
         values = np.array([sh[s] for sh in shares]) if shares else np.array([])
         out[s] = {"partner": float(against_partner[s]),
-                  "others_median": float(np.median(values)) if len(values) else float("nan"),
-                  "others_high": float(np.quantile(values, 0.9)) if len(values) else float("nan"),
+                  "others_median": float(np.median(values)) if len(values) else None,
+                  "others_high": float(np.quantile(values, 0.9)) if len(values) else None,
                   "others": int(len(values))}
     return out
 
 
-def static_share_baseline(full: dict[str, float], static: dict[str, float], partner: str) -> dict[str, float]:
+def static_share_baseline(full: dict[str, float], static: dict[str, float], partner: str) -> dict[str, float | None]:
     """For a model whose one input carries both appearance and motion: how much of a class's margin over its
     partner survives with motion removed (its visualisations' frames replaced by their mean), next to the same
     share over every other class of the model. ``full`` / ``static``: {other class: margin}. Returns {"partner",
@@ -215,7 +215,7 @@ def static_share_baseline(full: dict[str, float], static: dict[str, float], part
 
     values = [v for c in full if c != partner and (v := share(c)) is not None]
     return {"partner": share(partner) or 0.0,
-            "others_median": float(np.median(values)) if values else float("nan"), "others": len(values)}
+            "others_median": float(np.median(values)) if values else None, "others": len(values)}
 
 
 def plain_json(value):
