@@ -197,13 +197,15 @@ def choose_windows(estimate: np.ndarray, boxes: Sequence[Box], side: int, config
     return peaks, strongest + sampled
 
 
-def calibrated_drops(estimate: np.ndarray, verified: Sequence[int], measured: np.ndarray) -> np.ndarray:
+def calibrated_drops(estimate: np.ndarray, verified: Sequence[int], measured: np.ndarray,
+                     factor: float | None = None) -> np.ndarray:
     """Best knowledge of every window's drop: the measured drop where a window was verified, elsewhere its estimate
     rescaled by the least-squares factor (through the origin) that maps the verified windows' estimates to their
     measured drops. The attribution overestimates swaps by a factor that differs between models and streams
-    (0.6-1.0 on the reference benchmark); used raw, one unverified window elsewhere can hide a real cue. Pure."""
+    (0.6-1.0 on the reference benchmark); used raw, one unverified window elsewhere can hide a real cue. Works per
+    window (W,) or per window and sample (W, S); ``factor`` defaults to the fit on these arrays. Pure."""
     idx = np.asarray(verified, dtype=int)
-    drops = estimate * calibration_factor(estimate[idx], measured)
+    drops = estimate * (calibration_factor(estimate[idx], measured) if factor is None else factor)
     drops[idx] = measured
     return drops
 
@@ -236,9 +238,9 @@ def localise_stream(evaluator: PairEvaluator, spec: InputSpec, directions: Seque
         verified = [*peaks, *elsewhere]
         measured = np.clip(evaluator.swap_drops(own, logits, partner, spec.name, [None, *[boxes[i] for i in verified]],
                                                 target, other), -1.0, 1.0)
-        drops = calibrated_drops(estimate, verified, measured[1:].mean(axis=1))
-        per_sample = per_sample_estimate * calibration_factor(estimate[verified], measured[1:].mean(axis=1))
-        per_sample[verified] = measured[1:]
+        factor = calibration_factor(estimate[verified], measured[1:].mean(axis=1))
+        drops = calibrated_drops(estimate, verified, measured[1:].mean(axis=1), factor)
+        per_sample = calibrated_drops(per_sample_estimate, verified, measured[1:], factor)
         k = max(peaks, key=lambda i: drops[i])
         _, separation = peak_window(drops, boxes, side, peak=k)
         found.append((separation, k, float(drops[k]), float(measured[0].mean()), name, per_sample))

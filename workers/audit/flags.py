@@ -182,33 +182,32 @@ def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThreshol
     partner *more than it carries that class against the model's other classes* (module docstring)."""
     if len(s.streams) < 2:
         return []
-    found: dict[str, list[tuple[str, float, str]]] = {}
-    relative = True
+    found: dict[str, list[tuple[str, float, str, bool]]] = {}   # stream -> (class, share, context, relative)
     for name, classes in one_stream_classes(s.stream_evidence, th.only_evidence_share).items():
         for cls, share in classes:
             base = s.stream_share.get(cls, {}).get(name)
             if base is None or base["others"] < th.only_min_other_classes:
-                relative = False       # nothing to compare with: the absolute rule alone, at low severity
+                # nothing to compare with: the absolute rule alone, at low severity
                 found.setdefault(name, []).append((cls, share, "the model has too few other classes (or this "
                                                               "evidence predates the comparison) to say whether it "
-                                                              f"leans on {name} for every class"))
+                                                              f"leans on {name} for every class", False))
             elif share - base["others_median"] >= th.only_share_excess:
                 found.setdefault(name, []).append((cls, share, f"against the model's other classes its {name} "
                                                               f"gives it {base['others_median']:.0%} (median of "
-                                                              f"{base['others']})"))
+                                                              f"{base['others']})", True))
     flags = []
     for name, hits in found.items():
         kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
         parts = []
-        for cls, share, context in hits:
+        for cls, share, context, _ in hits:
             other = s.b if cls == s.a else s.a
             against = [n for n, v in s.stream_evidence[cls].items() if n != name and v < 0]
             tail = f"; its {', '.join(against)} alone even reads as {other}" if against else ""
             parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
                          f"gives it{tail}), while {context}")
-        classes = [cls for cls, _, _ in hits]
+        classes = [hit[0] for hit in hits]
         flags.append(Flag(
-            kind, name, "medium" if relative else "low",
+            kind, name, "medium" if all(hit[3] for hit in hits) else "low",
             "; ".join(parts) + f": look at what in {name} sets {' and '.join(classes)}'s training clips apart "
             f"from the partner's.", None, class_name=classes[0] if len(classes) == 1 else None))
     return flags
@@ -223,23 +222,23 @@ def static_or_moving_flags(s: "PairScores", specs: Sequence[InputSpec], th: Flag
     if len(specs) != 1 or specs[0].num_frames < 2:
         return []
     name = specs[0].name
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[tuple[str, str]]] = {}     # code -> (class, what was measured)
     for cls, base in s.static_share.items():
         if base["others"] < th.only_min_other_classes:
             continue
         share, usual = base["partner"], base["others_median"]
         other = s.b if cls == s.a else s.a
         if share >= th.only_evidence_share and share - usual >= th.only_share_excess:
-            found.setdefault("APPEARANCE_ONLY_SEPARATION", []).append(
+            found.setdefault("APPEARANCE_ONLY_SEPARATION", []).append((cls,
                 f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
-                f"other classes it keeps {usual:.0%} (median of {base['others']}): its still frames tell it apart")
+                f"other classes it keeps {usual:.0%} (median of {base['others']}): its still frames tell it apart"))
         elif share <= 1 - th.only_evidence_share and usual - share >= th.only_share_excess:
-            found.setdefault("MOTION_ONLY_SEPARATION", []).append(
+            found.setdefault("MOTION_ONLY_SEPARATION", []).append((cls,
                 f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
-                f"other classes it keeps {usual:.0%} (median of {base['others']}): only its motion tells it apart")
+                f"other classes it keeps {usual:.0%} (median of {base['others']}): only its motion tells it apart"))
     flags = []
-    for code, parts in found.items():
-        classes = [p.split(" keeps ")[0] for p in parts]
+    for code, hits in found.items():
+        classes, parts = [cls for cls, _ in hits], [text for _, text in hits]
         what = "still frames (a logo, a tint, a border, the background)" if code.startswith("APPEARANCE") \
             else "motion (its speed, a flicker, a blink, camera shake)"
         flags.append(Flag(code, name, "medium", "; ".join(parts) + f": look at the {what} of "
