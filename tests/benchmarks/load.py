@@ -78,6 +78,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
 
     from db.migrate import upgrade
     from service.commands import create_token, run_reaper, spawn_worker, stop_process
+    from tests.service.stack import restore_environ
     from tests.service.conftest import fresh_postgres_schema
     from tests.service.faults import TINY_CONFUSION, tiny_bundle
     from tests.service.servers import free_port, wait_until
@@ -152,11 +153,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
         for proc in procs:
             stop_process(proc)
         os.chdir(saved_cwd)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved_env)
 
 
 def print_figures(figures: dict) -> None:

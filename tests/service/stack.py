@@ -82,8 +82,13 @@ def running_stack(home: Path, env: dict[str, str], queues: tuple[str, ...] = ("g
         for proc in workers:
             stop_process(proc)
         os.chdir(cwd)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
+
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    """Put back the environment variables ``saved`` holds (None: the variable was unset)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
