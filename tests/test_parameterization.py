@@ -151,3 +151,13 @@ def test_fourier_path_runs_many_objectives_as_one_batch():
     assert len(results) == 6 and results[0].config["parameterization"] == "fourier"
     pixels = results[0].inputs["image"] * 0.5 + 0.5
     assert pixels.min() >= 0 and pixels.max() <= 1
+
+
+def test_auto_is_fourier_on_real_frame_sizes_and_pixels_on_tiny_ones():
+    from workers.engine.manifest import InputSpec
+    from workers.engine.parameterization import AUTO_FOURIER_MIN_SIDE, resolve_kind
+    big = InputSpec(name="x", modality="rgb", layout="NCHW", shape=[3, 224, 224])
+    small = InputSpec(name="x", modality="rgb", layout="NCTHW", shape=[3, 8, 32, 32])
+    edge = InputSpec(name="x", modality="flow", layout="NCTHW", shape=[2, 4, AUTO_FOURIER_MIN_SIDE, 200])
+    assert [resolve_kind("auto", s) for s in (big, small, edge)] == ["fourier", "pixel", "fourier"]
+    assert resolve_kind("pixel", big) == "pixel" and resolve_kind("fourier", small) == "fourier"

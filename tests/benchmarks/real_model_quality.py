@@ -10,8 +10,8 @@ grid (engine row over Lucent row) to ``--out``. Printed, never asserted.
     python tests/benchmarks/real_model_quality.py [--classes report|tuning|goldfish,flamingo,...] [--steps N]
         [--no-lucent] [--lucent-classes K] [--device cpu|cuda] [--set key=value ...] [--out docs/real_model_quality.png]
 
-The engine's default is still the pixel parameterisation (config.py says why); the Fourier one is
-``--set parameterization=fourier``.
+The engine's default parameterisation is ``auto``: Fourier on these 224-px frames (``parameterization.resolve_kind``);
+``--set parameterization=pixel`` gives the pixel path.
 
 ``--set`` overrides fields of ``VisualizationConfig`` (e.g. ``--set parameterization=pixel``) to compare settings.
 The ``tuning`` classes are for choosing defaults; the ``report`` classes are the ones reported (never tuned on).
@@ -37,6 +37,7 @@ from workers.engine.bundle import load_bundle
 from workers.engine.bundle.export import write_bundle
 from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import parse_manifest
+from workers.engine.parameterization import resolve_kind
 from workers.engine.render import rgb_to_pixels
 from workers.engine.spectrum import spectrum_slope
 from workers.engine.visualize import UnitRequest, visualize
@@ -193,6 +194,7 @@ def main() -> None:
     model, spec = loaded.module, loaded.manifest.inputs[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           f"{len(targets)} classes x {config.steps} steps; engine config: parameterization={config.parameterization} "
+          f"({resolve_kind(config.parameterization, spec)} here) "
           f"lr={config.lr} decay={config.fourier_decay} tv={config.rgb.tv_weight} lp={config.rgb.lp_weight} "
           f"jitter={config.jitter_fraction:.3f} scale={config.scale_jitter} rot={config.rotation_degrees}")
 
