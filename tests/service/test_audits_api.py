@@ -96,6 +96,10 @@ def test_pairs_report_review_and_compare(client, submitted, db_session) -> None:
 
     shown = client.get(f"/api/v1/flags/{flag_id}", headers=auth(token)).json
     assert shown["class_name"] == "Archery" and first["flags"][0]["class_name"] == "Archery"
+    # the planted benchmark's measured rate of the code rides along, from the file it wrote
+    from workers.audit.flag_rates import code_rate, load_flag_rates
+    assert shown["benchmark"] == first["flags"][0]["benchmark"] == code_rate("LOCALIZED_CUE", load_flag_rates())
+    assert shown["benchmark"]["split"] == "heldout" and shown["benchmark"]["fired"] >= shown["benchmark"]["correct"]
     review = client.post(f"/api/v1/flags/{flag_id}/review", headers=auth(token),
                          json={"verdict": "dismissed", "note": "a real cue of the action"})
     assert review.status_code == 200 and review.json["verdict"] == "dismissed"
