@@ -110,6 +110,15 @@ def dominant_stream(evidence: dict[str, float]) -> str | None:
     return name if value > 0 else None
 
 
+def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
+    """Each stream's share of a class's positive stream-alone margins over one other class; None when no stream
+    alone gives it any. Pure."""
+    total = sum(max(m, 0.0) for m in margin_by_stream.values())
+    if total <= 0.0:
+        return None
+    return {name: max(m, 0.0) / total for name, m in margin_by_stream.items()}
+
+
 def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) -> dict[str, list[tuple[str, float]]]:
     """stream -> [(class, share)] for each class whose dominant stream holds >= ``min_share`` of its positive
     stream-alone margins over its partner. Pure."""
@@ -118,7 +127,7 @@ def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) 
         name = dominant_stream(per_stream)
         if name is None:
             continue
-        share = per_stream[name] / sum(max(value, 0.0) for value in per_stream.values())
+        share = stream_shares(per_stream)[name]
         if share >= min_share:
             out.setdefault(name, []).append((cls, share))
     return out
@@ -227,15 +236,16 @@ def static_or_moving_flags(s: "PairScores", specs: Sequence[InputSpec], th: Flag
         if base["others"] < th.only_min_other_classes:
             continue
         share, usual = base["partner"], base["others_median"]
-        other = s.b if cls == s.a else s.a
         if share >= th.only_evidence_share and share - usual >= th.only_share_excess:
-            found.setdefault("APPEARANCE_ONLY_SEPARATION", []).append((cls,
-                f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
-                f"other classes it keeps {usual:.0%} (median of {base['others']}): its still frames tell it apart"))
+            code, verdict = "APPEARANCE_ONLY_SEPARATION", "its still frames tell it apart"
         elif share <= 1 - th.only_evidence_share and usual - share >= th.only_share_excess:
-            found.setdefault("MOTION_ONLY_SEPARATION", []).append((cls,
-                f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's "
-                f"other classes it keeps {usual:.0%} (median of {base['others']}): only its motion tells it apart"))
+            code, verdict = "MOTION_ONLY_SEPARATION", "only its motion tells it apart"
+        else:
+            continue
+        other = s.b if cls == s.a else s.a
+        found.setdefault(code, []).append((cls,
+            f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's other "
+            f"classes it keeps {usual:.0%} (median of {base['others']}): {verdict}"))
     flags = []
     for code, hits in found.items():
         classes, parts = [cls for cls, _ in hits], [text for _, text in hits]
