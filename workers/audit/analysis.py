@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from workers.audit import scores
-from workers.audit.flags import stream_shares
 from workers.engine.manifest import InputSpec
 
 SampleSet = dict[str, np.ndarray]
@@ -173,6 +172,15 @@ def pair_scores_from_json(data: dict, a: str, b: str) -> PairScores:
                       overall_feature_similarity=data["feature_similarity"],
                       target_softmax=data.get("target_softmax", {}), stream_share=data.get("stream_share", {}),
                       static_share=data.get("static_share", {}))
+
+
+def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
+    """Each stream's share of a class's positive stream-alone margins over one other class; None when no stream
+    alone gives it any. Pure."""
+    total = sum(max(m, 0.0) for m in margin_by_stream.values())
+    if total <= 0.0:
+        return None
+    return {name: max(m, 0.0) / total for name, m in margin_by_stream.items()}
 
 
 def stream_share_baseline(margins: dict[str, dict[str, float]], partner: str) -> dict[str, dict[str, float | None]]:

@@ -39,14 +39,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.audit.analysis import PairScores, stream_shares
 from workers.engine.manifest import InputSpec
-
-if TYPE_CHECKING:  # the web process validates FlagThresholds without importing torch
-    from workers.audit.analysis import PairScores
 
 
 class FlagThresholds(BaseModel):
@@ -110,15 +108,6 @@ def dominant_stream(evidence: dict[str, float]) -> str | None:
     return name if value > 0 else None
 
 
-def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
-    """Each stream's share of a class's positive stream-alone margins over one other class; None when no stream
-    alone gives it any. Pure."""
-    total = sum(max(m, 0.0) for m in margin_by_stream.values())
-    if total <= 0.0:
-        return None
-    return {name: max(m, 0.0) / total for name, m in margin_by_stream.items()}
-
-
 def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) -> dict[str, list[tuple[str, float]]]:
     """stream -> [(class, share)] for each class whose dominant stream holds >= ``min_share`` of its positive
     stream-alone margins over its partner. Pure."""
@@ -133,7 +122,7 @@ def one_stream_classes(evidence: dict[str, dict[str, float]], min_share: float) 
     return out
 
 
-def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
+def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds | None = None) -> list[Flag]:
     """Flags of one pair, most specific first: each rule below in turn."""
     th = th or FlagThresholds()
     modality = {spec.name: spec.modality for spec in specs}
@@ -142,7 +131,7 @@ def derive_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds
             *context_cue_flags(s, specs, th)]
 
 
-def weak_visualisation_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
+def weak_visualisation_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
     """WEAK_VISUALISATION: some of a class's visualisations end below ``weak_visualisation_softmax``."""
     weak = [(cls, p) for cls, p in s.target_softmax.items() if p < th.weak_visualisation_softmax]
     if not weak:
@@ -163,7 +152,7 @@ def _consistency(loc) -> str:
             f"p = {loc.p_value:.3f})")
 
 
-def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
+def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
     """LOCALIZED_CUE per stream whose occlusion scan has one window that stands out (module docstring)."""
     flags = []
     for name, st in s.streams.items():
@@ -186,7 +175,7 @@ def localized_cue_flags(s: "PairScores", modality: dict[str, str], th: FlagThres
     return flags
 
 
-def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
+def one_stream_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
     """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class against its
     partner *more than it carries that class against the model's other classes* (module docstring)."""
     if len(s.streams) < 2:
@@ -222,7 +211,7 @@ def one_stream_flags(s: "PairScores", modality: dict[str, str], th: FlagThreshol
     return flags
 
 
-def static_or_moving_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
+def static_or_moving_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
     """The one-stream flags of a model with one moving input (a single-stream 3D CNN), where the "streams" are
     the input's still part and its motion: APPEARANCE_ONLY_SEPARATION when >= ``only_evidence_share`` of a
     class's margin over its partner survives with motion removed, MOTION_ONLY_SEPARATION when <= 1 minus that
@@ -257,7 +246,7 @@ def static_or_moving_flags(s: "PairScores", specs: Sequence[InputSpec], th: Flag
     return flags
 
 
-def shared_evidence_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
+def shared_evidence_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
     """SHARED_EVIDENCE: the two classes' features coincide, or each class's visualisation excites the other."""
     ratio = min(s.cross_activation["a_on_b_logit_ratio"], s.cross_activation["b_on_a_logit_ratio"])
     if s.overall_feature_similarity < th.shared_feature_similarity and ratio < th.shared_logit_ratio:
@@ -269,7 +258,7 @@ def shared_evidence_flags(s: "PairScores", th: FlagThresholds) -> list[Flag]:
         f"what, other than the shared content, the labels could depend on.")]
 
 
-def context_cue_flags(s: "PairScores", specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
+def context_cue_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds) -> list[Flag]:
     """CONTEXT_CUE: a class of a model with motion input keeps its score without motion. One flag per pair."""
     has_motion = any(spec.num_frames > 1 for spec in specs)
     static = [(cls, value) for cls, value in s.motion_reliance.items() if value < th.context_motion_reliance]
