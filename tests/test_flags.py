@@ -211,11 +211,11 @@ def test_static_share_baseline_reads_what_survives_without_motion():
 
 
 def test_scores_come_back_from_their_json_with_the_same_flags():
-    from workers.audit.analysis import pair_scores_from_json
+    from workers.audit.analysis import PairScores
     s = _scores(app=_loc(separation=4.0, peak=0.05, xy=(0.12, 0.12)),
                 evidence={"A": {"appearance": 20.0, "motion": -2.0}, "B": {"appearance": 3.0, "motion": 6.0}},
                 stream_share={"A": _baseline(0.4), "B": _baseline(0.4)})
-    back = pair_scores_from_json(s.to_json(), "A", "B")
+    back = PairScores.from_json(s.to_json(), "A", "B")
     assert derive_flags(back, SPECS) == derive_flags(s, SPECS) and len(derive_flags(s, SPECS)) == 2
 
 

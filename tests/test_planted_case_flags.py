@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.audit.analysis import pair_scores_from_json
+from workers.audit.analysis import PairScores
 from workers.audit.flags import derive_flags
 from workers.engine.manifest import InputSpec
 from workers.engine.reference import cases, scoring
@@ -20,7 +20,7 @@ RECORDED = json.loads((Path(__file__).parent / "data" / "planted_case_scores.jso
 
 def _flags(row):
     inputs = [InputSpec.model_validate(i) for i in row["inputs"]]
-    return derive_flags(pair_scores_from_json(row["scores"], row["a"], row["b"]), inputs)
+    return derive_flags(PairScores.from_json(row["scores"], row["a"], row["b"]), inputs)
 
 
 @pytest.mark.parametrize("row", RECORDED["planted"], ids=lambda r: f"{r['cue']['family']}-{r['architecture']}")

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from workers.audit.analysis import pair_scores_from_json
+from workers.audit.analysis import PairScores
 from workers.audit.flags import FlagThresholds, derive_flags
 from workers.engine.reference import cases, scoring
 
@@ -25,7 +25,7 @@ from workers.engine.reference import cases, scoring
 def outcomes_under(rows: list[dict], th: FlagThresholds, specs: dict[str, list]) -> list[scoring.PairOutcome]:
     out = []
     for r in rows:
-        flags = derive_flags(pair_scores_from_json(r["scores"], r["a"], r["b"]), specs[r["case_id"]], th)
+        flags = derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]), specs[r["case_id"]], th)
         out.append(scoring.PairOutcome(r["case_id"], r["architecture"], r["a"], r["b"],
                                        cases.Cue.from_json(r["cue"]) if r["cue"] else None,
                                        tuple(scoring.FlagRecord.of(f) for f in flags)))

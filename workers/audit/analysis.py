@@ -147,31 +147,31 @@ class PairScores:
             "static_share": self.static_share,
         })
 
-
-def pair_scores_from_json(data: dict, a: str, b: str) -> PairScores:
-    """A pair's scores back from ``PairScores.to_json`` (the DB column, the report JSON), enough to derive its flags
-    again under other thresholds; the difference maps are not stored and come back empty. Pure."""
-    streams = {}
-    for name, st in data.items():
-        if not (isinstance(st, dict) and "whole_stream_drop" in st):
-            continue
-        sep = st["peak_separation"]
-        loc = Localisation(favours=st["peak_favours"], whole_stream_drop=st["whole_stream_drop"],
-                           peak_drop=st["peak_drop"], peak_share=st["peak_share"],
-                           peak_separation=float("inf") if sep is None else sep, peak_xy=tuple(st["peak_xy"]),
-                           peak_wins=st.get("peak_wins", 0), samples=st.get("peak_samples", 0),
-                           p_value=st.get("peak_p_value", 1.0))
-        streams[name] = StreamScores(
-            feature_similarity=st["feature_similarity"], separation_margin=st["separation_margin"],
-            separation_share=st["separation_share"], difference_concentration=st["difference_concentration"],
-            difference_peak_xy=tuple(st["difference_peak_xy"]), localisation=loc, difference_map=np.zeros((0, 0)),
-            cue_class=st.get("cue_class"))
-    return PairScores(a=a, b=b, cross_activation=data["cross_activation"], streams=streams,
-                      stream_reliance=data["stream_reliance"], stream_evidence=data["stream_evidence"],
-                      motion_reliance=data["motion_reliance"], speed_invariance=data["speed_invariance"],
-                      overall_feature_similarity=data["feature_similarity"],
-                      target_softmax=data.get("target_softmax", {}), stream_share=data.get("stream_share", {}),
-                      static_share=data.get("static_share", {}))
+    @classmethod
+    def from_json(cls, data: dict, a: str, b: str) -> "PairScores":
+        """A pair's scores back from ``to_json`` (the DB column, the report JSON), enough to derive its flags again
+        under other thresholds; the difference maps are not stored and come back empty. Pure."""
+        streams = {}
+        for name, st in data.items():
+            if not (isinstance(st, dict) and "whole_stream_drop" in st):
+                continue
+            sep = st["peak_separation"]
+            loc = Localisation(favours=st["peak_favours"], whole_stream_drop=st["whole_stream_drop"],
+                               peak_drop=st["peak_drop"], peak_share=st["peak_share"],
+                               peak_separation=float("inf") if sep is None else sep, peak_xy=tuple(st["peak_xy"]),
+                               peak_wins=st.get("peak_wins", 0), samples=st.get("peak_samples", 0),
+                               p_value=st.get("peak_p_value", 1.0))
+            streams[name] = StreamScores(
+                feature_similarity=st["feature_similarity"], separation_margin=st["separation_margin"],
+                separation_share=st["separation_share"], difference_concentration=st["difference_concentration"],
+                difference_peak_xy=tuple(st["difference_peak_xy"]), localisation=loc,
+                difference_map=np.zeros((0, 0)), cue_class=st.get("cue_class"))
+        return cls(a=a, b=b, cross_activation=data["cross_activation"], streams=streams,
+                   stream_reliance=data["stream_reliance"], stream_evidence=data["stream_evidence"],
+                   motion_reliance=data["motion_reliance"], speed_invariance=data["speed_invariance"],
+                   overall_feature_similarity=data["feature_similarity"],
+                   target_softmax=data.get("target_softmax", {}), stream_share=data.get("stream_share", {}),
+                   static_share=data.get("static_share", {}))
 
 
 def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
@@ -285,7 +285,7 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       overall_feature_similarity=evidence.overall_feature_similarity,
                       target_softmax=evidence.target_softmax,
                       stream_share={cls: stream_share_baseline(per, b if cls == a else a)
-                                    for cls, per in getattr(evidence, "stream_margins", {}).items()
+                                    for cls, per in evidence.stream_margins.items()
                                     if len(per) > 1},
                       static_share={cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
-                                    for cls, m in getattr(evidence, "motion_margins", {}).items()})
+                                    for cls, m in evidence.motion_margins.items()})
