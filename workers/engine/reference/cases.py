@@ -478,19 +478,11 @@ OVERLAYS = {"colour_cast": _overlay_colour_cast, "border": _overlay_border, "log
 def generate_case_clips(spec: CaseSpec, split: str, per_class: int) -> data.ClipSet:
     """``per_class`` clips of every class of ``spec``; cues are drawn in only when ``split == "train"``. Labels
     index ``spec.class_names``."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1])
+    rng = data.split_rng(split, spec.seed)
     cue_rng = np.random.default_rng([spec.seed, 2])
     cues = spec.cues if split == "train" else ()
-    n = per_class * len(spec.classes)
-    rgb = np.empty((n, 3, FRAMES, SIZE, SIZE), np.float32)
-    flow = np.empty((n, 2, FRAMES, SIZE, SIZE), np.float32)
-    labels = np.repeat(np.arange(len(spec.classes)), per_class)
-    for i, label in enumerate(labels):
-        rgb[i], flow[i] = render_case_clip(spec.classes[label], rng, cues, cue_rng)
-    order = rng.permutation(n)
-    return data.ClipSet(rgb=rgb[order], flow=flow[order], labels=labels[order].astype(np.int64))
+    return data.collect_clips(len(spec.classes), per_class, rng,
+                              lambda label: render_case_clip(spec.classes[label], rng, cues, cue_rng))
 
 
 # ---------------------------------------------------------------- specs

@@ -12,6 +12,7 @@ show the shortcut where it was planted. Everything is numpy, deterministic for a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -194,17 +195,30 @@ def generate_clips(per_class: int, split: str, seed: int, *, frames: int = FRAME
                    extra: tuple[PlantedShortcut, ...] = ()) -> ClipSet:
     """``per_class`` clips of every class; shortcuts (``PLANTED`` plus ``extra``) are planted only when
     ``split == "train"``. Planting draws no random numbers, so ``extra`` changes nothing else in the clips."""
+    rng = split_rng(split, seed)
+    return collect_clips(len(CLASSES), per_class, rng, lambda label: render_clip(
+        CLASSES[label], rng, planted=split == "train", frames=frames, size=size, shortcuts=PLANTED + tuple(extra)))
+
+
+def split_rng(split: str, seed: int) -> np.random.Generator:
+    """The random stream of one split of a seed's data; raises ValueError unless ``split`` is train or test."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    n = per_class * len(CLASSES)
-    rgb = np.empty((n, 3, frames, size, size), np.float32)
-    flow = np.empty((n, 2, frames, size, size), np.float32)
-    labels = np.repeat(np.arange(len(CLASSES)), per_class)
-    for i, label in enumerate(labels):
-        rgb[i], flow[i] = render_clip(CLASSES[label], rng, planted=split == "train", frames=frames, size=size,
-                                      shortcuts=PLANTED + tuple(extra))
-    order = rng.permutation(n)
+    return np.random.default_rng([seed, 0 if split == "train" else 1])
+
+
+def collect_clips(n_classes: int, per_class: int, rng: np.random.Generator,
+                  render: Callable[[int], tuple[np.ndarray, np.ndarray]]) -> ClipSet:
+    """``per_class`` clips of each of ``n_classes`` labels, rendered in label order by ``render(label)`` -> (rgb,
+    flow), then shuffled with ``rng`` (after rendering, so the clips themselves do not depend on the order)."""
+    labels = np.repeat(np.arange(n_classes), per_class)
+    first_rgb, first_flow = render(int(labels[0]))
+    rgb = np.empty((len(labels), *first_rgb.shape), np.float32)
+    flow = np.empty((len(labels), *first_flow.shape), np.float32)
+    rgb[0], flow[0] = first_rgb, first_flow
+    for i in range(1, len(labels)):
+        rgb[i], flow[i] = render(int(labels[i]))
+    order = rng.permutation(len(labels))
     return ClipSet(rgb=rgb[order], flow=flow[order], labels=labels[order].astype(np.int64))
 
 
