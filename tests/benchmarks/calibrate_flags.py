@@ -23,25 +23,8 @@ from workers.engine.reference import cases, scoring
 
 
 def outcomes_under(rows: list[dict], th: FlagThresholds, specs: dict[str, list]) -> list[scoring.PairOutcome]:
-    out = []
-    for r in rows:
-        flags = derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]), specs[r["case_id"]], th)
-        out.append(scoring.PairOutcome(r["case_id"], r["architecture"], r["a"], r["b"],
-                                       cases.Cue.from_json(r["cue"]) if r["cue"] else None,
-                                       tuple(scoring.FlagRecord.of(f) for f in flags)))
-    return out
-
-
-def totals(outcomes: list[scoring.PairOutcome]) -> dict[str, int]:
-    recall = scoring.family_recall(outcomes)
-    clean = scoring.clean_pair_flags(outcomes)
-    return {"found": sum(r["found"] for r in recall.values()), "cues": sum(r["total"] for r in recall.values()),
-            "as_expected": sum(r["as_expected"] for r in recall.values()),
-            "expected": sum(r["expected_total"] for r in recall.values()),
-            "localised": sum(r["localised"] for r in recall.values()),
-            "local": sum(r["local_total"] for r in recall.values()),
-            "clean_any": clean["pairs_with_any"], "clean_high": clean["high"], "clean": clean["pairs"],
-            "clean_per_code": {code[:10]: n for code, n in clean["per_code"].items() if n}}
+    return [scoring.outcome_of_row(r, derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]),
+                                                   specs[r["case_id"]], th)) for r in rows]
 
 
 def main() -> None:
@@ -66,10 +49,10 @@ def main() -> None:
     print(" ".join(f"{n:>24s}" for n in names) + "   found  expected  localised  clean-any  clean-high")
     for combo in itertools.product(*values):
         th = FlagThresholds(**dict(zip(names, combo)))
-        t = totals(outcomes_under(rows, th, specs))
+        t = scoring.totals(outcomes_under(rows, th, specs))
         print(" ".join(f"{v:>24}" for v in combo) + f"   {t['found']:>2}/{t['cues']:<3} {t['as_expected']:>3}/{t['expected']:<4} "
               f"{t['localised']:>4}/{t['local']:<4} {t['clean_any']:>5}/{t['clean']:<4} {t['clean_high']:>5}  "
-              f"{t['clean_per_code']}")
+              f"{ {code[:10]: n for code, n in t['clean_per_code'].items() if n} }")
 
 
 if __name__ == "__main__":

@@ -105,9 +105,7 @@ def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[st
 
 
 def outcomes_of(rows: list[dict]) -> list[scoring.PairOutcome]:
-    return [scoring.PairOutcome(r["case_id"], r["architecture"], r["a"], r["b"],
-                                cases.Cue.from_json(r["cue"]) if r["cue"] else None,
-                                tuple(scoring.FlagRecord.of(f) for f in r["flags"])) for r in rows]
+    return [scoring.outcome_of_row(r) for r in rows]
 
 
 def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
@@ -130,14 +128,9 @@ def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
           f"high-severity false flags: {clean['high']}")
     for code, count in clean["per_code"].items():
         print(f"  {code:28s} {count} ({count / n:.2f} per clean pair)")
-    found = sum(r["found"] for r in recall.values())
-    total = sum(r["total"] for r in recall.values())
-    as_expected = sum(r["as_expected"] for r in recall.values())
-    expected_total = sum(r["expected_total"] for r in recall.values())
-    localised = sum(r["localised"] for r in recall.values())
-    local_total = sum(r["local_total"] for r in recall.values())
-    print(f"\ntotal: cues found {found}/{total}; found as expected {as_expected}/{expected_total}; localised "
-          f"{localised}/{local_total}; clean pairs with a false flag {clean['pairs_with_any']}/{clean['pairs']}")
+    t = scoring.totals(outcomes)
+    print(f"\ntotal: cues found {t['found']}/{t['cues']}; found as expected {t['as_expected']}/{t['expected']}; "
+          f"localised {t['localised']}/{t['local']}; clean pairs with a false flag {t['clean_any']}/{t['clean']}")
     rates = scoring.code_rates(outcomes)
     print("\nper code: precision (correct/fired), recall (found/expected)")
     for code, r in rates.items():

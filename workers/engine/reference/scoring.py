@@ -213,3 +213,25 @@ def clean_pair_flags(outcomes: Sequence[PairOutcome]) -> dict[str, Any]:
     high = sum(f.severity == "high" for o in clean for f in false_flags(o.flags))
     return {"pairs": len(clean), "per_code": dict(sorted(per_code.items())), "high": high,
             "pairs_with_any": sum(bool(false_flags(o.flags)) for o in clean)}
+
+
+def outcome_of_row(row: dict[str, Any], flags: Iterable[FlagLike | dict[str, Any]] | None = None) -> PairOutcome:
+    """The ``PairOutcome`` of one row the benchmark writes, with its own flags or with ``flags`` (the same pair's
+    flags derived again, e.g. under other thresholds)."""
+    return PairOutcome(row["case_id"], row["architecture"], row["a"], row["b"],
+                       Cue.from_json(row["cue"]) if row["cue"] else None,
+                       tuple(FlagRecord.of(f) for f in (row["flags"] if flags is None else flags)))
+
+
+def totals(outcomes: Sequence[PairOutcome]) -> dict[str, Any]:
+    """The benchmark's bottom line, every case counted: cues found, found by an expected code, localised, and
+    clean pairs with any false flag and with a high-severity one (with the false flags per code)."""
+    recall = family_recall(outcomes)
+    clean = clean_pair_flags(outcomes)
+    return {"found": sum(r["found"] for r in recall.values()), "cues": sum(r["total"] for r in recall.values()),
+            "as_expected": sum(r["as_expected"] for r in recall.values()),
+            "expected": sum(r["expected_total"] for r in recall.values()),
+            "localised": sum(r["localised"] for r in recall.values()),
+            "local": sum(r["local_total"] for r in recall.values()),
+            "clean_any": clean["pairs_with_any"], "clean_high": clean["high"], "clean": clean["pairs"],
+            "clean_per_code": clean["per_code"]}
