@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from workers.engine.bundle.archive import MODEL_FILES, pickle_kind
 from workers.engine.bundle.checks import example_inputs
+from workers.engine.bundle.fold_pads import fold_constant_pads
 from workers.engine.errors import BundleError, ModelLoadError, UnsafeBundle
 from workers.engine.manifest import Manifest
 
@@ -142,6 +143,8 @@ def load_onnx(data: bytes, manifest: Manifest) -> nn.Module:
     except Exception as exc:
         raise ModelLoadError(f"{MODEL_FILE} could not be converted to PyTorch: {exc}", field=MODEL_FILE) from exc
     _check_generated_names(module)
+    if isinstance(module, fx.GraphModule):
+        fold_constant_pads(module)
     return module
 
 
