@@ -161,3 +161,43 @@ def test_auto_is_fourier_on_real_frame_sizes_and_pixels_on_tiny_ones():
     edge = InputSpec(name="x", modality="flow", layout="NCTHW", shape=[2, 4, AUTO_FOURIER_MIN_SIDE, 200])
     assert [resolve_kind("auto", s) for s in (big, small, edge)] == ["fourier", "pixel", "fourier"]
     assert resolve_kind("pixel", big) == "pixel" and resolve_kind("fourier", small) == "fourier"
+
+
+def test_fourier_streams_get_their_own_learning_rate_and_rgb_weights():
+    config = VisualizationConfig()
+    assert config.learning_rate("fourier") == config.fourier_lr and config.learning_rate("pixel") == config.lr
+    assert config.weights("rgb", "fourier") == config.fourier_rgb and config.weights("rgb", "pixel") == config.rgb
+    assert config.weights("flow", "fourier") == config.flow == config.weights("flow", "pixel")
+    assert config.fourier_rgb.lp_weight == 0 and config.rgb.lp_weight > 0
+
+
+def test_scale_and_rotation_jitter_default_to_lucents_ranges_on_large_frames_only():
+    from workers.engine.config import LARGE_FRAME_MIN_SIDE
+    from workers.engine.parameterization import AUTO_FOURIER_MIN_SIDE
+
+    assert AUTO_FOURIER_MIN_SIDE == LARGE_FRAME_MIN_SIDE
+    config = VisualizationConfig()
+    assert config.affine_ranges(LARGE_FRAME_MIN_SIDE) == (0.1, 10.0)
+    assert config.affine_ranges(LARGE_FRAME_MIN_SIDE - 1) == (0.0, 0.0)
+    chosen = VisualizationConfig(scale_jitter=0.05, rotation_degrees=0)
+    assert chosen.affine_ranges(224) == (0.05, 0.0) and chosen.affine_ranges(32) == (0.05, 0.0)
+
+
+def test_the_optimiser_steps_each_stream_at_its_parameterisations_learning_rate(monkeypatch):
+    import workers.engine.optimise as optimise_mod
+
+    seen = []
+    real_adam = torch.optim.Adam
+
+    def recording_adam(groups, *args, **kwargs):
+        seen.extend(g["lr"] for g in groups)
+        return real_adam(groups, *args, **kwargs)
+
+    monkeypatch.setattr(optimise_mod.torch.optim, "Adam", recording_adam)
+    config = VisualizationConfig(steps=1, parameterization="fourier", lr=0.01, fourier_lr=0.2,
+                                 retry_below_probability=0.0)
+    visualize(CountingNet(), [RGB_FRAME], [UnitRequest(target=0, kappa=1.0, seed=0)], config, device="cpu")
+    assert seen == [0.2]
+    visualize(CountingNet(), [RGB_FRAME], [UnitRequest(target=0, kappa=1.0, seed=0)],
+              config.model_copy(update={"parameterization": "pixel"}), device="cpu")
+    assert seen == [0.2, 0.01]

@@ -192,11 +192,13 @@ def main() -> None:
         print(f"bundle {bundle} written and verified in {time.perf_counter() - t0:.0f}s")
     loaded = load_bundle(bundle, trusted_pt2=False)
     model, spec = loaded.module, loaded.manifest.inputs[0]
+    kind = resolve_kind(config.parameterization, spec)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           f"{len(targets)} classes x {config.steps} steps; engine config: parameterization={config.parameterization} "
-          f"({resolve_kind(config.parameterization, spec)} here) "
-          f"lr={config.lr} decay={config.fourier_decay} tv={config.rgb.tv_weight} lp={config.rgb.lp_weight} "
-          f"jitter={config.jitter_fraction:.3f} scale={config.scale_jitter} rot={config.rotation_degrees}")
+          f"({kind} here) "
+          f"lr={config.learning_rate(kind)} decay={config.fourier_decay} tv={config.weights('rgb', kind).tv_weight} "
+          f"lp={config.weights('rgb', kind).lp_weight} jitter={config.jitter_fraction:.3f} "
+          f"scale,rotation={config.affine_ranges(min(spec.height, spec.width))}")
 
     eng_px, eng_probs, eng_s = engine_render(model, spec, targets, config, args.device)
     eng_check = softmax_of(model, eng_px, targets, args.device)

@@ -27,25 +27,39 @@ Where the defaults come from:
   ``decorrelate_colour``: Lucid's ``fft_image`` / ``to_valid_rgb`` defaults. Measured on data that is not reported:
   on EfficientNet-Lite0 (ImageNet weights, 224 px, the 8 ``TUNING_CLASSES`` of tests/benchmarks/real_model_quality.py,
   64 steps) it reached softmax 1.000 on 8/8 with a median power-spectrum slope of -2.45 (natural images about -2;
-  pixel space gives grey high-frequency texture, slopes -1.4 to -1.6 in issue 10); ``lr = 0.1`` without spatial TV
-  on RGB gave more colour but high-frequency texture (slope -1.56), so ``lr`` and the TV weights are shared with the
-  pixel path. On the reference net of seed 9 it kept softmax 1.000, the kappa order of motion speed and the
-  flicker's flow energy in its region (35 vs 2.6 for the partner; pixels 39 vs 2.6), but the planted watermark's
+  pixel space gives grey high-frequency texture, slopes -1.4 to -1.6 in issue 10; that was at the pixel path's lr
+  and weights, see the next item). On the reference net of seed 9 it kept softmax 1.000, the kappa order of motion
+  speed and the flicker's flow energy in its region (35 vs 2.6 for the partner; pixels 39 vs 2.6), but the planted watermark's
   colour came out 3x weaker (magenta 0.68 vs 0.38 for the partner; pixels 1.88 vs 1.09; not yet tested: whether
   the decorrelated colour basis, which shrinks steps along chroma, is what holds a saturated magenta back). On seed 0 that puts it below what
   tests/test_engine_reference.py asks (0.11 in the region, 0.3 needed). The default is therefore ``"auto"``:
   Fourier for frames of 64 px and more (real nets), pixels below (``parameterization.resolve_kind``).
-- ``scale_jitter`` and ``rotation_degrees`` (random scale and rotation per row and step, ``transforms.affine_rows``;
-  Lucent's standard transforms use 0.9-1.1 and +-10 degrees) are 0 by default: on the 32-px reference net they moved
-  the planted 5-px watermark around enough to wash it out of the class visualisation (the magenta in its region fell
-  to 0.17 with the Fourier path, below the 0.3 tests/test_engine_reference.py asks for), and EfficientNet-Lite0
-  reached its targets without them.
+- Fourier-parameterised streams have their own learning rate and RGB weights: ``fourier_lr = 0.1`` and
+  ``fourier_rgb`` with no L_alpha and no spatial TV. With the pixel path's ``lr = 0.05``, ``lp_weight = 1`` and
+  ``tv_weight = 0.5``, EfficientNet-Lite0's pictures were pale and grey (pixel standard deviation 0.07 where Lucent's
+  is 0.20, on the 8 tuning classes at 128 steps); without the two penalties 0.115, and at ``lr = 0.1`` 0.20 with a
+  median slope of -1.99 and recognisable parts (a fire engine's red body and ladders, a fox's face). The sigmoid
+  already keeps pixels in range, which is all the L_alpha box is for, and the 1/f prior does the smoothing TV did;
+  the engine's 1/f scale is 1/1.5 of Lucent's (``spectrum_scale`` is RMS-normalised, Lucent divides by 4), so 0.1 moves the image about as far per step as Lucent's 0.05. ``fourier_rgb.tv_weight = 0.05`` smoothed
+  the pictures further (slope -2.41) and blurred the parts, so none. Flow streams keep ``flow``'s weights on both
+  paths (unbounded, so the L_alpha box stays); no real flow model was measured at ``fourier_lr``.
+- ``scale_jitter`` and ``rotation_degrees`` (random scale and rotation per row and step, ``transforms.affine_rows``)
+  are None by default, which means Lucent's ranges (0.9-1.1, +-10 degrees) on frames of ``LARGE_FRAME_MIN_SIDE``
+  (64) pixels and more and none below (``affine_ranges``). On the 32-px reference net they moved the planted 5-px
+  watermark around enough to wash it out of the class visualisation (the magenta in its region fell to 0.17 with
+  the Fourier path, below the 0.3 tests/test_engine_reference.py asks for); on EfficientNet-Lite0 they made the
+  parts more recognisable (same tuning classes: a fire engine instead of red-and-brown fur) at the same contrast.
 """
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+LARGE_FRAME_MIN_SIDE = 64
+"""Frames at least this many pixels on their shorter side are "large": by default they get the Fourier
+parameterisation (``parameterization.resolve_kind``) and scale and rotation jitter (``affine_ranges``)."""
 
 
 class StreamWeights(BaseModel):
@@ -75,9 +89,11 @@ class VisualizationConfig(BaseModel):
     kappa_levels: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
     jitter_fraction: float = Field(1 / 16, ge=0, le=0.5)
     jitter_frames: int = Field(1, ge=0)
-    scale_jitter: float = Field(0.0, ge=0, le=0.5)
-    rotation_degrees: float = Field(0.0, ge=0, le=45)
+    scale_jitter: float | None = Field(None, ge=0, le=0.5)
+    rotation_degrees: float | None = Field(None, ge=0, le=45)
     parameterization: Literal["auto", "pixel", "fourier"] = "auto"
+    fourier_lr: float = Field(0.1, gt=0)
+    fourier_rgb: StreamWeights = StreamWeights(lp_weight=0.0, tv_weight=0.0)
     fourier_decay: float = Field(1.0, ge=0, le=4)
     decorrelate_colour: bool = True
     init_scale: float = Field(0.01, ge=0)
@@ -88,8 +104,24 @@ class VisualizationConfig(BaseModel):
     compile: bool = False
     record_every: int = Field(16, ge=1)
 
-    def weights(self, modality: str) -> StreamWeights:
-        return self.rgb if modality == "rgb" else self.flow
+    def weights(self, modality: str, kind: str = "pixel") -> StreamWeights:
+        """The regulariser weights of a stream of ``modality`` whose parameterisation resolved to ``kind``."""
+        if modality == "rgb":
+            return self.fourier_rgb if kind == "fourier" else self.rgb
+        return self.flow
+
+    def learning_rate(self, kind: str) -> float:
+        """Adam's learning rate on the variables of a stream whose parameterisation resolved to ``kind``."""
+        return self.fourier_lr if kind == "fourier" else self.lr
+
+    def affine_ranges(self, min_side: int) -> tuple[float, float]:
+        """(scale_jitter, rotation_degrees) for frames whose shorter side is ``min_side`` pixels: the configured
+        values, or where they are None (the default) Lucent's ranges (0.1, 10 degrees) on frames of at least
+        ``LARGE_FRAME_MIN_SIDE`` pixels and none below."""
+        large = min_side >= LARGE_FRAME_MIN_SIDE
+        scale = self.scale_jitter if self.scale_jitter is not None else (0.1 if large else 0.0)
+        degrees = self.rotation_degrees if self.rotation_degrees is not None else (10.0 if large else 0.0)
+        return scale, degrees
 
     def kappas(self, levels: int | None = None) -> list[float]:
         """The first ``levels`` kappa values (all when None); more levels than configured extend geometrically."""

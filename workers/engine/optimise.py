@@ -22,7 +22,7 @@ from workers.engine import streams as streams_mod
 from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import InputSpec
 from workers.engine.objectives import Objective, ObjectiveContext, capture_activations
-from workers.engine.parameterization import parameterize
+from workers.engine.parameterization import parameterize, resolve_kind
 from workers.engine.transforms import affine_matrices, affine_rows, draw_affine_table, draw_jitter_table, roll_rows
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,12 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
     max_px = max(int(round(config.jitter_fraction * min(s.height, s.width))) for s in specs)
     max_frames = config.jitter_frames if max(s.num_frames for s in specs) > 1 else 0
     table = torch.stack([draw_jitter_table(s, config.steps, max_px, max_frames) for s in seeds]).to(dev)  # (N,S,3)
-    affine = torch.stack([draw_affine_table(s, config.steps, config.scale_jitter, config.rotation_degrees)
+    scale_jitter, rotation_degrees = config.affine_ranges(min(min(s.height, s.width) for s in specs))
+    affine = torch.stack([draw_affine_table(s, config.steps, scale_jitter, rotation_degrees)
                           for s in seeds]).to(dev)  # (N, S, 2)
-    opt = torch.optim.Adam([v for p in params.values() for v in p.variables], lr=config.lr)
+    opt = torch.optim.Adam([{"params": p.variables, "lr": config.learning_rate(resolve_kind(config.parameterization,
+                                                                                            by_name[name]))}
+                            for name, p in params.items()])
     names = list(params)
     sizes = {k: math.prod(start[k].shape[1:]) for k in names}
     history = []

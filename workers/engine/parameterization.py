@@ -27,10 +27,11 @@ from typing import Literal
 import torch
 
 from workers.engine import streams as streams_mod
+from workers.engine.config import LARGE_FRAME_MIN_SIDE
 from workers.engine.manifest import InputSpec
 
 Kind = Literal["auto", "pixel", "fourier"]
-AUTO_FOURIER_MIN_SIDE = 64
+AUTO_FOURIER_MIN_SIDE = LARGE_FRAME_MIN_SIDE
 
 
 def resolve_kind(kind: Kind, spec: InputSpec) -> Literal["pixel", "fourier"]:

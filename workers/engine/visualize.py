@@ -16,6 +16,7 @@ from workers.engine.config import VisualizationConfig
 from workers.engine.errors import InvalidInput
 from workers.engine.manifest import InputSpec
 from workers.engine.optimise import initial_inputs, optimise, resolve_device
+from workers.engine.parameterization import resolve_kind
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def regulariser_penalty(specs: Sequence[InputSpec], kappas: torch.Tensor,
     """Sum over streams of (w_lp R_alpha + w_tv R_S + kappa w_t R_T), kappa per row (N,)."""
     total = 0.0 * obj.lp_penalty(specs[0].name, config.alpha)
     for spec in specs:
-        w = config.weights(spec.modality)
+        w = config.weights(spec.modality, resolve_kind(config.parameterization, spec))
         total = total + w.lp_weight * obj.lp_penalty(spec.name, config.alpha)
         total = total + w.tv_weight * obj.spatial_tv_penalty(spec.name, config.beta)
         if spec.num_frames > 1:
