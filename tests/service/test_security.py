@@ -189,8 +189,8 @@ def test_another_projects_token_gets_404_on_every_read_and_write(app, client, ma
     assert pages.get(f"/audits/{a_audit}").status_code == 404
     assert f"/audits/{a_audit}\"".encode() not in pages.get("/audits").data
     page = pages.get(f"/audits/{b_audit}").data.decode()
-    csrf = re.search(r"csrf=([\w-]+)", page).group(1)
-    assert pages.post(f"/flags/{a_flag}/review?csrf={csrf}", data={"verdict": "dismissed"}).status_code == 404
+    csrf = form_token(page)
+    assert pages.post(f"/flags/{a_flag}/review", data={"csrf": csrf, "verdict": "dismissed"}).status_code == 404
     assert everything(app) == before
     assert len(tried) >= 12, tried
 
@@ -275,6 +275,11 @@ def test_session_cookie_is_secure_http_only_same_site_and_holds_no_token(secure_
     assert token not in cookie and token[3:] not in cookie
 
 
+def form_token(page: str) -> str:
+    """The CSRF token of a page's review forms (a hidden field of each form)."""
+    return re.search(r'<input type="hidden" name="csrf" value="([\w-]+)">', page).group(1)
+
+
 def test_review_form_refuses_missing_wrong_and_foreign_csrf_tokens(app, make_token, db_session) -> None:
     token = make_token("alpha")
     audit_id, flag_id, _ = seed_project(app, db_session, token, "alpha")
@@ -282,16 +287,31 @@ def test_review_form_refuses_missing_wrong_and_foreign_csrf_tokens(app, make_tok
     for c in (mine, other):
         c.post("/login", data={"token": token})
     page = mine.get(f"/audits/{audit_id}").data.decode()
-    csrf = re.search(r"csrf=([\w-]+)", page).group(1)
-    foreign = re.search(r"csrf=([\w-]+)", other.get(f"/audits/{audit_id}").data.decode()).group(1)
+    csrf = form_token(page)
+    foreign = form_token(other.get(f"/audits/{audit_id}").data.decode())
     assert foreign != csrf
-    for query in ("", "?csrf=", f"?csrf={csrf[:-2]}xx", f"?csrf={foreign}"):
-        resp = mine.post(f"/flags/{flag_id}/review{query}", data={"verdict": "confirmed"})
-        assert resp.status_code == 400, query
+    for sent in ({}, {"csrf": ""}, {"csrf": f"{csrf[:-2]}xx"}, {"csrf": foreign}):
+        resp = mine.post(f"/flags/{flag_id}/review", data={"verdict": "confirmed", **sent})
+        assert resp.status_code == 400 and b"form token" in resp.data, sent
     assert db_session.scalar(select(func.count()).select_from(Review)) == 0
     db_session.commit()  # end the read snapshot (SQLite)
-    assert mine.post(f"/flags/{flag_id}/review?csrf={csrf}", data={"verdict": "confirmed"}).status_code == 302
+    assert mine.post(f"/flags/{flag_id}/review", data={"verdict": "confirmed", "csrf": csrf}).status_code == 302
     assert db_session.scalar(select(func.count()).select_from(Review)) == 1
+
+
+def test_review_form_token_is_never_in_a_url(app, make_token, db_session) -> None:
+    token = make_token("alpha")
+    audit_id, flag_id, _ = seed_project(app, db_session, token, "alpha")
+    client = app.test_client()
+    client.post("/login", data={"token": token})
+    page = client.get(f"/audits/{audit_id}").data.decode()
+    csrf = form_token(page)
+    urls = re.findall(r'(?:action|href|src)="([^"]*)"', page)
+    assert urls and not [u for u in urls if csrf in u or "csrf" in u]
+    # a token in the query string (as a leaked URL would carry) is not accepted in place of the form field
+    resp = client.post(f"/flags/{flag_id}/review?csrf={csrf}", data={"verdict": "confirmed"})
+    assert resp.status_code == 400
+    assert db_session.scalar(select(func.count()).select_from(Review)) == 0
 
 
 # ----------------------------------------------------------------------------------------- artifact paths
