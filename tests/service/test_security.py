@@ -34,9 +34,11 @@ EXPECTED_SCOPES: dict[str, str | None] = {
 }
 PUBLIC_NON_API = {"static", "openapi.static", "openapi.doc_url", "openapi.openapi", "report.index", "report.login",
                   "report.logout"}
-OWN_TOKEN = {"metrics.metrics": "QUIRKSCOPE_METRICS_TOKEN"}  # open like a health probe unless that token is set
+# Routes outside the API that want a bearer token with a scope (no session cookie). /metrics also takes the
+# static QUIRKSCOPE_METRICS_TOKEN, and QUIRKSCOPE_METRICS_PUBLIC=1 opens it (scrapes on a private network).
+BEARER_ROUTES = {"metrics.metrics": "metrics"}
 SESSION_PAGES = {"report.audit_list": "read", "report.audit_page": "read", "report.review_flag": "review"}
-ALL_SCOPES = ("submit", "read", "review")
+ALL_SCOPES = ("submit", "read", "review", "metrics")
 
 
 def api_rules(app) -> list[Any]:  # type: ignore[no-untyped-def]
@@ -55,8 +57,11 @@ def methods(rule) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_every_route_is_in_the_scope_table_and_declares_its_scope(app) -> None:
     endpoints = {r.endpoint for r in app.url_map.iter_rules()}
-    unknown = endpoints - set(EXPECTED_SCOPES) - PUBLIC_NON_API - set(SESSION_PAGES) - set(OWN_TOKEN)
+    unknown = endpoints - set(EXPECTED_SCOPES) - PUBLIC_NON_API - set(SESSION_PAGES) - set(BEARER_ROUTES)
     assert not unknown, f"routes without a declared expectation: {sorted(unknown)}"
+    from service.metrics import METRICS_SCOPE
+
+    assert BEARER_ROUTES["metrics.metrics"] == METRICS_SCOPE
     for endpoint, scope in EXPECTED_SCOPES.items():
         name = endpoint.rpartition(".")[2]
         assert name in ENDPOINT_SCOPES, f"{endpoint} does not declare its scope with @requires"
@@ -86,6 +91,22 @@ def test_every_api_route_enforces_its_scope(app, client, make_token) -> None:
     assert checked == len([e for e, s in EXPECTED_SCOPES.items() if s])
 
 
+def test_every_bearer_route_outside_the_api_enforces_its_scope(app, client, make_token) -> None:
+    """As for the API: no token 401, every scope but the needed one 403, only the needed one 200; and a
+    login session with every scope is not a bearer token."""
+    for endpoint, scope in BEARER_ROUTES.items():
+        rule = next(r for r in app.url_map.iter_rules() if r.endpoint == endpoint)
+        for method in methods(rule):
+            assert client.open(rule.rule, method=method).status_code == 401, (method, rule.rule)
+            all_but = make_token("alpha", ",".join(s for s in ALL_SCOPES if s != scope))
+            assert client.open(rule.rule, method=method, headers=auth(all_but)).status_code == 403, rule.rule
+            only = make_token("alpha", scope)
+            assert client.open(rule.rule, method=method, headers=auth(only)).status_code == 200, rule.rule
+            browser = app.test_client()
+            browser.post("/login", data={"token": make_token("alpha", ",".join(ALL_SCOPES))})
+            assert browser.open(rule.rule, method=method).status_code == 401, rule.rule
+
+
 def test_pages_need_a_login_and_the_review_form_needs_the_review_scope(app, client, make_token, db_session) -> None:
     audit_id, flag_id, _ = seed_project(app, db_session, make_token("alpha"), "alpha")
     for url in ("/audits", f"/audits/{audit_id}"):
@@ -99,7 +120,8 @@ def test_pages_need_a_login_and_the_review_form_needs_the_review_scope(app, clie
     assert db_session.scalar(select(func.count()).select_from(Review)) == 0
 
 
-def test_metrics_with_its_token_set_refuses_anonymous_and_project_tokens(tmp_path: Path, database_url: str) -> None:
+def test_metrics_with_its_token_set_refuses_anonymous_and_tokens_without_the_metrics_scope(
+        tmp_path: Path, database_url: str) -> None:
     from db.migrate import upgrade
     from service.app import create_app
     from service.auth import issue_token
@@ -111,7 +133,7 @@ def test_metrics_with_its_token_set_refuses_anonymous_and_project_tokens(tmp_pat
             project_token = issue_token(app.extensions["quirkscope_db"].sessionmaker(), "alpha", "submit,read,review")
         client = app.test_client()
         assert client.get("/metrics").status_code == 401
-        assert client.get("/metrics", headers=auth(project_token)).status_code == 401
+        assert client.get("/metrics", headers=auth(project_token)).status_code == 403
         assert client.get("/metrics", headers=auth("m-secret")).status_code == 200
     finally:
         app.extensions["quirkscope_db"].engine.dispose()
