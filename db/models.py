@@ -23,7 +23,7 @@ AUDIT_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED_STATUSES = ("done", "failed", "cancelled")
 ITEM_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 VERDICTS = ("confirmed", "dismissed", "needs-data")
-SCOPES = ("submit", "read", "review")
+SCOPES = ("submit", "read", "review", "metrics")  # metrics: scrape /metrics (counts of every project)
 
 
 def utcnow() -> dt.datetime:

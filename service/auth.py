@@ -1,5 +1,6 @@
 """API tokens and who is asking: token creation (printed once, stored only as a hash), bearer and
-session-cookie authentication, and scope checks (``submit``, ``read``, ``review``) scoped to one project.
+session-cookie authentication, and scope checks (``submit``, ``read``, ``review`` scoped to one project;
+``metrics`` for the service-wide ``/metrics``).
 
 Why a plain SHA-256 and no salt: a token is 256 bits from ``secrets``, so there is no dictionary to
 precompute and no two users share a token; salts (and slow hashes) protect low-entropy secrets such as

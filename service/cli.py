@@ -253,10 +253,12 @@ def cmd_reaper(args: argparse.Namespace) -> int:
 
 
 def _scopes(text: str) -> list[str]:
+    from db.models import SCOPES
+
     scopes = [s.strip() for s in text.split(",") if s.strip()]
-    bad = sorted(set(scopes) - {"submit", "read", "review"})
+    bad = sorted(set(scopes) - set(SCOPES))
     if bad or not scopes:
-        raise argparse.ArgumentTypeError(f"scopes are submit, read and review; got {text!r}")
+        raise argparse.ArgumentTypeError(f"scopes are {', '.join(SCOPES)}; got {text!r}")
     return scopes
 
 

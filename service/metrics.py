@@ -1,7 +1,9 @@
 """``GET /metrics``: the API's Prometheus metrics, read at scrape time from the database and the broker, so
 every gunicorn worker answers the same (no per-process state to merge): audits by status, work items by
 kind and status, flags by code and review state, models, and the depth of the ``gpu`` and ``cpu`` queues.
-Open like a health probe unless ``QUIRKSCOPE_METRICS_TOKEN`` is set; then it wants that bearer token."""
+The counts cover every project, so a scrape needs a bearer token: an API token with the ``metrics`` scope,
+or the static ``QUIRKSCOPE_METRICS_TOKEN`` when set; ``QUIRKSCOPE_METRICS_PUBLIC=1`` opens it to anyone (a
+deployment that scrapes on a private network)."""
 from __future__ import annotations
 
 import hmac
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Audit, Flag, ModelBundle, WorkItem
+from service.auth import current_principal
 from service.errors_http import NotAuthenticated
 from service.extensions import celery_app, db, settings
 
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 metrics_blueprint = Blueprint("metrics", __name__)
 AUDIT_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 QUEUES = ("gpu", "cpu")
+METRICS_SCOPE = "metrics"
 
 
 def queue_depths(celery: Any) -> dict[str, int]:
@@ -78,20 +82,30 @@ class ServiceCollector:
         yield up
 
 
-def _authorised() -> bool:
-    token = settings().metrics_token
-    if not token:
-        return True
+def _check_scraper() -> None:
+    """Let the scrape through when metrics are public, for the static metrics token, or for an API token
+    with the ``metrics`` scope (bearer only: a browser's login cookie does not open it); else 401 or 403."""
+    conf = settings()
+    if conf.metrics_public:
+        return
     given = request.headers.get("Authorization", "")
-    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())
+    if (conf.metrics_token and given.startswith("Bearer ")
+            and hmac.compare_digest(given[7:].encode(), conf.metrics_token.encode())):
+        return
+    try:
+        current_principal(METRICS_SCOPE, allow_session=False)
+    except NotAuthenticated as exc:
+        raise NotAuthenticated(f"/metrics needs a bearer token with the '{METRICS_SCOPE}' scope "
+                               f"(quirkscope token create --scopes {METRICS_SCOPE})"
+                               + (" or the one of QUIRKSCOPE_METRICS_TOKEN" if conf.metrics_token else "")
+                               + f": {exc.message}", field="Authorization") from exc
 
 
 @metrics_blueprint.get("/metrics")
 def metrics() -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-    if not _authorised():
-        raise NotAuthenticated("/metrics needs the bearer token of QUIRKSCOPE_METRICS_TOKEN", field="Authorization")
+    _check_scraper()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(db.session, celery_app()))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0],

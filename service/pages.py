@@ -125,23 +125,24 @@ def audit_page(audit_id: int) -> Response:
 
     principal = _viewer()
     audit = get_audit(principal.project_id, audit_id)
-    review_url_for = None
-    if "review" in principal.scopes:
-        csrf = _csrf_token()
+    if "review" not in principal.scopes:
+        return render_audit_page(audit)
 
-        def review_url_for(flag: Mapping[str, Any]) -> str | None:
-            return url_for("report.review_flag", flag_id=flag["id"], csrf=csrf) if flag.get("id") else None
+    def review_url_for(flag: Mapping[str, Any]) -> str | None:
+        return url_for("report.review_flag", flag_id=flag["id"]) if flag.get("id") else None
 
-    return render_audit_page(audit, review_url_for=review_url_for)
+    # the form token goes in the POST body: a URL carrying it would leak it to logs and Referer headers
+    return render_audit_page(audit, review_url_for=review_url_for, review_form_fields={CSRF_KEY: _csrf_token()})
 
 
 @pages_blueprint.post("/flags/<int:flag_id>/review")
 def review_flag(flag_id: int) -> Response:
-    """The review form's target: checks the session's CSRF token, records the review, goes back."""
+    """The review form's target: checks the session's CSRF token (a field of the form body, never the
+    query string), records the review, goes back."""
     from service.api.flags import get_flag, record_review
 
     principal = _viewer("review")
-    sent = request.args.get(CSRF_KEY) or request.form.get(CSRF_KEY)
+    sent = request.form.get(CSRF_KEY)
     if not sent or not session.get(CSRF_KEY) or not secrets.compare_digest(sent, session[CSRF_KEY]):
         abort(400, "missing or stale form token; reload the page")
     flag = get_flag(principal.project_id, flag_id)

@@ -14,9 +14,10 @@ LIVE_REFRESH_S = 5
 
 
 def render_audit_page(audit: Audit, *,
-                      review_url_for: Callable[[Mapping[str, Any]], str | None] | None = None) -> Response:
+                      review_url_for: Callable[[Mapping[str, Any]], str | None] | None = None,
+                      review_form_fields: Mapping[str, str] | None = None) -> Response:
     """The report page of ``audit``; ``review_url_for(flag)`` gives each flag's review form target (none:
-    no review forms)."""
+    no review forms), ``review_form_fields`` the hidden fields those forms post (the CSRF token)."""
     report = build_report(audit)
     live = None
     if audit.status != "done":
@@ -27,5 +28,6 @@ def render_audit_page(audit: Audit, *,
     def asset_url(rel: str) -> str:
         return url_for("api.get_artifact", audit_id=audit.id, key=rel)
 
-    html = render_report_html(report, live=live, review_url_for=review_url_for, asset_url=asset_url)
+    html = render_report_html(report, live=live, review_url_for=review_url_for,
+                              review_form_fields=review_form_fields, asset_url=asset_url)
     return Response(html, mimetype="text/html")

@@ -141,7 +141,6 @@ def onnx_graph(*, keep_dims: bool = False, declared: dict[str, list[int]] | None
     adds sqrt(-mean(appearance)^2): zero on the zero inputs of the load check, NaN on any other input; ``batch_of_two_only`` reshapes the logits to a fixed batch of two, which passes the load check
     (a batch of two) and raises on any other batch."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     shapes = declared or SHAPES

@@ -183,6 +183,7 @@ def test_live_context_adds_progress_bar_and_review_form_per_flag_with_an_id(repo
         report,
         live={"progress": 0.4, "status": "running", "message": "visualising 12/30", "refresh_s": 5},
         review_url_for=lambda flag: f"/audits/a1/flags/{flag['id']}/review" if "id" in flag else None,
+        review_form_fields={"csrf": "t0k-en_1"},
     )
     progress = elements(html, "progress")
     assert len(progress) == 1 and float(progress[0][1]["value"]) == pytest.approx(0.4)
@@ -191,6 +192,8 @@ def test_live_context_adds_progress_bar_and_review_form_per_flag_with_an_id(repo
     forms = elements(html, "form")
     assert [f[1]["action"] for f in forms] == ["/audits/a1/flags/17/review", "/audits/a1/flags/18/review"]
     assert all(f[1]["method"] == "post" for f in forms)
+    hidden = [a for _, a, _ in elements(html, "input") if a.get("type") == "hidden"]
+    assert [(a["name"], a["value"]) for a in hidden] == [("csrf", "t0k-en_1")] * len(forms)
     radios = [a for _, a, _ in elements(html, "input") if a.get("name") == "verdict"]
     assert {a["value"] for a in radios} == {"confirmed", "dismissed", "needs-data"}
     assert sum("checked" in a for a in radios) == 1  # flag 18 was reviewed as confirmed

@@ -28,9 +28,11 @@ class Settings:
     artifacts_endpoint_url: str = ""
     artifacts_region: str = ""
     artifacts_multipart_mb: int = 8  # uploads above this go in parts of this size (S3's minimum is 5)
-    # metrics: the API's /metrics answers only this bearer token when set; a worker serves its
-    # metrics on this port when set (0: none)
+    # metrics: the API's /metrics wants a bearer token with the `metrics` scope, or this static bearer
+    # token when set; metrics_public opens it to anyone (for scrapes on a private network); a worker
+    # serves its metrics on this port when set (0: none)
     metrics_token: str = ""
+    metrics_public: bool = False
     worker_metrics_port: int = 0
     # limits (all enforced with a 4xx)
     max_upload_bytes: int = 512 * 1024 * 1024

@@ -67,7 +67,7 @@ def running_stack(home: Path, env: dict[str, str], queues: tuple[str, ...] = ("g
     try:
         settings = load_settings()
         migrate(settings)
-        token = create_token("alpha", "submit,read,review", settings)
+        token = create_token("alpha", "submit,read,review,metrics", settings)
         os.chdir(REPO)
         workers = [spawn_worker([q], log_path=str(home / f"worker-{q}.log")) for q in queues]
         app = create_app(settings=settings)

@@ -1,5 +1,6 @@
-"""``/metrics`` of the API (read from the rows and the broker at scrape time; bearer token when configured)
-and the worker-side metrics (task durations, failures, retries, sample-iterations per GPU slot)."""
+"""``/metrics`` of the API (read from the rows and the broker at scrape time; a bearer token with the
+``metrics`` scope, or the configured metrics token, unless ``QUIRKSCOPE_METRICS_PUBLIC`` opens it) and the
+worker-side metrics (task durations, failures, retries, sample-iterations per GPU slot)."""
 from __future__ import annotations
 
 from typing import Any
@@ -39,12 +40,14 @@ def add_audit(session: Any, status: str, flags: list[str], chunks: int) -> int:
     return audit.id
 
 
-def test_metrics_count_audits_by_status_work_items_flags_and_queued_messages(app, client, db_session) -> None:
+def test_metrics_count_audits_by_status_work_items_flags_and_queued_messages(app, client, db_session,
+                                                                            make_token) -> None:
+    scraper = auth(make_token("ops", "metrics"))
     add_audit(db_session, "done", ["LOCALIZED_CUE", "CONTEXT_CUE"], chunks=3)
     add_audit(db_session, "failed", ["LOCALIZED_CUE"], chunks=1)
-    waiting = samples(client.get("/metrics").get_data(as_text=True))  # memory:// queues outlive a test
+    waiting = samples(client.get("/metrics", headers=scraper).get_data(as_text=True))  # memory:// queues outlive a test
     app.extensions["celery"].send_task("workers.tasks.visualise_chunk", args=(1, 0), queue="gpu")
-    resp = client.get("/metrics")
+    resp = client.get("/metrics", headers=scraper)
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     got = samples(resp.get_data(as_text=True))
     assert got[("quirkscope_audits", (("status", "done"),))] == 1
@@ -60,22 +63,59 @@ def test_metrics_count_audits_by_status_work_items_flags_and_queued_messages(app
         assert got[key] - waiting[key] == added
 
 
+def test_metrics_by_default_want_a_token_with_the_metrics_scope(client, make_token) -> None:
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and refused.get_json()["error"]["field"] == "Authorization"
+    assert "quirkscope_audits" not in refused.get_data(as_text=True)
+    assert client.get("/metrics", headers=auth("qs_unknown")).status_code == 401
+    lacking = client.get("/metrics", headers=auth(make_token("alpha", "submit,read,review")))
+    assert lacking.status_code == 403 and "'metrics' scope" in lacking.get_json()["error"]["message"]
+    allowed = client.get("/metrics", headers=auth(make_token("ops", "metrics")))
+    assert allowed.status_code == 200 and "quirkscope_audits" in allowed.get_data(as_text=True)
+
+
+def test_a_logged_in_session_does_not_open_metrics(client, make_token) -> None:
+    client.post("/login", data={"token": make_token("ops", "submit,read,review,metrics")})
+    assert client.get("/metrics").status_code == 401  # scrapers send a bearer token; no cookie auth here
+
+
+def test_metrics_public_setting_opens_metrics_to_anonymous_scrapes(tmp_path, database_url) -> None:
+    from db.migrate import upgrade
+    from service.app import create_app
+    from workers.settings import load_settings
+
+    assert load_settings(env={"QUIRKSCOPE_METRICS_PUBLIC": "1"}, home=tmp_path, secret_key="x").metrics_public
+    assert not load_settings(env={}, home=tmp_path, secret_key="x").metrics_public
+    upgrade(database_url)
+    app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url, metrics_public=True))
+    try:
+        assert app.test_client().get("/metrics").status_code == 200
+    finally:
+        app.extensions["quirkscope_db"].engine.dispose()
+
+
 @pytest.fixture
-def guarded_client(tmp_path, database_url):  # type: ignore[no-untyped-def]
+def guarded_app(tmp_path, database_url):  # type: ignore[no-untyped-def]
     from db.migrate import upgrade
     from service.app import create_app
 
     upgrade(database_url)
     app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url, metrics_token="scrape-me"))
-    yield app.test_client()
+    yield app
     app.extensions["quirkscope_db"].engine.dispose()
 
 
-def test_metrics_want_the_configured_bearer_token(guarded_client) -> None:
-    refused = guarded_client.get("/metrics")
+def test_metrics_take_the_configured_bearer_token_or_a_metrics_scope_token(guarded_app) -> None:
+    from service.auth import issue_token
+
+    client = guarded_app.test_client()
+    refused = client.get("/metrics")
     assert refused.status_code == 401 and refused.get_json()["error"]["field"] == "Authorization"
-    assert guarded_client.get("/metrics", headers=auth("wrong")).status_code == 401
-    assert guarded_client.get("/metrics", headers=auth("scrape-me")).status_code == 200
+    assert client.get("/metrics", headers=auth("wrong")).status_code == 401
+    assert client.get("/metrics", headers=auth("scrape-me")).status_code == 200
+    with guarded_app.app_context():
+        scoped = issue_token(guarded_app.extensions["quirkscope_db"].sessionmaker(), "ops", "metrics")
+    assert client.get("/metrics", headers=auth(scoped)).status_code == 200
 
 
 def test_worker_metrics_record_durations_failures_retries_and_sample_iterations_per_gpu(monkeypatch) -> None:

@@ -34,9 +34,11 @@ EXPECTED_SCOPES: dict[str, str | None] = {
 }
 PUBLIC_NON_API = {"static", "openapi.static", "openapi.doc_url", "openapi.openapi", "report.index", "report.login",
                   "report.logout"}
-OWN_TOKEN = {"metrics.metrics": "QUIRKSCOPE_METRICS_TOKEN"}  # open like a health probe unless that token is set
+# Routes outside the API that want a bearer token with a scope (no session cookie). /metrics also takes the
+# static QUIRKSCOPE_METRICS_TOKEN, and QUIRKSCOPE_METRICS_PUBLIC=1 opens it (scrapes on a private network).
+BEARER_ROUTES = {"metrics.metrics": "metrics"}
 SESSION_PAGES = {"report.audit_list": "read", "report.audit_page": "read", "report.review_flag": "review"}
-ALL_SCOPES = ("submit", "read", "review")
+ALL_SCOPES = ("submit", "read", "review", "metrics")
 
 
 def api_rules(app) -> list[Any]:  # type: ignore[no-untyped-def]
@@ -55,8 +57,11 @@ def methods(rule) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_every_route_is_in_the_scope_table_and_declares_its_scope(app) -> None:
     endpoints = {r.endpoint for r in app.url_map.iter_rules()}
-    unknown = endpoints - set(EXPECTED_SCOPES) - PUBLIC_NON_API - set(SESSION_PAGES) - set(OWN_TOKEN)
+    unknown = endpoints - set(EXPECTED_SCOPES) - PUBLIC_NON_API - set(SESSION_PAGES) - set(BEARER_ROUTES)
     assert not unknown, f"routes without a declared expectation: {sorted(unknown)}"
+    from service.metrics import METRICS_SCOPE
+
+    assert BEARER_ROUTES["metrics.metrics"] == METRICS_SCOPE
     for endpoint, scope in EXPECTED_SCOPES.items():
         name = endpoint.rpartition(".")[2]
         assert name in ENDPOINT_SCOPES, f"{endpoint} does not declare its scope with @requires"
@@ -86,6 +91,22 @@ def test_every_api_route_enforces_its_scope(app, client, make_token) -> None:
     assert checked == len([e for e, s in EXPECTED_SCOPES.items() if s])
 
 
+def test_every_bearer_route_outside_the_api_enforces_its_scope(app, client, make_token) -> None:
+    """As for the API: no token 401, every scope but the needed one 403, only the needed one 200; and a
+    login session with every scope is not a bearer token."""
+    for endpoint, scope in BEARER_ROUTES.items():
+        rule = next(r for r in app.url_map.iter_rules() if r.endpoint == endpoint)
+        for method in methods(rule):
+            assert client.open(rule.rule, method=method).status_code == 401, (method, rule.rule)
+            all_but = make_token("alpha", ",".join(s for s in ALL_SCOPES if s != scope))
+            assert client.open(rule.rule, method=method, headers=auth(all_but)).status_code == 403, rule.rule
+            only = make_token("alpha", scope)
+            assert client.open(rule.rule, method=method, headers=auth(only)).status_code == 200, rule.rule
+            browser = app.test_client()
+            browser.post("/login", data={"token": make_token("alpha", ",".join(ALL_SCOPES))})
+            assert browser.open(rule.rule, method=method).status_code == 401, rule.rule
+
+
 def test_pages_need_a_login_and_the_review_form_needs_the_review_scope(app, client, make_token, db_session) -> None:
     audit_id, flag_id, _ = seed_project(app, db_session, make_token("alpha"), "alpha")
     for url in ("/audits", f"/audits/{audit_id}"):
@@ -99,7 +120,8 @@ def test_pages_need_a_login_and_the_review_form_needs_the_review_scope(app, clie
     assert db_session.scalar(select(func.count()).select_from(Review)) == 0
 
 
-def test_metrics_with_its_token_set_refuses_anonymous_and_project_tokens(tmp_path: Path, database_url: str) -> None:
+def test_metrics_with_its_token_set_refuses_anonymous_and_tokens_without_the_metrics_scope(
+        tmp_path: Path, database_url: str) -> None:
     from db.migrate import upgrade
     from service.app import create_app
     from service.auth import issue_token
@@ -111,7 +133,7 @@ def test_metrics_with_its_token_set_refuses_anonymous_and_project_tokens(tmp_pat
             project_token = issue_token(app.extensions["quirkscope_db"].sessionmaker(), "alpha", "submit,read,review")
         client = app.test_client()
         assert client.get("/metrics").status_code == 401
-        assert client.get("/metrics", headers=auth(project_token)).status_code == 401
+        assert client.get("/metrics", headers=auth(project_token)).status_code == 403
         assert client.get("/metrics", headers=auth("m-secret")).status_code == 200
     finally:
         app.extensions["quirkscope_db"].engine.dispose()
@@ -189,8 +211,8 @@ def test_another_projects_token_gets_404_on_every_read_and_write(app, client, ma
     assert pages.get(f"/audits/{a_audit}").status_code == 404
     assert f"/audits/{a_audit}\"".encode() not in pages.get("/audits").data
     page = pages.get(f"/audits/{b_audit}").data.decode()
-    csrf = re.search(r"csrf=([\w-]+)", page).group(1)
-    assert pages.post(f"/flags/{a_flag}/review?csrf={csrf}", data={"verdict": "dismissed"}).status_code == 404
+    csrf = form_token(page)
+    assert pages.post(f"/flags/{a_flag}/review", data={"csrf": csrf, "verdict": "dismissed"}).status_code == 404
     assert everything(app) == before
     assert len(tried) >= 12, tried
 
@@ -275,6 +297,11 @@ def test_session_cookie_is_secure_http_only_same_site_and_holds_no_token(secure_
     assert token not in cookie and token[3:] not in cookie
 
 
+def form_token(page: str) -> str:
+    """The CSRF token of a page's review forms (a hidden field of each form)."""
+    return re.search(r'<input type="hidden" name="csrf" value="([\w-]+)">', page).group(1)
+
+
 def test_review_form_refuses_missing_wrong_and_foreign_csrf_tokens(app, make_token, db_session) -> None:
     token = make_token("alpha")
     audit_id, flag_id, _ = seed_project(app, db_session, token, "alpha")
@@ -282,16 +309,31 @@ def test_review_form_refuses_missing_wrong_and_foreign_csrf_tokens(app, make_tok
     for c in (mine, other):
         c.post("/login", data={"token": token})
     page = mine.get(f"/audits/{audit_id}").data.decode()
-    csrf = re.search(r"csrf=([\w-]+)", page).group(1)
-    foreign = re.search(r"csrf=([\w-]+)", other.get(f"/audits/{audit_id}").data.decode()).group(1)
+    csrf = form_token(page)
+    foreign = form_token(other.get(f"/audits/{audit_id}").data.decode())
     assert foreign != csrf
-    for query in ("", "?csrf=", f"?csrf={csrf[:-2]}xx", f"?csrf={foreign}"):
-        resp = mine.post(f"/flags/{flag_id}/review{query}", data={"verdict": "confirmed"})
-        assert resp.status_code == 400, query
+    for sent in ({}, {"csrf": ""}, {"csrf": f"{csrf[:-2]}xx"}, {"csrf": foreign}):
+        resp = mine.post(f"/flags/{flag_id}/review", data={"verdict": "confirmed", **sent})
+        assert resp.status_code == 400 and b"form token" in resp.data, sent
     assert db_session.scalar(select(func.count()).select_from(Review)) == 0
     db_session.commit()  # end the read snapshot (SQLite)
-    assert mine.post(f"/flags/{flag_id}/review?csrf={csrf}", data={"verdict": "confirmed"}).status_code == 302
+    assert mine.post(f"/flags/{flag_id}/review", data={"verdict": "confirmed", "csrf": csrf}).status_code == 302
     assert db_session.scalar(select(func.count()).select_from(Review)) == 1
+
+
+def test_review_form_token_is_never_in_a_url(app, make_token, db_session) -> None:
+    token = make_token("alpha")
+    audit_id, flag_id, _ = seed_project(app, db_session, token, "alpha")
+    client = app.test_client()
+    client.post("/login", data={"token": token})
+    page = client.get(f"/audits/{audit_id}").data.decode()
+    csrf = form_token(page)
+    urls = re.findall(r'(?:action|href|src)="([^"]*)"', page)
+    assert urls and not [u for u in urls if csrf in u or "csrf" in u]
+    # a token in the query string (as a leaked URL would carry) is not accepted in place of the form field
+    resp = client.post(f"/flags/{flag_id}/review?csrf={csrf}", data={"verdict": "confirmed"})
+    assert resp.status_code == 400
+    assert db_session.scalar(select(func.count()).select_from(Review)) == 0
 
 
 # ----------------------------------------------------------------------------------------- artifact paths

@@ -2,7 +2,7 @@
 
 One Jinja2 template (``templates/report.html``) serves both the offline report written by
 :func:`write_report` and the live page of the service, which passes a ``live`` progress context and a
-``review_url_for`` callable. The report dict is turned into a complete, normalised view first, so the
+``review_url_for`` callable (and the hidden fields its forms carry). The report dict is turned into a complete, normalised view first, so the
 template never meets a missing key and scores the scoring module adds later still show up.
 """
 
@@ -77,6 +77,7 @@ def render_report_html(
     *,
     live: Mapping[str, Any] | None = None,
     review_url_for: ReviewUrlFor | None = None,
+    review_form_fields: Mapping[str, str] | None = None,
     asset_url: AssetUrl = lambda rel: rel,
 ) -> str:
     """Render the report page for ``report`` (DESIGN 3.4) and return the HTML text.
@@ -84,12 +85,14 @@ def render_report_html(
     ``live``: ``{"progress": 0..1, "status": str, "message"?: str, "refresh_s"?: int}`` adds a progress bar
     (and, with ``refresh_s``, a meta refresh) for the service's page of a running audit.
     ``review_url_for(flag)``: the URL a flag's review form posts to, or None for no form; without it
-    (the static report) no forms are rendered. ``asset_url(rel)``: maps an artifact path of the report, and
+    (the static report) no forms are rendered. ``review_form_fields``: hidden fields every review form
+    posts in its body (the service's CSRF token, which must not go into a URL). ``asset_url(rel)``: maps an artifact path of the report, and
     ``confusion.png``, to the URL the page uses; relative paths by default. The stylesheet is inlined, so the
     page needs no other file than its images and clips. Artifact paths that are absolute URLs (with a scheme
     or a host) are not linked.
     """
-    view = build_report_view(report, live=live, review_url_for=review_url_for, asset_url=asset_url)
+    view = build_report_view(report, live=live, review_url_for=review_url_for,
+                             review_form_fields=review_form_fields, asset_url=asset_url)
     return _template_environment().get_template("report.html").render(view=view, css=_stylesheet())
 
 
@@ -176,6 +179,7 @@ def build_report_view(
     *,
     live: Mapping[str, Any] | None = None,
     review_url_for: ReviewUrlFor | None = None,
+    review_form_fields: Mapping[str, str] | None = None,
     asset_url: AssetUrl = lambda rel: rel,
 ) -> dict[str, Any]:
     """Normalise ``report`` into the complete view the template renders (every key present, values formatted).
@@ -219,6 +223,7 @@ def build_report_view(
         "n_flags": sum(len(p["flags"]) for p in pairs),
         "live": _live_view(live),
         "reviews_enabled": review_url_for is not None,
+        "review_form_fields": [{"name": str(k), "value": str(v)} for k, v in (review_form_fields or {}).items()],
         "review_verdicts": REVIEW_VERDICTS,
     }
 

@@ -8,7 +8,7 @@ from typing import Any
 from celery import chain, chord, group, shared_task, signature
 from sqlalchemy import select, update
 
-from db.models import Audit, ClassPair, WorkItem, utcnow
+from db.models import FINISHED_STATUSES, Audit, ClassPair, WorkItem, utcnow
 from workers import runtime
 from workers.tasks.claims import stage_counts
 
@@ -49,10 +49,17 @@ def _after_reaped(audit_id: int, reaped: bool) -> None:
 
 @shared_task(name="workers.tasks.advance_audit", queue="cpu", **TASK_OPTIONS)
 def advance_audit(self, audit_id: int) -> str:  # type: ignore[no-untyped-def]
-    """If every item of the audit's current stage is done, move to the next stage and enqueue it."""
+    """If every item of the audit's current stage is done, move to the next stage and enqueue it. A message
+    for an audit that is deleted or already finished (a duplicate or late chord callback) does nothing."""
     with runtime.current().database.sessionmaker() as session:
         audit = session.get(Audit, audit_id)
-        if audit is None or audit.status != "running":
+        if audit is None:
+            log.info("audit %s: advance ignored, the audit is gone", audit_id)
+            return "gone"
+        if audit.status in FINISHED_STATUSES:
+            log.info("audit %s: advance ignored, the audit is already %s", audit_id, audit.status)
+            return f"already {audit.status}"
+        if audit.status != "running":
             return "idle"
         counts = stage_counts(session, audit_id)
         stage = audit.stage
