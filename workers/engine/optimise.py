@@ -166,7 +166,8 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
                 value = unit(ObjectiveContext(inputs=inputs, logits=logits, activations=acts))
                 grads = torch.autograd.grad(value.sum(), [inputs[k] for k in names])
                 pen = penalty(ObjectiveContext(inputs=inputs, logits=logits, activations=acts))
-                pen_grads = torch.autograd.grad(pen.sum(), [inputs[k] for k in names], allow_unused=True)
+                pen_grads = (torch.autograd.grad(pen.sum(), [inputs[k] for k in names], allow_unused=True)
+                             if pen.requires_grad else [None] * len(names))
                 gain = sum(g.abs().flatten(1).sum(1) for g in grads) / sum(sizes.values())  # (N,) mean |dunit/du|
                 inv_gain = (1.0 / gain.clamp_min(1e-12)).view(n, 1, 1, 1, 1)
                 ascent = [g * inv_gain - (pg * sizes[k] if pg is not None else 0.0)

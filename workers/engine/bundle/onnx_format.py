@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from workers.engine.bundle.archive import MODEL_FILES, pickle_kind
 from workers.engine.bundle.checks import example_inputs
-from workers.engine.bundle.fold_pads import fold_constant_pads
+from workers.engine.bundle.graph_passes import fold_constant_pads
 from workers.engine.errors import BundleError, ModelLoadError, UnsafeBundle
 from workers.engine.manifest import Manifest
 

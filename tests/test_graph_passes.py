@@ -10,7 +10,7 @@ import torch
 from torch import fx, nn
 
 from workers.engine.bundle import load_bundle, write_bundle
-from workers.engine.bundle.fold_pads import (
+from workers.engine.bundle.graph_passes import (
     _symmetric_padding,
     fold_constant_pads,
     onnx_to_torch_pads,
@@ -97,3 +97,4 @@ def test_symmetric_padding(torch_pads: list[int], dims: int, expected: tuple[int
 def test_onnx_to_torch_pads_reverses_the_axes_and_pairs_begin_with_end() -> None:
     # N, C, H, W: begins (0, 0, 1, 2), ends (0, 0, 3, 4) -> W (2, 4), H (1, 3), C, N
     assert onnx_to_torch_pads([0, 0, 1, 2, 0, 0, 3, 4]) == [2, 4, 1, 3, 0, 0, 0, 0]
+

@@ -1,15 +1,16 @@
-"""Folding explicit zero padding into the convolution that follows it, on the fx graph onnx2torch builds.
+"""Exact speed-ups of the fx graph onnx2torch builds from an ONNX bundle, applied when the bundle loads: every
+optimisation step runs the model forward and backward, so what the graph does needlessly is paid thousands of times.
 
-Models written with TensorFlow-style "same" padding (EfficientNet's ``Conv2dStaticSamePadding``, Keras ports) export
-to ONNX as a ``Pad`` before each ``Conv`` whose own padding is 0. onnx2torch keeps them apart, so every step of
-activation maximisation allocates, fills and copies a padded copy of each such activation, and copies the
-gradient back out of it: on EfficientNet-Lite0 that was about a quarter of a forward-and-backward on the CPU
-(profile in docs/real_model_quality.md). A zero pad that is the same on both sides of every spatial axis, and that
-feeds one convolution with zero padding of its own, is exactly that convolution with ``padding`` set, so the pad
-node is removed and the convolution's ``padding`` set instead. Asymmetric pads (stride-2 "same" padding) are left
-as they are. The pads must be constant: read from the module (``OnnxPadStatic``) or computed by a subgraph of the
-graph's constants alone (``OnnxPadDynamic`` fed by ``Constant``/``Concat``/``Reshape``/... nodes); anything that
-depends on a graph input is left alone.
+``fold_constant_pads``: models written with TensorFlow-style "same" padding (EfficientNet's
+``Conv2dStaticSamePadding``, Keras ports) export to ONNX as a ``Pad`` before each ``Conv`` whose own padding is 0.
+onnx2torch keeps them apart, so every step allocates, fills and copies a padded copy of each such activation, and
+copies the gradient back out of it: on EfficientNet-Lite0 that was about a quarter of a forward-and-backward on the
+CPU (profile in docs/real_model_quality.md). A zero pad that is the same on both sides of every spatial axis, and
+that feeds one convolution with zero padding of its own, is exactly that convolution with ``padding`` set, so the
+pad node is removed and the convolution's ``padding`` set instead. Asymmetric pads (stride-2 "same" padding) are
+left as they are. The pads must be constant: read from the module (``OnnxPadStatic``) or computed by a subgraph of
+the graph's constants alone (``OnnxPadDynamic`` fed by ``Constant``/``Concat``/``Reshape``/... nodes); anything
+that depends on a graph input is left alone.
 """
 from __future__ import annotations
 
@@ -120,3 +121,4 @@ def fold_constant_pads(gm: fx.GraphModule) -> int:
         gm.delete_all_unused_submodules()
         gm.recompile()
     return folded
+
