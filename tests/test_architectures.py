@@ -172,9 +172,10 @@ def test_torchvision_video_architecture_loads_from_safetensors_and_the_engine_ra
     assert clip.grad is not None and clip.grad.abs().sum() > 0
     assert all(p.grad is None for p in loaded.module.parameters())
 
-    # no jitter, so that a few steps on the un-jittered input must show in its logit
+    # no jitter, scale or rotation, so that a few steps on the untransformed input must show in its logit
     specs = loaded.manifest.inputs
-    config = VisualizationConfig(steps=8, contrast=0.0, jitter_fraction=0.0, jitter_frames=0)
+    config = VisualizationConfig(steps=8, contrast=0.0, jitter_fraction=0.0, jitter_frames=0, scale_jitter=0.0,
+                                 rotation_degrees=0.0)
     with torch.no_grad():
         before = float(forward_model(loaded.module, specs, initial_inputs(specs, [0], config.init_scale),
                                      bf16=False, channels_last=False)[0, 1])

@@ -40,6 +40,7 @@ from workers.engine.manifest import parse_manifest
 from workers.engine.parameterization import resolve_kind
 from workers.engine.render import rgb_to_pixels
 from workers.engine.spectrum import spectrum_slope
+from workers.engine.streams import shortest_side
 from workers.engine.visualize import UnitRequest, visualize
 
 MEAN, STD, SIZE = 0.498, 0.502, 224
@@ -198,7 +199,7 @@ def main() -> None:
           f"({kind} here) "
           f"lr={config.learning_rate(kind)} decay={config.fourier_decay} tv={config.weights('rgb', kind).tv_weight} "
           f"lp={config.weights('rgb', kind).lp_weight} jitter={config.jitter_fraction:.3f} "
-          f"scale,rotation={config.affine_ranges(min(spec.height, spec.width))}")
+          f"scale,rotation={config.affine_ranges(shortest_side([spec]))}")
 
     eng_px, eng_probs, eng_s = engine_render(model, spec, targets, config, args.device)
     eng_check = softmax_of(model, eng_px, targets, args.device)

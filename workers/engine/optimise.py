@@ -138,7 +138,7 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
     max_px = max(int(round(config.jitter_fraction * min(s.height, s.width))) for s in specs)
     max_frames = config.jitter_frames if max(s.num_frames for s in specs) > 1 else 0
     table = torch.stack([draw_jitter_table(s, config.steps, max_px, max_frames) for s in seeds]).to(dev)  # (N,S,3)
-    scale_jitter, rotation_degrees = config.affine_ranges(min(min(s.height, s.width) for s in specs))
+    scale_jitter, rotation_degrees = config.affine_ranges(streams_mod.shortest_side(specs))
     affine = torch.stack([draw_affine_table(s, config.steps, scale_jitter, rotation_degrees)
                           for s in seeds]).to(dev)  # (N, S, 2)
     opt = torch.optim.Adam([{"params": p.variables, "lr": config.learning_rate(resolve_kind(config.parameterization,

@@ -37,7 +37,7 @@ AUTO_FOURIER_MIN_SIDE = LARGE_FRAME_MIN_SIDE
 def resolve_kind(kind: Kind, spec: InputSpec) -> Literal["pixel", "fourier"]:
     """What ``auto`` means for one stream (module docstring); other kinds unchanged. Pure."""
     if kind == "auto":
-        return "fourier" if min(spec.height, spec.width) >= AUTO_FOURIER_MIN_SIDE else "pixel"
+        return "fourier" if streams_mod.shortest_side([spec]) >= AUTO_FOURIER_MIN_SIDE else "pixel"
     return kind
 
 # Lucid's ``color_correlation_svd_sqrt`` (lucid/optvis/param/color.py): the square root of ImageNet's RGB

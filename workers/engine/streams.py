@@ -8,6 +8,8 @@ stack of L flow frames with 2L channels (x0, y0, x1, y1, ...) is (2, L).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from workers.engine.manifest import InputSpec
@@ -16,6 +18,11 @@ from workers.engine.manifest import InputSpec
 def canonical_shape(spec: InputSpec) -> tuple[int, int, int, int]:
     """(C, T, H, W) of a stream in the engine."""
     return (spec.base_channels, spec.num_frames, spec.height, spec.width)
+
+
+def shortest_side(specs: Sequence[InputSpec]) -> int:
+    """The shortest frame side, in pixels, over all streams (what the large-frame defaults are decided on)."""
+    return min(min(spec.height, spec.width) for spec in specs)
 
 
 def natural_half_range(spec: InputSpec) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from workers.engine import objectives as obj
+from workers.engine import streams as streams_mod
 from workers.engine.config import LARGE_FRAME_MIN_SIDE, VisualizationConfig
 from workers.engine.cpu_memory import keep_freed_blocks_in_heap
 from workers.engine.errors import InvalidInput
@@ -85,7 +86,7 @@ def estimate_chunk_size(model: nn.Module, specs: Sequence[InputSpec], config: Vi
     if config.chunk_size:
         return config.chunk_size
     if device.type != "cuda":
-        large = min(min(s.height, s.width) for s in specs) >= LARGE_FRAME_MIN_SIDE
+        large = streams_mod.shortest_side(specs) >= LARGE_FRAME_MIN_SIDE
         return CPU_CHUNK_LARGE_FRAMES if large else CPU_CHUNK
     probe = config.model_copy(update={"steps": 1, "compile": False})
     torch.cuda.synchronize(device)
