@@ -4,6 +4,7 @@ the Celery app it enqueues with (built from the same settings and database), and
 The web process never imports torch."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from flask import Request, request
@@ -11,6 +12,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest
 from flask_openapi3 import Info, OpenAPI
 
+from service.api.bundles import sweep_spool
 from service.errors_http import register_error_handlers, validation_error_response
 from service.extensions import db
 from workers.celery_app import create_celery_app
@@ -19,6 +21,7 @@ from workers.settings import Settings, load_settings
 
 API_VERSION = "1.0.0"
 UPLOAD_ENDPOINTS = frozenset({"api.upload_model"})
+log = logging.getLogger(__name__)
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -41,9 +44,20 @@ class ApiRequest(Request):
                          else "the request body is not JSON (Content-Type: application/json)")
 
 
+def sweep_stale_spool_files(settings: Settings) -> None:
+    """Delete the upload spool files a killed API process left behind (older than ``spool_max_age_s``)."""
+    if settings.spool_max_age_s <= 0:
+        return
+    deleted = sweep_spool(settings.spool_dir, settings.spool_max_age_s)
+    if deleted:
+        log.info("deleted %d upload spool file(s) older than %ss in %s", len(deleted),
+                 settings.spool_max_age_s, settings.spool_dir)
+
+
 def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | None = None) -> OpenAPI:
     """Build the app. ``config`` overrides Flask config keys; ``settings`` defaults to the environment."""
     settings = settings or load_settings()
+    sweep_stale_spool_files(settings)
     app = OpenAPI(
         __name__,
         info=Info(title="QuirkScope", version=API_VERSION,

@@ -39,6 +39,9 @@ class Settings:
     max_json_bytes: int = 32 * 1024 * 1024
     max_classes: int = 2000
     max_top_k: int = 100
+    # upload spool ($QUIRKSCOPE_HOME/uploads): the API deletes spool files older than this when it starts
+    # (left by a process killed mid-upload; a live upload writes its file at least once a MiB); 0: never
+    spool_max_age_s: float = 3600.0
     # sessions
     cookie_secure: bool = True
     # worker behaviour
@@ -60,6 +63,11 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.broker_url.startswith("filesystem://")
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the API spools uploaded bundles while it checks them."""
+        return self.home / "uploads"
 
     @property
     def broker_dirs(self) -> dict[str, Path]:

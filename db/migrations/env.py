@@ -1,11 +1,13 @@
-"""Alembic environment: migrations run against the URL set by ``db.migrate.alembic_config`` (or
-``QUIRKSCOPE_DATABASE_URL``), with the ORM metadata for autogenerate; SQLite uses batch mode."""
+"""Alembic environment: migrations run on the connection ``db.migrate`` passes in
+``config.attributes["connection"]`` (the one it holds the migration lock on), else against the URL set by
+``db.migrate.alembic_config`` (or ``QUIRKSCOPE_DATABASE_URL``), with the ORM metadata for autogenerate; SQLite
+uses batch mode."""
 from __future__ import annotations
 
 import os
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
 from db.models import Base
@@ -25,13 +27,21 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def run_migrations_on(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata,
+                      render_as_batch=connection.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
+    given = config.attributes.get("connection")
+    if given is not None:
+        run_migrations_on(given)
+        return
     engine = create_engine(_url(), poolclass=NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
-        with context.begin_transaction():
-            context.run_migrations()
+        run_migrations_on(connection)
     engine.dispose()
 
 

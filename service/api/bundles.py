@@ -1,11 +1,13 @@
 """Intake of an uploaded bundle in the web process, without torch: stream it to a temporary file while
 hashing it (never the whole upload in memory), then run the worker's own archive checks on it
 (``workers.engine.bundle.archive``: member paths, sizes, pickles, the manifest and its model file). Building the
-model is left to the worker's ``load_bundle``."""
+model is left to the worker's ``load_bundle``. Spool files that a killed process left behind are swept by age
+(``sweep_spool``)."""
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -13,6 +15,8 @@ from typing import BinaryIO
 from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, open_zip_file, read_manifest
 from workers.engine.errors import BundleError
 from workers.engine.manifest import Manifest
+
+SPOOL_PREFIX, SPOOL_SUFFIX = "upload-", ".zip"
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ def spool(stream: BinaryIO, directory: Path, limit: int) -> tuple[Path, str, int
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fh = tempfile.NamedTemporaryFile(dir=directory, prefix="upload-", suffix=".zip", delete=False)
+    fh = tempfile.NamedTemporaryFile(dir=directory, prefix=SPOOL_PREFIX, suffix=SPOOL_SUFFIX, delete=False)
     try:
         with fh:
             while chunk := stream.read(1024 * 1024):
@@ -63,4 +67,17 @@ def discard(bundle: SpooledBundle) -> None:
     bundle.path.unlink(missing_ok=True)
 
 
-
+def sweep_spool(directory: Path, older_than_s: float, now: float | None = None) -> list[Path]:
+    """Delete the spool files in ``directory`` last written more than ``older_than_s`` seconds before ``now``
+    (those of processes killed mid-upload: a live request keeps writing its own); return the ones deleted.
+    Other files, and files another process deletes first, are left alone."""
+    cutoff = (time.time() if now is None else now) - older_than_s
+    deleted = []
+    for path in directory.glob(f"{SPOOL_PREFIX}*{SPOOL_SUFFIX}"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted.append(path)
+        except FileNotFoundError:
+            continue
+    return deleted

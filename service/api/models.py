@@ -37,7 +37,7 @@ def upload_model(form: ModelUploadForm):
     bytes were uploaded to this project before."""
     principal = current_principal("submit")
     conf = settings()
-    bundle = intake(form.bundle.stream, conf.home / "uploads", conf.max_upload_bytes)
+    bundle = intake(form.bundle.stream, conf.spool_dir, conf.max_upload_bytes)
     try:
         session = db.session
         existing = session.scalar(select(ModelBundle).where(ModelBundle.project_id == principal.project_id,

@@ -1,7 +1,11 @@
-"""Alembic: an empty database upgrades to head (the ORM's tables) and downgrades back to nothing."""
+"""Alembic: an empty database upgrades to head (the ORM's tables) and downgrades back to nothing, also when
+several processes upgrade it at once."""
 from __future__ import annotations
 
-from sqlalchemy import create_engine, inspect
+import multiprocessing
+from typing import Any
+
+from sqlalchemy import create_engine, inspect, text
 
 from db.migrate import current_revision, downgrade, upgrade
 from db.models import Base
@@ -23,6 +27,44 @@ def test_empty_database_upgrades_to_head_and_back_down(database_url: str) -> Non
     downgrade(database_url, "base")
     assert _tables(database_url) == set()
     assert current_revision(database_url) is None
+
+
+def _upgrade_when_all_are_ready(url: str, ready: Any, results: Any) -> None:
+    """Child process: wait for the others at ``ready``, upgrade, and report ``"ok"`` or the error."""
+    try:
+        ready.wait(timeout=120)
+        upgrade(url)
+        results.put("ok")
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        results.put(f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def test_processes_upgrading_a_fresh_database_at_once_all_succeed(database_url: str) -> None:
+    """The API and a worker starting together on an empty database both run the upgrade: none may fail,
+    and the database ends at head with one version row."""
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import alembic_config
+
+    processes = 4
+    spawn = multiprocessing.get_context("spawn")
+    ready, results = spawn.Barrier(processes), spawn.Queue()
+    children = [spawn.Process(target=_upgrade_when_all_are_ready, args=(database_url, ready, results))
+                for _ in range(processes)]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=180) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert outcomes == ["ok"] * processes
+    assert [child.exitcode for child in children] == [0] * processes
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    engine.dispose()
+    assert versions == [head]
+    assert _tables(database_url) == set(Base.metadata.tables)
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:

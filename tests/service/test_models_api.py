@@ -1,7 +1,10 @@
-"""Model upload: content-addressed and deduplicated, validated without torch, size-limited before reading."""
+"""Model upload: content-addressed and deduplicated, validated without torch, size-limited before reading,
+its spool files swept at start when a killed process left them behind."""
 from __future__ import annotations
 
 import io
+import os
+import time
 
 from sqlalchemy import select
 
@@ -111,3 +114,22 @@ def test_json_bodies_have_their_own_smaller_limit(tmp_path, database_url) -> Non
                                   json={"model_id": 1, "confusion": {"x": "y" * 5000}})
     assert resp.status_code == 413
     app.extensions["quirkscope_db"].engine.dispose()
+
+
+def test_app_start_deletes_only_spool_files_older_than_the_bound(tmp_path, database_url) -> None:
+    """An API killed with SIGKILL mid-upload leaves its spool file: the next start deletes spool files older
+    than QUIRKSCOPE_SPOOL_MAX_AGE_S (1 h) and keeps fresh ones (uploads in progress in other gunicorn
+    workers) and files that are not spool files."""
+    from service.app import create_app
+
+    spool = tmp_path / "home" / "uploads"
+    spool.mkdir(parents=True)
+    now = time.time()
+    ages = {"upload-killed.zip": 2 * 3600, "upload-older.zip": 30 * 86400, "upload-in-progress.zip": 60,
+            "operator-notes.txt": 2 * 3600}
+    for name, age in ages.items():
+        (spool / name).write_bytes(b"PK")
+        os.utime(spool / name, (now - age, now - age))
+    app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url))
+    app.extensions["quirkscope_db"].engine.dispose()
+    assert sorted(p.name for p in spool.iterdir()) == ["operator-notes.txt", "upload-in-progress.zip"]
