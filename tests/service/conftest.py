@@ -81,6 +81,21 @@ def make_token(app) -> Callable[..., str]:
     return make
 
 
+def stored_model(session: Any, project: str = "p") -> Any:
+    """A new project and a minimal stored model row of it (two classes, no real bundle), flushed, for tests that
+    need audit rows to hang off; returns the ``ModelBundle``."""
+    from db.models import ModelBundle, Project
+
+    proj = Project(name=project)
+    session.add(proj)
+    session.flush()
+    model = ModelBundle(project_id=proj.id, sha256="0" * 64, name="m", version="1", format="onnx",
+                        classes=["a", "b"], manifest={}, size_bytes=1, artifact_key="models/x.zip")
+    session.add(model)
+    session.flush()
+    return model
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

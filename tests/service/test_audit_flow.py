@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from db.models import Audit, ModelBundle, Project
+from db.models import Audit
+from tests.service.conftest import stored_model
 from workers.runtime import WorkerContext, activate
 from workers.tasks.flow import advance_audit
 
@@ -23,14 +24,8 @@ def _row(context: WorkerContext, audit_id: int) -> dict:
 def test_advance_of_a_finished_audit_is_a_logged_no_op(settings, status, stage, caplog) -> None:
     context = WorkerContext.from_settings(settings)
     with context.database.sessionmaker() as session:
-        project = Project(name="p")
-        session.add(project)
-        session.flush()
-        model = ModelBundle(project_id=project.id, sha256="0" * 64, name="m", version="1", format="onnx",
-                            classes=["a", "b"], manifest={}, size_bytes=1, artifact_key="models/x.zip")
-        session.add(model)
-        session.flush()
-        audit = Audit(project_id=project.id, model_id=model.id, options={}, confusion={}, status=status,
+        model = stored_model(session)
+        audit = Audit(project_id=model.project_id, model_id=model.id, options={}, confusion={}, status=status,
                       stage=stage, progress=0.5, error="earlier error" if status == "failed" else None)
         session.add(audit)
         session.commit()

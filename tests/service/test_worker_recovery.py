@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from db.migrate import upgrade
-from db.models import Audit, ModelBundle, Project, WorkItem
+from db.models import Audit, WorkItem
 from service.commands import reap_once, spawn_worker, stop_process
-from tests.service.conftest import REDIS_URL, wait_for
+from tests.service.conftest import REDIS_URL, stored_model, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,14 +59,8 @@ def start_worker(tmp_path: Path, env: dict[str, str], name: str):  # type: ignor
 
 def make_item(app, die: list[int], hang: list[int] = ()) -> tuple[int, int]:  # type: ignore[no-untyped-def,assignment]
     with app.extensions["quirkscope_db"].sessionmaker() as s:
-        proj = Project(name="p")
-        s.add(proj)
-        s.flush()
-        model = ModelBundle(project_id=proj.id, sha256="0" * 64, name="m", version="1", format="onnx",
-                            classes=["a", "b"], manifest={}, size_bytes=1, artifact_key="models/x.zip")
-        s.add(model)
-        s.flush()
-        audit = Audit(project_id=proj.id, model_id=model.id, options={}, confusion={}, status="running",
+        model = stored_model(s)
+        audit = Audit(project_id=model.project_id, model_id=model.id, options={}, confusion={}, status="running",
                       stage="visualise")
         s.add(audit)
         s.flush()
