@@ -14,14 +14,13 @@ from flask import Blueprint, Response, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Audit, Flag, ModelBundle, WorkItem
+from db.models import AUDIT_STATUSES, Audit, Flag, ModelBundle, WorkItem
 from service.auth import current_principal
 from service.errors_http import NotAuthenticated
 from service.extensions import celery_app, db, settings
 
 log = logging.getLogger(__name__)
 metrics_blueprint = Blueprint("metrics", __name__)
-AUDIT_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 QUEUES = ("gpu", "cpu")
 METRICS_SCOPE = "metrics"
 

@@ -2,8 +2,8 @@
 
 One Jinja2 template (``templates/report.html``) serves both the offline report written by
 :func:`write_report` and the live page of the service, which passes a ``live`` progress context and a
-``review_url_for`` callable (and the hidden fields its forms carry). The report dict is turned into a complete, normalised view first, so the
-template never meets a missing key and scores the scoring module adds later still show up.
+``review_url_for`` callable (and the hidden fields its forms carry). The report dict is turned into a complete,
+normalised view first, so the template never meets a missing key and scores the scoring module adds later still show up.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def render_report_html(
     (and, with ``refresh_s``, a meta refresh) for the service's page of a running audit.
     ``review_url_for(flag)``: the URL a flag's review form posts to, or None for no form; without it
     (the static report) no forms are rendered. ``review_form_fields``: hidden fields every review form
-    posts in its body (the service's CSRF token, which must not go into a URL). ``asset_url(rel)``: maps an artifact path of the report, and
-    ``confusion.png``, to the URL the page uses; relative paths by default. The stylesheet is inlined, so the
+    posts in its body (the service's CSRF token, which must not go into a URL). ``asset_url(rel)``: maps an
+    artifact path of the report, and ``confusion.png``, to the URL the page uses; relative paths by default. The stylesheet is inlined, so the
     page needs no other file than its images and clips. Artifact paths that are absolute URLs (with a scheme
     or a host) are not linked.
     """

@@ -22,7 +22,7 @@ from workers.engine import streams as streams_mod
 from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import InputSpec
 from workers.engine.objectives import Objective, ObjectiveContext, capture_activations
-from workers.engine.parameterization import parameterize, resolve_kind
+from workers.engine.parameterization import parameterize
 from workers.engine.transforms import affine_matrices, affine_rows, draw_affine_table, draw_jitter_table, roll_rows
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,7 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
     scale_jitter, rotation_degrees = config.affine_ranges(streams_mod.shortest_side(specs))
     affine = torch.stack([draw_affine_table(s, config.steps, scale_jitter, rotation_degrees)
                           for s in seeds]).to(dev)  # (N, S, 2)
-    opt = torch.optim.Adam([{"params": p.variables, "lr": config.learning_rate(resolve_kind(config.parameterization,
-                                                                                            by_name[name]))}
-                            for name, p in params.items()])
+    opt = torch.optim.Adam([{"params": p.variables, "lr": config.learning_rate(p.kind)} for p in params.values()])
     names = list(params)
     sizes = {k: math.prod(start[k].shape[1:]) for k in names}
     history = []

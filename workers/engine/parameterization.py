@@ -69,6 +69,8 @@ def _pixel_offset(spec: InputSpec) -> torch.Tensor:
 class PixelParameterization:
     """The unit-space tensor is the variable."""
 
+    kind = "pixel"
+
     def __init__(self, initial: torch.Tensor) -> None:
         self.tensor = initial.detach().clone().float().requires_grad_(True)
 
@@ -83,6 +85,8 @@ class PixelParameterization:
 
 class FourierParameterization:
     """Per-frame spatial spectrum, 1/f^decay scaled; for RGB colour-decorrelated and squashed to valid pixels."""
+
+    kind = "fourier"
 
     def __init__(self, initial: torch.Tensor, spec: InputSpec, decay: float, decorrelate: bool) -> None:
         n, c, t, h, w = initial.shape

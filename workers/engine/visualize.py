@@ -28,7 +28,8 @@ CPU_CHUNK_LARGE_FRAMES = 8
 the 2-core CPU: its forward and backward alone ran 27-29 sample-iterations/s at 4-8 rows and 21 at 16 (the larger
 batch's activations leave the cache and exceed the allocator's 32 MiB heap limit, ``cpu_memory``); the whole engine,
 3 paired runs each, 22.7 at 4 rows, 23.8 at 8 and 22.3 at 16 (runs vary by +-15%). Small frames keep ``CPU_CHUNK``:
-there a chunk's results would otherwise change in their last bits (the batch a row shares changes the order of float additions)."""
+there a chunk's results would otherwise change in their last bits (the batch a row shares changes the order of
+float additions)."""
 
 
 @dataclass(frozen=True)
