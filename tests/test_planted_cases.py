@@ -294,6 +294,9 @@ def test_expected_codes_follow_the_table() -> None:
     assert scoring.expected_codes(LOGO, "twostream_flatten") == ["LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION"]
     assert scoring.expected_codes(LOGO, "twostream_gap") == ["APPEARANCE_ONLY_SEPARATION"]
     assert scoring.expected_codes(SHAKE, "c3d_single") == ["MOTION_ONLY_SEPARATION"]
+    assert scoring.expected_codes(SHAKE, "twostream_gap") == ["MOTION_ONLY_SEPARATION"]
+    cast = dataclasses.replace(SHAKE, family="colour_cast", stream="clip")
+    assert scoring.expected_codes(cast, "c3d_single") == ["GLOBAL_APPEARANCE_CUE", "APPEARANCE_ONLY_SEPARATION"]
     background = dataclasses.replace(SHAKE, family="background", stream="clip")
     assert scoring.expected_codes(background, "c3d_single") == ["APPEARANCE_ONLY_SEPARATION", "CONTEXT_CUE"]
 

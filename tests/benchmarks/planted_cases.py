@@ -6,6 +6,7 @@ workers/engine/reference/scoring.py (definitions there). Printed, never asserted
 
     python tests/benchmarks/planted_cases.py --split calibration|heldout [--cases 20] [--steps 128] [--json OUT]
                                              [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
+                                             [--vis-cache DIR]
 
 Calibrate flag thresholds on ``--split calibration`` and report on ``--split heldout``: the held-out split has other
 seeds and cue designs (cases.py's docstring). ``--build-only`` trains and caches the cases and prints each one's
@@ -15,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import time
+from dataclasses import astuple
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from workers.audit.confusion import parse_confusion
 from workers.audit.options import AuditOptions
-from workers.audit.pipeline import analyse_pair, plan_audit, visualise
+from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pair, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
 from workers.engine.reference import cases, scoring
 
@@ -66,7 +70,32 @@ def print_learning(per_case: list[dict]) -> None:
           + f"; all {sum(p['learned'] for p in planted)}/{len(planted)}")
 
 
-def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[str, float]]:
+def cached_visualise(model: LoadedModel, keys: list, options: AuditOptions, cache: Path | None) -> list:
+    """``pipeline.visualise`` on the CPU, or its result read back from ``cache`` (one .npz of arrays and one .json of
+    the rest per case, keyed by the case, the objective keys and the engine configuration), so that scoring can be
+    iterated on without optimising again. Nothing is unpickled."""
+    if cache is None:
+        return visualise(model, keys, options, device="cpu")
+    config = options.engine_config()
+    key = hashlib.sha256(json.dumps([model.sha256, [list(astuple(k)) for k in keys],
+                                     config.model_dump(mode="json")], default=str).encode()).hexdigest()[:24]
+    arrays_path, meta_path = cache / f"{key}.npz", cache / f"{key}.json"
+    if arrays_path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        with np.load(arrays_path, allow_pickle=False) as arrays:
+            return [Visualization(key=ObjectiveKey(*m["key"]), kappa=m["kappa"], logit=m["logit"],
+                                  probability=m["probability"], config=m["config"],
+                                  tensors={s: arrays[f"{i}/{s}"] for s in m["streams"]}) for i, m in enumerate(meta)]
+    vis = visualise(model, keys, options, device="cpu")
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(arrays_path, **{f"{i}/{s}": t for i, v in enumerate(vis) for s, t in v.tensors.items()})
+    meta_path.write_text(json.dumps([{"key": list(astuple(v.key)), "kappa": v.kappa, "logit": float(v.logit),
+                                      "probability": v.probability, "config": v.config,
+                                      "streams": list(v.tensors)} for v in vis], default=str))
+    return vis
+
+
+def audit_case(case: cases.TrainedCase, steps: int, vis_cache: Path | None = None) -> tuple[list[dict], dict[str, float]]:
     """Rows (one per planted or clean pair) and the seconds each stage took."""
     spec = case.spec
     model = LoadedModel(module=case.module, manifest=case.manifest, sha256=spec.key())
@@ -76,7 +105,7 @@ def audit_case(case: cases.TrainedCase, steps: int) -> tuple[list[dict], dict[st
     options = AuditOptions(top_k=3, pairs=[*spec.planted_pairs, *spec.clean_pairs], steps=steps)
     t0 = time.perf_counter()
     plan = plan_audit(model.manifest, confusion, options)
-    vis = visualise(model, plan.keys, options, device="cpu")
+    vis = cached_visualise(model, plan.keys, options, vis_cache)
     t1 = time.perf_counter()
     rows, seen = [], set()
     for pair in plan.pairs:
@@ -150,6 +179,8 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="train and cache the cases, do not audit")
     parser.add_argument("--cache", type=Path, default=None, help=f"case cache (default {cases.DEFAULT_CACHE})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--vis-cache", type=Path, default=None,
+                        help="keep each case's visualisations here and reuse them (iterating on the scoring)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     specs = cases.case_specs(args.split, args.cases)
@@ -165,7 +196,7 @@ def main() -> None:
             print(case_line(case, origin), flush=True)
             per_case.append(case_confusion_row(case, build_s))
             continue
-        case_rows, timings = audit_case(case, args.steps)
+        case_rows, timings = audit_case(case, args.steps, args.vis_cache)
         rows += case_rows
         total_s = time.perf_counter() - t0
         found = sum(bool(r["found"]) for r in case_rows if r["kind"] == "planted")

@@ -131,6 +131,11 @@ class PairScores:
     # class -> share of its margin over the partner kept without motion, and the same over the model's other
     # classes (``static_share_baseline``); empty when the evidence has none
     static_share: dict[str, dict[str, float]] = field(default_factory=dict)
+    # stream -> global factor -> its swap test (``evidence.measure_global_factors``); empty for older evidence
+    global_factors: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # class -> its margin over the partner on its own visualisations, in units of its median margin over the
+    # model's other classes (``decisiveness``); empty for older evidence
+    decisiveness: dict[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -145,6 +150,8 @@ class PairScores:
             "target_softmax": self.target_softmax,
             "stream_share": self.stream_share,
             "static_share": self.static_share,
+            "global_factors": self.global_factors,
+            "decisiveness": self.decisiveness,
         })
 
     @classmethod
@@ -171,7 +178,8 @@ class PairScores:
                    motion_reliance=data["motion_reliance"], speed_invariance=data["speed_invariance"],
                    overall_feature_similarity=data["feature_similarity"],
                    target_softmax=data.get("target_softmax", {}), stream_share=data.get("stream_share", {}),
-                   static_share=data.get("static_share", {}))
+                   static_share=data.get("static_share", {}), global_factors=data.get("global_factors", {}),
+                   decisiveness=data.get("decisiveness", {}))
 
 
 def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
@@ -216,6 +224,20 @@ def static_share_baseline(full: dict[str, float], static: dict[str, float], part
     values = [v for c in full if c != partner and (v := share(c)) is not None]
     return {"partner": share(partner) or 0.0,
             "others_median": float(np.median(values)) if values else None, "others": len(values)}
+
+
+def decisiveness(margins: dict[str, float], partner: str) -> float | None:
+    """How decisively a class's visualisations beat its partner, for this model: the margin over the partner
+    divided by the median margin over the model's other classes (``margins``: {other class: margin}). A shortcut
+    is a strong reason to tell the class from its partner that test clips lack, so the class's own evidence beats
+    the partner about as clearly as it beats everything else (about 1); classes the model honestly cannot tell
+    apart have evidence that barely beats the partner (near 0). None without another class or a positive median.
+    Pure."""
+    others = [m for c, m in margins.items() if c != partner]
+    if partner not in margins or not others:
+        return None
+    usual = float(np.median(others))
+    return float(margins[partner] / usual) if usual > 1e-6 else None
 
 
 def plain_json(value):
@@ -288,4 +310,7 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                                     for cls, per in evidence.stream_margins.items()
                                     if len(per) > 1},
                       static_share={cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
+                                    for cls, m in evidence.motion_margins.items()},
+                      global_factors=evidence.global_factors,
+                      decisiveness={cls: decisiveness(m["full"], b if cls == a else a)
                                     for cls, m in evidence.motion_margins.items()})

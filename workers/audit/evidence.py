@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workers.audit import scores
+from workers.audit import global_factors, scores
 from workers.audit.analysis import (Localisation, far_from, peak_consistency, peak_window, plain_json, scan_windows,
                                     window_sums)
 from workers.engine import cost as cost_mod
@@ -275,6 +275,9 @@ class PairEvidence:
     # class -> "full" | "static" -> {every other class: the class's margin over it}, on its visualisations as they
     # are and with motion removed: the same baseline for a single-stream model's static and moving parts
     motion_margins: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # stream -> global factor -> the factor's swap test (``measure_global_factors``); empty for evidence stored
+    # before it existed
+    global_factors: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -348,10 +351,11 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
             motion_margins[cls] = {"full": _margins_over_others(full.logits, idx, classes),
                                    "static": _margins_over_others(still, idx, classes)}
         located = _localise(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b)
+        factors = measure_global_factors(evaluator, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib, a, b)
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
                         stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json(),
-                        stream_margins=margins, motion_margins=motion_margins)
+                        stream_margins=margins, motion_margins=motion_margins, global_factors=factors)
 
 
 def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, a: str, b: str,
@@ -412,4 +416,45 @@ def _localise(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, full
         directions = [(vis_a, full_a.logits, mean_b, ia, ib, a, attr_a[spec.name] if attr_a else None),
                       (vis_b, full_b.logits, mean_a, ib, ia, b, attr_b[spec.name] if attr_b else None)]
         out[spec.name] = localise_stream(evaluator, spec, directions, seed=k)
+    return out
+
+
+def margin_change(full: np.ndarray, cut: np.ndarray, target: int, other: int) -> dict[str, float]:
+    """How a swap moved one class's margins (logit[target] - logit[k]): ``full`` and ``cut`` (S, K) are its
+    visualisations' logits before and after. Returns ``margin`` (mean margin over ``other`` before), ``delta``
+    (its mean loss), ``share`` (the mean per-sample share of it lost, clipped to [-1, 1]), ``scale`` (the median
+    over the model's other classes of the margin over them before: how far the class usually stands from the
+    rest) and ``others_delta`` (the median loss of those margins). Scale and others are None with no third
+    class. Pure."""
+    margin = full[:, target:target + 1] - full
+    loss = margin - (cut[:, target:target + 1] - cut)
+    rest = [k for k in range(full.shape[1]) if k not in (target, other)]
+    share = np.clip(loss[:, other] / np.maximum(np.abs(margin[:, other]), 1e-6), -1.0, 1.0)
+    return {"margin": float(margin[:, other].mean()), "delta": float(loss[:, other].mean()),
+            "share": float(share.mean()),
+            "scale": float(np.median(margin[:, rest].mean(axis=0))) if rest else None,
+            "others_delta": float(np.median(loss[:, rest].mean(axis=0))) if rest else None}
+
+
+def measure_global_factors(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, logits_a: np.ndarray,
+                           logits_b: np.ndarray, ia: int, ib: int, a: str, b: str) -> dict[str, dict[str, dict]]:
+    """The swap test of every global factor (``global_factors``) of every stream, in both directions: each class's
+    visualisations with the partner's value of the factor. Per stream and factor: ``classes`` -> class ->
+    ``margin_change`` of that class's margins, and ``holder``, the class holding more of the factor. One batched
+    evaluation per direction."""
+    tests = [(spec.name, factor) for spec in evaluator.specs for factor in global_factors.factors_of(spec.modality)]
+    if not tests:
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for own, partner, logits, target, other, name in ((vis_a, vis_b, logits_a, ia, ib, a),
+                                                       (vis_b, vis_a, logits_b, ib, ia, b)):
+        n = len(own[tests[0][0]])
+        batch = {k: np.concatenate([v] * len(tests)) for k, v in own.items()}
+        for i, (stream, factor) in enumerate(tests):
+            batch[stream][i * n:(i + 1) * n] = global_factors.SWAPS[factor](own[stream], partner[stream])
+        cut = evaluator.evaluate(batch).logits
+        for i, (stream, factor) in enumerate(tests):
+            entry = out.setdefault(stream, {}).setdefault(factor, {
+                "holder": global_factors.holder(vis_a[stream], vis_b[stream], factor, (a, b)), "classes": {}})
+            entry["classes"][name] = margin_change(logits, cut[i * n:(i + 1) * n], target, other)
     return out

@@ -43,6 +43,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.audit import global_factors
 from workers.audit.analysis import PairScores, stream_shares
 from workers.engine.manifest import InputSpec
 
@@ -62,6 +63,9 @@ class FlagThresholds(BaseModel):
     shared_feature_similarity: float = Field(0.99, ge=-1, le=1)
     shared_logit_ratio: float = Field(1.0)
     context_motion_reliance: float = Field(0.1, ge=0, le=1)
+    min_decisiveness: float = Field(0.0, ge=0)
+    global_min_effect: float = Field(0.5, ge=0)
+    global_min_share: float = Field(0.5, ge=-1, le=1)
     weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
 
 
@@ -80,8 +84,8 @@ class Flag:
         return out
 
 
-FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION",
-              "SHARED_EVIDENCE", "CONTEXT_CUE")
+FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE",
+              "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE", "CONTEXT_CUE")
 FINGERPRINT_VERSION = "v1"
 
 
@@ -126,9 +130,20 @@ def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds |
     """Flags of one pair, most specific first: each rule below in turn."""
     th = th or FlagThresholds()
     modality = {spec.name: spec.modality for spec in specs}
-    return [*weak_visualisation_flags(s, th), *localized_cue_flags(s, modality, th),
-            *one_stream_flags(s, modality, th), *static_or_moving_flags(s, specs, th), *shared_evidence_flags(s, th),
-            *context_cue_flags(s, specs, th)]
+    cues = [*localized_cue_flags(s, modality, th), *global_cue_flags(s, th), *one_stream_flags(s, modality, th),
+            *static_or_moving_flags(s, specs, th)]
+    return [*weak_visualisation_flags(s, th), *[f for f in cues if decisive(s, f.class_name, th)],
+            *shared_evidence_flags(s, th), *[f for f in context_cue_flags(s, specs, th) if decisive(s, f.class_name, th)]]
+
+
+def decisive(s: PairScores, class_name: str | None, th: FlagThresholds) -> bool:
+    """The gate of every flag that points at a cue: the class it is about (either class, for a flag about both)
+    beats its partner by >= ``min_decisiveness`` of its usual margin over the model's other classes
+    (``analysis.decisiveness``). Evidence without the figure, or a class without a baseline, passes. Pure."""
+    values = [v for c, v in s.decisiveness.items() if class_name in (None, c)]
+    if not s.decisiveness or th.min_decisiveness <= 0:
+        return True
+    return any(v is None or v >= th.min_decisiveness for v in values)
 
 
 def weak_visualisation_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
@@ -172,6 +187,40 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
             f"region alone costs {loc.peak_drop:.0%} of {loc.favours}'s margin, {loc.peak_separation:.1f}x any region "
             f"elsewhere{_consistency(loc)}, and {owner}'s visualisations hold something there; check whether "
             f"{owner}'s training clips carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
+    return flags
+
+
+def global_factor_effect(change: dict) -> float | None:
+    """A global factor's swap effect on one class (``evidence.margin_change``): the margin over the partner it
+    costs, in units of how far the class usually stands from the model's other classes (``scale``). A share of
+    the margin over the partner alone would not do: honestly confused classes have small margins, and any change
+    is a large share of them. None without a scale. Pure."""
+    scale = change.get("scale")
+    return change["delta"] / scale if scale is not None and scale > 1e-6 else None
+
+
+def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
+    """GLOBAL_APPEARANCE_CUE per RGB stream and global factor (``global_factors``: overall colour, frame border) whose swap for the partner's costs a class >= ``global_min_effect`` of its
+    usual margin (``global_factor_effect``) and >= ``global_min_share`` of its margin over the partner (module
+    docstring). Named after the class holding more of the factor."""
+    flags = []
+    for name, tests in s.global_factors.items():
+        for factor, test in tests.items():
+            hits = [(effect, cls, change) for cls, change in test["classes"].items()
+                    if (effect := global_factor_effect(change)) is not None and effect >= th.global_min_effect
+                    and change["share"] >= th.global_min_share]
+            if not hits:
+                continue
+            effect, loser, change = max(hits, key=lambda h: h[0])
+            owner, versus = test["holder"], (s.b if loser == s.a else s.a)
+            partner = s.b if owner == s.a else s.a
+            flags.append(Flag(
+                "GLOBAL_APPEARANCE_CUE", name, "medium",
+                f"{global_factors.DESCRIPTIONS[factor].capitalize()} tells {owner} from {partner} in the {name} "
+                f"input: giving {loser}'s visualisations {versus}'s {factor.replace('_', ' ')} alone costs "
+                f"{change['share']:.0%} of {loser}'s margin over {versus} ({effect:.0%} of its median margin over the "
+                f"model's other classes); check whether {owner}'s training clips differ from {partner}'s in "
+                f"{global_factors.DESCRIPTIONS[factor]}.", class_name=owner))
     return flags
 
 

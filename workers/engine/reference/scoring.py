@@ -20,7 +20,8 @@ Definitions (issue 11):
   code found / cues for which ``EXPECTED_CODES`` expects this code. WEAK_VISUALISATION is a note on the
   visualisations, not a finding, and is left out of the rates.
 
-Expected codes: LOCALIZED_CUE for local cues (logo, flicker, blink) on position-keeping models; the one-stream code
+Expected codes: LOCALIZED_CUE for local cues (logo, flicker, blink) on position-keeping models; GLOBAL_APPEARANCE_CUE
+for colour casts and borders on every architecture; the one-stream code
 of the cue's kind (APPEARANCE_ONLY_SEPARATION for static cues, MOTION_ONLY_SEPARATION for motion cues) on every
 architecture (a single-stream net gets them from its still frames and its motion); CONTEXT_CUE for background.
 """
@@ -42,18 +43,21 @@ from workers.engine.reference.cases import (
 )
 
 WINDOW_FRACTION = 1 / 8
+GLOBAL_STATIC_FAMILIES = ("colour_cast", "border")     # what the global factors colour and border test
 NOT_A_FINDING = "WEAK_VISUALISATION"
 
 # Which flag code each cue should raise: (code, cue families, architectures). A cue expects every code whose row
 # holds both its family and its case's architecture.
 EXPECTED_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("LOCALIZED_CUE", LOCAL_FAMILIES, POSITION_KEEPING),
+    ("GLOBAL_APPEARANCE_CUE", GLOBAL_STATIC_FAMILIES, ARCHITECTURES),
     ("APPEARANCE_ONLY_SEPARATION", STATIC_FAMILIES, ARCHITECTURES),
     ("MOTION_ONLY_SEPARATION", MOTION_FAMILIES, ARCHITECTURES),
     ("CONTEXT_CUE", ("background",), ARCHITECTURES),
 )
 # The kind of evidence (a cue's ``kind``) a code reports, for the codes that say.
-CODE_KIND = {"APPEARANCE_ONLY_SEPARATION": "static", "CONTEXT_CUE": "static", "MOTION_ONLY_SEPARATION": "motion"}
+CODE_KIND = {"APPEARANCE_ONLY_SEPARATION": "static", "CONTEXT_CUE": "static", "MOTION_ONLY_SEPARATION": "motion",
+             "GLOBAL_APPEARANCE_CUE": "static"}
 
 
 class FlagLike(Protocol):

@@ -1,0 +1,55 @@
+"""Writes tests/data/planted_case_scores.json, the recorded scores tests/test_planted_case_flags.py derives flags from
+(seconds, no model run): from the rows ``tests/benchmarks/planted_cases.py --split calibration --json ROWS`` wrote,
+for each cue family the first planted pair whose cue the current rules find by an expected code (localised too,
+where localisation applies), and for each architecture the first clean control pair that gets no flag at all.
+Calibration rows only: the held-out split is never used to build a test that the rules are then tuned to pass.
+
+    python tests/benchmarks/record_case_scores.py ROWS.json [--out tests/data/planted_case_scores.json]
+
+Prints which families and architectures got a row; a family no rule finds gets none.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from workers.audit.analysis import PairScores
+from workers.audit.flags import derive_flags
+from workers.engine.reference import cases, scoring
+
+OUT = Path(__file__).resolve().parents[1] / "data" / "planted_case_scores.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rows", type=Path)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    rows = json.loads(args.rows.read_text())["rows"]
+    if any(r["split"] != "calibration" for r in rows):
+        sys.exit("record_case_scores: rows: only calibration-split rows may be recorded")
+    count = max(int(r["case_id"].split("-")[1]) for r in rows) + 1
+    specs = {s.case_id: cases.case_manifest(s).inputs for s in cases.case_specs("calibration", count)}
+    planted: dict[str, dict] = {}
+    clean: dict[str, dict] = {}
+    for r in rows:
+        flags = derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]), specs[r["case_id"]])
+        record = {**{k: r[k] for k in ("case_id", "architecture", "a", "b", "cue", "scores")},
+                  "inputs": [i.model_dump(mode="json") for i in specs[r["case_id"]]]}
+        if r["cue"] is not None:
+            cue = cases.Cue.from_json(r["cue"])
+            ok = scoring.cue_found_as_expected(flags, cue, r["architecture"]) and (
+                not scoring.localisation_applies(cue, r["architecture"])
+                or scoring.cue_localised(flags, cue, r["architecture"]))
+            if ok and cue.family not in planted:
+                planted[cue.family] = record
+        elif not flags and r["architecture"] not in clean:
+            clean[r["architecture"]] = record
+    args.out.write_text(json.dumps({"planted": list(planted.values()), "clean": list(clean.values())}, indent=1))
+    print(f"families: {sorted(planted)}; clean pairs without a flag for: {sorted(clean)} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
