@@ -30,6 +30,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def scope_set(scopes: str) -> frozenset[str]:
+    """The scopes of a token's comma-separated ``scopes`` column. Pure."""
+    return frozenset(s for s in scopes.split(",") if s)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, dt.datetime: DateTime(timezone=True)}
@@ -60,7 +65,7 @@ class ApiToken(Base):
 
     @property
     def scope_set(self) -> frozenset[str]:
-        return frozenset(s for s in self.scopes.split(",") if s)
+        return scope_set(self.scopes)
 
 
 class ModelBundle(Base):

@@ -5,7 +5,11 @@ import multiprocessing
 import os
 
 bind = os.environ.get("QUIRKSCOPE_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("QUIRKSCOPE_WEB_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+# gthread workers: the GIL lets one process use one core at most, so as many processes as cores (at least two, so
+# that one busy or restarting process does not stall the API); threads only overlap the waits on PostgreSQL and the
+# network (a report read waits a fifth of its time or less), so a few per process suffice. More processes than cores,
+# on a small box that also runs PostgreSQL, Redis and the workers, add context switches and memory, not throughput.
+workers = int(os.environ.get("QUIRKSCOPE_WEB_WORKERS", min(8, max(2, multiprocessing.cpu_count()))))
 threads = int(os.environ.get("QUIRKSCOPE_WEB_THREADS", 4))
 worker_class = "gthread"
 timeout = 120  # bundle uploads can be large

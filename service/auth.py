@@ -16,7 +16,7 @@ from flask import request, session
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import SCOPES, ApiToken, Project
+from db.models import SCOPES, ApiToken, Project, scope_set
 from service.errors_http import NotAuthenticated, PermissionDenied
 from service.extensions import db as database
 from workers.engine.errors import InvalidInput
@@ -74,12 +74,17 @@ def issue_token(db: Session, project: str, scopes: str | list[str]) -> str:
 
 
 def principal_for_hash(db: Session, token_hash: str) -> Principal | None:
-    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None)))
+    """The unrevoked token with this hash and its project's name, in one query (read afresh on every request, so
+    a revocation counts from the next request on), or None."""
+    row = db.execute(select(ApiToken.id, ApiToken.project_id, Project.name, ApiToken.scopes, ApiToken.prefix,
+                            ApiToken.token_hash)
+                     .join(Project, ApiToken.project_id == Project.id)
+                     .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))).first()
     # The indexed lookup compares hashes, which tell an attacker timing them nothing about a token; the
     # constant-time comparison makes that independent of how the database compares strings.
     if row is None or not compare_digest(row.token_hash, token_hash):
         return None
-    return Principal(row.id, row.project_id, row.project.name, row.scope_set, row.prefix)
+    return Principal(row.id, row.project_id, row.name, scope_set(row.scopes), row.prefix)
 
 
 def _bearer() -> str | None:

@@ -122,9 +122,10 @@ def audit_list() -> Response:
 @pages_blueprint.get("/audits/<int:audit_id>")
 def audit_page(audit_id: int) -> Response:
     from service.api.audits import get_audit
+    from service.api.report_reads import REPORT_ROWS
 
     principal = _viewer()
-    audit = get_audit(principal.project_id, audit_id)
+    audit = get_audit(principal.project_id, audit_id, load=REPORT_ROWS)
     if "review" not in principal.scopes:
         return render_audit_page(audit)
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+from typing import Any, Sequence
 
 from flask import Response, request, send_file, url_for
 from werkzeug.wsgi import wrap_file
 from flask_openapi3 import Tag
 from sqlalchemy import func, select, update
+from sqlalchemy.orm.interfaces import LoaderOption
 
 from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem, utcnow
+from db.report_snapshot import load_report_snapshot
 from service.api.blueprint import api_blueprint, requires
 from service.api.models import get_model
+from service.api.report_reads import REPORT_ROWS, artifact_link
 from workers.audit.compare import compare_reports
 from workers.audit.report_rows import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
 from service.api.schemas import (ArtifactPath, AuditCreate, AuditCreated, AuditListOut, AuditListQuery, AuditOut,
@@ -32,11 +36,26 @@ tag = Tag(name="audits", description="audits of a model (DESIGN 1, 3.4, 3.5)")
 START_TASK = "workers.tasks.start_audit"
 
 
-def get_audit(project_id: int, audit_id: int, field: str = "audit_id") -> Audit:
-    row = db.session.get(Audit, audit_id)
+def get_audit(project_id: int, audit_id: int, field: str = "audit_id", *, load: Sequence[LoaderOption] = ()) -> Audit:
+    """The project's audit ``audit_id`` (404 naming ``field`` when there is none); ``load``: loader options, e.g.
+    ``REPORT_ROWS`` for a route that reads the whole report."""
+    if load:
+        row = db.session.scalars(select(Audit).where(Audit.id == audit_id, Audit.project_id == project_id)
+                                 .options(*load)).first()
+    else:
+        row = db.session.get(Audit, audit_id)
     if row is None or row.project_id != project_id:
         raise NotFound(f"no audit {audit_id} in this project", field=field)
     return row
+
+
+def get_report_snapshot(project_id: int, audit_id: int) -> Any:
+    """The project's audit ``audit_id`` with its report rows, read as plain objects (``db.report_snapshot``) for the
+    routes that only read the report; 404 when the project has no such audit."""
+    snapshot = load_report_snapshot(db.session.connection(), project_id, audit_id)
+    if snapshot is None:
+        raise NotFound(f"no audit {audit_id} in this project", field="audit_id")
+    return snapshot
 
 
 def resolve_baseline(project_id: int, model: ModelBundle, spec: int | str | None,
@@ -154,25 +173,21 @@ def _pair_counts(ids: list[int]) -> dict[int, int]:
 @requires("read")
 def get_audit_status(path: AuditPath):
     audit = get_audit(current_principal("read").project_id, path.audit_id)
-    return audit_status(audit, len(audit.pairs))
-
-
-def artifact_link(audit_id: int):  # type: ignore[no-untyped-def]
-    return lambda rel: url_for("api.get_artifact", audit_id=audit_id, key=rel)
+    return audit_status(audit, _pair_counts([audit.id]).get(audit.id, 0))
 
 
 @api_blueprint.get("/audits/<int:audit_id>/pairs", tags=[tag], responses={200: ReportOut, 404: ErrorOut})
 @requires("read")
 def get_pairs(path: AuditPath):
     """The report JSON (DESIGN 3.4), pairs in rank order with scores, flags and artifact URLs."""
-    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    audit = get_report_snapshot(current_principal("read").project_id, path.audit_id)
     return build_report(audit, artifact_link(audit.id))
 
 
 @api_blueprint.get("/audits/<int:audit_id>/pairs/<int:rank>", tags=[tag], responses={404: ErrorOut})
 @requires("read")
 def get_pair(path: PairPath):
-    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    audit = get_report_snapshot(current_principal("read").project_id, path.audit_id)
     for pair in audit.pairs:
         if pair.rank == path.rank:
             return pair_dict(pair, artifact_link(audit.id))
@@ -214,7 +229,7 @@ def compare_with_baseline(path: AuditPath, query: CompareQuery):
     stands for it (its own review, or the baseline's carried over: a dismissal only while the severity did not
     rise). Without a baseline (a first release) every pair and finding is new."""
     principal = current_principal("read")
-    audit = get_audit(principal.project_id, path.audit_id)
+    audit = get_audit(principal.project_id, path.audit_id, load=REPORT_ROWS)
     baseline = resolve_baseline(principal.project_id, audit.model, query.baseline, exclude=audit.id) \
         if query.baseline is not None else audit.baseline
     if baseline is None:
@@ -238,7 +253,7 @@ def compare(path: ComparePath):
 @requires("read")
 def get_report_html(path: AuditPath):
     """The audit's report page (HTML), live while the audit runs."""
-    audit = get_audit(current_principal("read").project_id, path.audit_id)
+    audit = get_audit(current_principal("read").project_id, path.audit_id, load=REPORT_ROWS)
     return render_audit_page(audit)
 
 

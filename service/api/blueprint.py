@@ -1,14 +1,15 @@
 """The JSON API blueprint (``/api/v1``) and its scope declarations: every route declares its scope with
 ``@requires``, checked in a ``before_request`` hook (so an unauthenticated upload is refused before its body
-is read)."""
+is read); successful JSON answers to GET carry an ETag (``service.api.conditional``)."""
 from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-from flask import request
+from flask import Response, request
 from flask_openapi3 import APIBlueprint
 from werkzeug.exceptions import UnsupportedMediaType
 
+from service.api.conditional import conditional_json
 from service.api.schemas import ErrorOut
 from service.auth import current_principal
 
@@ -35,6 +36,11 @@ def requires(scope: str | None) -> Callable[[F], F]:
         return func
 
     return mark
+
+
+@api_blueprint.after_request
+def _conditional(response: Response) -> Response:
+    return conditional_json(response, request)
 
 
 @api_blueprint.before_request

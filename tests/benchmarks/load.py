@@ -1,7 +1,8 @@
 """Load on the real stack, on loopback only, stopping by itself: the API under gunicorn (deploy/gunicorn.conf.py),
 Redis, PostgreSQL (a fresh schema), a ``gpu`` and a ``cpu`` worker process and the reaper. Three phases:
 N concurrent audit submissions (tiny audits of a four-class ONNX model), waiting for every audit to end, then M
-concurrent reads of a finished audit's report JSON. Prints requests/s, p50/p99 latency and errors per phase,
+concurrent reads of a finished audit's report JSON. Prints requests/s, p50/p99 latency, errors and the CPU per request
+of this client and of gunicorn (with psutil) per phase,
 and how many audits ended done / failed / not at all.
 
     python tests/benchmarks/load.py [--audits 50] [--reads 500] [--json out.json]
@@ -53,23 +54,47 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-def burst(n: int, call) -> dict:  # type: ignore[no-untyped-def]
-    """``n`` calls released together (a barrier), each on its own thread: the figures of the phase."""
+def server_cpu_s(pid: int) -> float | None:
+    """CPU seconds used so far by process ``pid`` and its children (gunicorn's master and workers), or None without
+    psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    master = psutil.Process(pid)
+    total = 0.0
+    for proc in [master, *master.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def burst(n: int, call, server_pid: int | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """``n`` calls released together (a barrier), each on its own thread: the figures of the phase, with the CPU
+    milliseconds per request of this client process and (``server_pid``) of the server's processes."""
     barrier = threading.Barrier(n)
 
     def one(i: int) -> tuple[int, bytes, float]:
         barrier.wait()
         return call(i)
 
-    t0 = time.perf_counter()
+    server0 = server_cpu_s(server_pid) if server_pid else None
+    t0, client0 = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=n) as pool:
         results = list(pool.map(one, range(n)))
-    wall = time.perf_counter() - t0
+    wall, client_cpu = time.perf_counter() - t0, time.process_time() - client0
+    server1 = server_cpu_s(server_pid) if server_pid else None
+    server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
     latencies = [r[2] for r in results]
     errors = [r for r in results if not 200 <= r[0] < 300]
     return {"requests": n, "errors": len(errors), "error_samples": [f"{s} {b[:120]!r}" for s, b, _ in errors[:3]],
             "wall_s": round(wall, 3), "requests_per_s": round(n / wall, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 1), "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+            "client_cpu_ms_per_request": round(1000 * client_cpu / n, 2),
+            "server_cpu_ms_per_request": round(1000 * server_cpu / n, 2) if server_cpu is not None else None,
             "results": results}
 
 
@@ -122,7 +147,8 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
         model = json.loads(body)["id"]
         submit_body = json.dumps({"model_id": model, "confusion": TINY_CONFUSION, "options": LOAD_OPTIONS}).encode()
 
-        submissions = burst(n_audits, lambda i: http("POST", base + "/audits", token, submit_body, "application/json"))
+        submissions = burst(n_audits, lambda i: http("POST", base + "/audits", token, submit_body, "application/json"),
+                            procs[0].pid)
         ids = [json.loads(b)["id"] for s, b, _ in submissions.pop("results") if s == 202]
         t0 = time.perf_counter()
         finished: dict[int, str] = {}
@@ -140,7 +166,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
         processing_s = time.perf_counter() - t0
         done = [a for a, s in finished.items() if s == "done"]
         target = done[0] if done else ids[0]
-        reads = burst(n_reads, lambda i: http("GET", f"{base}/audits/{target}/pairs", token))
+        reads = burst(n_reads, lambda i: http("GET", f"{base}/audits/{target}/pairs", token), procs[0].pid)
         reads.pop("results")
         return {"submissions": submissions, "reads": reads,
                 "audits": {"submitted": len(ids), "done": len(done),
@@ -161,6 +187,8 @@ def print_figures(figures: dict) -> None:
     for name, key in (("audit submissions", "submissions"), ("report reads (/pairs)", "reads")):
         f = figures[key]
         print(f"{name:<28}{f['requests']:>9}{f['errors']:>8}{f['requests_per_s']:>9}{f['p50_ms']:>9}{f['p99_ms']:>9}")
+        print(f"  CPU per request: client {f.get('client_cpu_ms_per_request')} ms, gunicorn "
+              f"{f.get('server_cpu_ms_per_request')} ms")
         for sample in f["error_samples"]:
             print(f"  error: {sample}")
     a = figures["audits"]
