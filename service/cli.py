@@ -213,6 +213,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from service.commands import run_gpu_workers, run_worker
 
+    if args.metrics_addr is not None:  # read by every worker process (the --gpus ones inherit it)
+        os.environ["QUIRKSCOPE_WORKER_METRICS_ADDR"] = args.metrics_addr
     if args.gpus is not None:
         if args.queues not in (None, ["gpu"]):
             raise UsageError("--gpus starts gpu-queue workers; run the cpu queue as its own worker (-Q cpu)",
@@ -267,6 +269,14 @@ def _queues(text: str) -> list[str]:
     if not queues or set(queues) - {"gpu", "cpu"}:
         raise argparse.ArgumentTypeError(f"queues are gpu and cpu; got {text!r}")
     return queues
+
+
+def _bind_address(text: str) -> str:
+    from workers.settings import is_bind_address
+
+    if not is_bind_address(text):
+        raise argparse.ArgumentTypeError(f"an IP address (127.0.0.1, 0.0.0.0, ::, ...); got {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", default=None, help="all or 0,1,...: one gpu-queue worker process per GPU")
     p.add_argument("--metrics-port", type=_positive, default=0,
                    help="serve Prometheus metrics on this port (with --gpus: this port + i for the i-th GPU)")
+    p.add_argument("--metrics-addr", type=_bind_address, default=None,
+                   help="address of the metrics port (default 127.0.0.1; another one needs "
+                        "QUIRKSCOPE_METRICS_TOKEN, or QUIRKSCOPE_METRICS_PUBLIC=1)")
     p.add_argument("-c", "--concurrency", type=_positive, default=1)
     p.add_argument("-P", "--pool", default="prefork")
     p.add_argument("--loglevel", default="INFO")

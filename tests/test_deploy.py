@@ -167,6 +167,36 @@ def test_api_probes_hit_the_health_and_readiness_routes(manifests: list[dict[str
     app.extensions["quirkscope_db"].engine.dispose()
 
 
+def test_worker_metrics_ports_listen_for_the_scraper_behind_the_metrics_token(compose: dict[str, Any],
+                                                                              manifests: list[dict[str, Any]]) -> None:
+    """The workers serve on the container's or pod's address (else no published port or Service reaches them), so
+    they need the metrics token (``workers.tasks.metrics_http`` refuses that address without it), and their liveness
+    probes must not read the guarded ``/metrics``."""
+    from service.cli import build_parser
+    from workers.tasks.metrics_http import refusal
+
+    def metrics_args(command: list[str]) -> Any:
+        args = build_parser().parse_args([interpolate(a) for a in command][1:])
+        assert args.metrics_port == 9100 and args.metrics_addr == "0.0.0.0", command
+        return args
+
+    for name in ("worker-gpu", "worker-cpu"):
+        service = compose["services"][name]
+        args = metrics_args(service["command"])
+        token = service["environment"]["QUIRKSCOPE_METRICS_TOKEN"]
+        assert token.startswith("${QUIRKSCOPE_METRICS_TOKEN:?"), "compose must not start the workers without it"
+        assert refusal(args.metrics_addr, interpolate(token), public=False) is None
+    secret = next(d for d in manifests if d["kind"] == "Secret")
+    assert secret["stringData"]["QUIRKSCOPE_METRICS_TOKEN"]
+    workers = [(d, c) for d, c in containers(manifests) if d["metadata"]["name"].startswith("quirkscope-worker-")]
+    assert len(workers) == 2
+    for doc, container in workers:
+        args = metrics_args(container["command"])
+        assert {"secretRef": {"name": "quirkscope"}} in container["envFrom"]
+        assert refusal(args.metrics_addr, secret["stringData"]["QUIRKSCOPE_METRICS_TOKEN"], public=False) is None
+        assert "httpGet" not in container["livenessProbe"] and container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+
+
 # ---------------------------------------------------------------------------------------------- Dockerfiles
 
 def hadolint() -> str:

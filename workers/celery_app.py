@@ -2,7 +2,9 @@
 Flask app: tasks run with that context active; settings of DESIGN 5 (late acks, prefetch 1, soft < hard
 time limits, Redis visibility timeout above the hard limit, queues ``gpu`` and ``cpu``).
 ``celery -A workers.celery_app worker`` finds ``app`` here; nothing here touches CUDA. A worker given
-``QUIRKSCOPE_WORKER_METRICS_PORT`` serves its Prometheus metrics there (``workers.tasks.metrics``)."""
+``QUIRKSCOPE_WORKER_METRICS_PORT`` serves its Prometheus metrics there (``workers.tasks.metrics``), on loopback
+unless ``QUIRKSCOPE_WORKER_METRICS_ADDR`` says otherwise, behind ``QUIRKSCOPE_METRICS_TOKEN``
+(``workers.tasks.metrics_http``)."""
 from __future__ import annotations
 
 import os
@@ -94,15 +96,16 @@ def create_worker_app() -> Celery:
 
 @worker_init.connect
 def _serve_worker_metrics(**_: object) -> None:
-    """The worker's main process serves the merged metrics of its children on ``worker_metrics_port``."""
+    """The worker's main process serves the merged metrics of its children on ``worker_metrics_port`` at
+    ``worker_metrics_addr`` (or logs why it will not: no token on a non-loopback address)."""
     from celery import current_app
 
     context = getattr(current_app, "quirkscope_context", None)
     port = context.settings.worker_metrics_port if context is not None else 0
     if port:
-        from workers.tasks.metrics import serve
+        from workers.tasks.metrics import serve_for
 
-        serve(port)
+        serve_for(context.settings)
 
 
 @worker_shutdown.connect

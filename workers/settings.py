@@ -3,6 +3,7 @@ with the embedded defaults (SQLite, local artifacts, kombu's ``filesystem://`` b
 ``QUIRKSCOPE_HOME`` (default ``./.quirkscope``) when a variable is unset."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -30,10 +31,12 @@ class Settings:
     artifacts_multipart_mb: int = 8  # uploads above this go in parts of this size (S3's minimum is 5)
     # metrics: the API's /metrics wants a bearer token with the `metrics` scope, or this static bearer
     # token when set; metrics_public opens it to anyone (for scrapes on a private network); a worker
-    # serves its metrics on this port when set (0: none)
+    # serves its metrics on this port when set (0: none), at this address (an IP; 0.0.0.0 or :: for all),
+    # under the same rules, and on a non-loopback address only with the token or metrics_public
     metrics_token: str = ""
     metrics_public: bool = False
     worker_metrics_port: int = 0
+    worker_metrics_addr: str = "127.0.0.1"
     # limits (all enforced with a 4xx)
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_bytes: int = 32 * 1024 * 1024
@@ -150,4 +153,27 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         raise ValueError("QUIRKSCOPE_SOFT_TIME_LIMIT_S must be below QUIRKSCOPE_HARD_TIME_LIMIT_S")
     if settings.visibility_timeout_s <= settings.hard_time_limit_s:
         raise ValueError("QUIRKSCOPE_VISIBILITY_TIMEOUT_S must exceed the hard time limit")
+    _check_worker_metrics(settings)
     return settings
+
+
+def is_bind_address(addr: str) -> bool:
+    """``addr`` is something a worker metrics server can bind to: an IP address, or ``localhost``."""
+    if addr == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_worker_metrics(settings: Settings) -> None:
+    """The worker metrics port is a TCP port (0: none) and its address an IP address, or ``localhost``."""
+    if not 0 <= settings.worker_metrics_port <= 65535:
+        raise InvalidInput(f"QUIRKSCOPE_WORKER_METRICS_PORT must be 0 (none) to 65535, "
+                           f"not {settings.worker_metrics_port}", field=_PREFIX + "WORKER_METRICS_PORT")
+    if not is_bind_address(settings.worker_metrics_addr):
+        raise InvalidInput(f"QUIRKSCOPE_WORKER_METRICS_ADDR must be an IP address (127.0.0.1, 0.0.0.0, ::, "
+                           f"10.0.0.2, ...), not {settings.worker_metrics_addr!r}",
+                           field=_PREFIX + "WORKER_METRICS_ADDR")

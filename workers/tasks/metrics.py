@@ -3,7 +3,8 @@ sample-iterations (objectives x optimisation steps) per GPU, as a counter and as
 A Celery prefork worker records them in its child processes, so they use prometheus-client's multiprocess
 mode (one folder of memory-mapped files per worker, ``PROMETHEUS_MULTIPROC_DIR``, which must be set before
 prometheus-client is imported: ``prepare_multiprocess_dir``), and the worker's main process serves the
-merged values on its metrics port (``serve``)."""
+merged values on its metrics port (``serve``, over ``workers.tasks.metrics_http``: loopback unless an
+address is set, the bearer ``QUIRKSCOPE_METRICS_TOKEN`` when set)."""
 from __future__ import annotations
 
 import functools
@@ -12,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., None])
@@ -110,12 +113,21 @@ def registry() -> Any:
     return merged
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> Any:
-    """Serve ``/metrics`` on ``port`` from a background thread of this process; returns the server."""
-    from prometheus_client import start_http_server
+def serve(port: int, addr: str = "127.0.0.1", *, token: str = "", public: bool = False) -> Any:
+    """Serve ``/metrics`` on ``addr:port`` from a background thread of this process, under the policy of
+    ``workers.tasks.metrics_http`` (``token``: the bearer token it wants; ``public``: none); returns the server,
+    or None when that policy refuses the address."""
+    from prometheus_client import make_wsgi_app
 
-    server, _thread = start_http_server(port, addr=addr, registry=registry())
-    return server
+    from workers.tasks.metrics_http import start
+
+    return start(make_wsgi_app(registry()), port, addr, token=token, public=public)
+
+
+def serve_for(settings: Settings) -> Any:
+    """``serve`` on the worker metrics port and address of ``settings``, with its metrics token and public flag."""
+    return serve(settings.worker_metrics_port, settings.worker_metrics_addr, token=settings.metrics_token,
+                 public=settings.metrics_public)
 
 
 def child_exited(pid: int) -> None:
