@@ -109,15 +109,17 @@ def test_without_enough_other_classes_the_one_stream_flag_is_low():
 
 @pytest.mark.parametrize("reliance", [{"A": 0.01, "B": 0.02}, {"A": 0.01, "B": 0.5}])
 def test_context_cue_is_one_flag_per_pair(reliance):
-    flags = derive_flags(_scores(motion_reliance=reliance), SPECS)
+    on = FlagThresholds(context_motion_reliance=0.1)        # off by default (module docstring)
+    flags = derive_flags(_scores(motion_reliance=reliance), SPECS, on)
     assert _codes(flags) == [("CONTEXT_CUE", "appearance")]
+    assert derive_flags(_scores(motion_reliance=reliance), SPECS) == []
 
 
 def test_no_two_flags_of_a_pair_share_a_review_key():
     loud = _scores(app=_loc(separation=9.0, peak=0.3), mot=_loc(favours="B", separation=9.0, peak=0.3),
                    evidence={"A": {"appearance": 0.0, "motion": 9.0}, "B": {"appearance": 0.0, "motion": 9.0}},
                    motion_reliance={"A": 0.0, "B": 0.0})
-    keys = _codes(derive_flags(loud, SPECS))
+    keys = _codes(derive_flags(loud, SPECS, FlagThresholds(context_motion_reliance=0.1)))
     assert len(keys) == len(set(keys)) >= 4
 
 

@@ -109,6 +109,7 @@ def test_decisiveness_by_hand_and_the_gate():
     strict = FlagThresholds(min_decisiveness=0.3, global_min_effect=0.5)
     assert not decisive(s, "A", strict) and decisive(s, "B", strict) and decisive(s, None, strict)
     assert derive_flags(s, SPECS, strict) == []                                       # about A, which is not decisive
-    assert [f.code for f in derive_flags(s, SPECS, FlagThresholds(global_min_effect=0.5))] == ["GLOBAL_APPEARANCE_CUE"]
+    ungated = FlagThresholds(min_decisiveness=0, global_min_effect=0.5)
+    assert [f.code for f in derive_flags(s, SPECS, ungated)] == ["GLOBAL_APPEARANCE_CUE"]
     assert decisive(dataclasses.replace(s, decisiveness={}), "A", strict)              # older evidence passes
     assert decisive(dataclasses.replace(s, decisiveness={"A": None, "B": 0.0}), "A", strict)
