@@ -95,11 +95,20 @@ def test_global_appearance_cue_fires_on_a_large_effect_and_share_only():
     th = FlagThresholds(global_min_effect=0.5, global_min_share=0.5)
     [flag] = derive_flags(_with_factor(_scores()), SPECS, th)
     assert (flag.code, flag.stream, flag.class_name) == ("GLOBAL_APPEARANCE_CUE", "appearance", "A")
-    assert "overall colour" in flag.message and "90%" in flag.message
+    assert flag.message.startswith("The overall colour") and "90%" in flag.message
     assert derive_flags(_with_factor(_scores(), delta=4.0), SPECS, th) == []          # effect 0.4
     assert derive_flags(_with_factor(_scores(), share=0.4), SPECS, th) == []          # share 0.4
     [named] = derive_flags(_with_factor(_scores(), holder="B"), SPECS, th)           # found from A's side
     assert named.class_name == "B"
+
+
+def test_two_global_factors_of_one_stream_make_one_flag():
+    s = _with_factor(_scores())
+    tests = s.global_factors["appearance"]
+    both = {**tests, "border": {**tests["colour"], "holder": "B"}}
+    [flag] = derive_flags(dataclasses.replace(s, global_factors={"appearance": both}), SPECS,
+                          FlagThresholds(global_min_effect=0.5))
+    assert flag.class_name is None and "overall colour" in flag.message and "border of the frame" in flag.message
 
 
 def test_decisiveness_by_hand_and_the_gate():

@@ -17,14 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-from workers.audit.analysis import PairScores
-from workers.audit.flags import FlagThresholds, derive_flags
-from workers.engine.reference import cases, scoring
+from planted_cases import rescored_outcomes  # the sibling script (this directory is first on sys.path)
 
-
-def outcomes_under(rows: list[dict], th: FlagThresholds, specs: dict[str, list]) -> list[scoring.PairOutcome]:
-    return [scoring.outcome_of_row(r, derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]),
-                                                   specs[r["case_id"]], th)) for r in rows]
+from workers.audit.flags import FlagThresholds
+from workers.engine.reference import scoring
 
 
 def main() -> None:
@@ -36,8 +32,6 @@ def main() -> None:
     rows = data["rows"] if isinstance(data, dict) else data
     if any(r["split"] != "calibration" for r in rows):
         sys.exit("calibrate_flags: rows: only calibration-split rows may be used to choose thresholds")
-    by_id = {s.case_id: s for s in cases.case_specs("calibration", max(int(r["case_id"].split("-")[1]) for r in rows) + 1)}
-    specs = {cid: cases.case_manifest(spec).inputs for cid, spec in by_id.items()}
     names, values = [], []
     for item in args.grid:
         name, _, text = item.partition("=")
@@ -45,11 +39,11 @@ def main() -> None:
             sys.exit(f"calibrate_flags: --grid: no threshold named {name!r}")
         names.append(name)
         values.append([type(FlagThresholds.model_fields[name].default)(v) for v in text.split(",")])
-    print(f"{len(rows)} rows of {len(specs)} calibration cases")
+    print(f"{len(rows)} rows of {len({r['case_id'] for r in rows})} calibration cases")
     print(" ".join(f"{n:>24s}" for n in names) + "   found  expected  localised  clean-any  clean-high")
     for combo in itertools.product(*values):
         th = FlagThresholds(**dict(zip(names, combo)))
-        t = scoring.totals(outcomes_under(rows, th, specs))
+        t = scoring.totals(rescored_outcomes(rows, th))
         print(" ".join(f"{v:>24}" for v in combo) + f"   {t['found']:>2}/{t['cues']:<3} {t['as_expected']:>3}/{t['expected']:<4} "
               f"{t['localised']:>4}/{t['local']:<4} {t['clean_any']:>5}/{t['clean']:<4} {t['clean_high']:>5}  "
               f"{ {code[:10]: n for code, n in t['clean_per_code'].items() if n} }")

@@ -7,6 +7,7 @@ workers/engine/reference/scoring.py (definitions there). Printed, never asserted
     python tests/benchmarks/planted_cases.py --split calibration|heldout [--cases 20] [--steps 128] [--json OUT]
                                              [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
                                              [--vis-cache DIR]
+    python tests/benchmarks/planted_cases.py --split SPLIT --rescore ROWS.json [--write-rates PATH]
 
 Calibrate flag thresholds on ``--split calibration`` and report on ``--split heldout``: the held-out split has other
 seeds and cue designs (cases.py's docstring). ``--build-only`` trains and caches the cases and prints each one's
@@ -25,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workers.audit.analysis import PairScores
 from workers.audit.confusion import parse_confusion
+from workers.audit.flags import FlagThresholds, derive_flags
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pair, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
@@ -137,6 +140,16 @@ def outcomes_of(rows: list[dict]) -> list[scoring.PairOutcome]:
     return [scoring.outcome_of_row(r) for r in rows]
 
 
+def rescored_outcomes(rows: list[dict], th: FlagThresholds) -> list[scoring.PairOutcome]:
+    """The outcomes of stored rows with each pair's flags derived again from its stored scores under ``th`` (the
+    rules as they are now), without auditing again."""
+    split = rows[0]["split"] if rows else "calibration"
+    count = max((int(r["case_id"].split("-")[1]) for r in rows), default=-1) + 1
+    specs = {s.case_id: cases.case_manifest(s).inputs for s in cases.case_specs(split, count)}
+    return [scoring.outcome_of_row(r, derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]),
+                                                   specs[r["case_id"]], th)) for r in rows]
+
+
 def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
     table = scoring.code_family_table(outcomes)
     print("\nflag code x cue family: fired about the cue (right class and stream) / fired at all / planted pairs")
@@ -179,10 +192,21 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="train and cache the cases, do not audit")
     parser.add_argument("--cache", type=Path, default=None, help=f"case cache (default {cases.DEFAULT_CACHE})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--rescore", type=Path, metavar="ROWS.json",
+                        help="no audit: derive the flags of rows an earlier --json run wrote again from their stored "
+                             "scores under the current rules and default thresholds, and print the summary")
     parser.add_argument("--vis-cache", type=Path, default=None,
                         help="keep each case's visualisations here and reuse them (iterating on the scoring)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rescore:
+        rows = json.loads(args.rescore.read_text())["rows"]
+        if {r["split"] for r in rows} != {args.split}:
+            parser.error(f"--rescore: the rows are not all of the {args.split} split")
+        print(f"split={args.split}: {len(rows)} stored rows, flags derived again under the current rules")
+        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), json.loads(
+            args.rescore.read_text())["steps"], print_summary(rescored_outcomes(rows, FlagThresholds())))
+        return
     specs = cases.case_specs(args.split, args.cases)
     t_start = time.perf_counter()
     rows: list[dict] = []
@@ -221,12 +245,18 @@ def main() -> None:
         args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "steps": args.steps,
                                          "generator": cases.GENERATOR_VERSION, "per_case": per_case,
                                          "rows": rows, "summary": summary}, indent=1, default=list))
-    if args.write_rates and not args.build_only:
-        rates = {code: {k: r[k] for k in ("precision", "recall", "fired", "correct", "expected")}
-                 for code, r in summary["rates"].items()}
-        args.write_rates.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                                                "split": args.split, "cases": len(specs), "steps": args.steps,
-                                                "codes": rates}, indent=1))
+    if not args.build_only:
+        write_rates(args.write_rates, args.split, len(specs), args.steps, summary)
+
+
+def write_rates(path: Path | None, split: str, n_cases: int, steps: int, summary: dict) -> None:
+    """The per-code precision and recall of ``summary`` as the JSON ``workers/audit/flag_rates.py`` reads."""
+    if path is None:
+        return
+    rates = {code: {k: r[k] for k in ("precision", "recall", "fired", "correct", "expected")}
+             for code, r in summary["rates"].items()}
+    path.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                                "split": split, "cases": n_cases, "steps": steps, "codes": rates}, indent=1))
 
 
 if __name__ == "__main__":

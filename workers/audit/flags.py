@@ -219,27 +219,34 @@ def global_factor_effect(change: dict) -> float | None:
 
 
 def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
-    """GLOBAL_APPEARANCE_CUE per RGB stream and global factor (``global_factors``: overall colour, frame border) whose swap for the partner's costs a class >= ``global_min_effect`` of its
-    usual margin (``global_factor_effect``) and >= ``global_min_share`` of its margin over the partner (module
-    docstring). Named after the class holding more of the factor."""
+    """GLOBAL_APPEARANCE_CUE: one flag per RGB stream (the review key is code and stream) naming each global factor
+    (``global_factors``: overall colour, frame border) whose swap for the partner's costs a class
+    >= ``global_min_effect`` of its usual margin (``global_factor_effect``) and >= ``global_min_share`` of its margin
+    over the partner (module docstring); each factor is named after the class holding more of it."""
     flags = []
     for name, tests in s.global_factors.items():
+        found = []      # (effect, factor, class holding it, class that lost, its change)
         for factor, test in tests.items():
             hits = [(effect, cls, change) for cls, change in test["classes"].items()
                     if (effect := global_factor_effect(change)) is not None and effect >= th.global_min_effect
                     and change["share"] >= th.global_min_share]
-            if not hits:
-                continue
-            effect, loser, change = max(hits, key=lambda h: h[0])
-            owner, versus = test["holder"], (s.b if loser == s.a else s.a)
-            partner = s.b if owner == s.a else s.a
-            flags.append(Flag(
-                "GLOBAL_APPEARANCE_CUE", name, "medium",
-                f"{global_factors.DESCRIPTIONS[factor].capitalize()} tells {owner} from {partner} in the {name} "
-                f"input: giving {loser}'s visualisations {versus}'s {factor.replace('_', ' ')} alone costs "
-                f"{change['share']:.0%} of {loser}'s margin over {versus} ({effect:.0%} of its median margin over the "
-                f"model's other classes); check whether {owner}'s training clips differ from {partner}'s in "
-                f"{global_factors.DESCRIPTIONS[factor]}.", class_name=owner))
+            if hits:
+                effect, loser, change = max(hits, key=lambda h: h[0])
+                found.append((effect, factor, test["holder"], loser, change))
+        if not found:
+            continue
+        parts = []
+        for effect, factor, owner, loser, change in sorted(found, key=lambda f: -f[0]):
+            partner, versus = (s.b if owner == s.a else s.a), (s.b if loser == s.a else s.a)
+            parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
+                         f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
+                         f"over {versus} ({effect:.0%} of its median margin over the model's other classes)")
+        owners = sorted({f[2] for f in found})
+        message = "; ".join(parts) + f" (the {name} input). Check whether {' and '.join(owners)}'s training clips " \
+            "differ from the partner's in that respect (a tint, lighting or white balance; bars or an overlay " \
+            "along the edges)."
+        flags.append(Flag("GLOBAL_APPEARANCE_CUE", name, "medium", message[0].upper() + message[1:],
+                          class_name=owners[0] if len(owners) == 1 else None))
     return flags
 
 
