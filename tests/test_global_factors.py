@@ -79,13 +79,13 @@ def test_margin_change_shares_and_scale_by_hand():
     cut = np.array([[6.0, 4.0, 0.0, -4.0]])
     got = margin_change(full, cut, target=0, other=1)
     assert got["margin"] == 8.0 and got["delta"] == 6.0 and got["share"] == pytest.approx(0.75)
-    assert got["scale"] == 12.0 and got["others_delta"] == 4.0            # margins 10 and 14 -> 6 and 10
+    assert got["scale"] == 12.0                                          # the median of the margins 10 and 14
     assert margin_change(full[:, :2], cut[:, :2], 0, 1)["scale"] is None
     assert global_factor_effect(got) == 0.5 and global_factor_effect({**got, "scale": None}) is None
 
 
 def _with_factor(s, share=0.9, delta=9.0, scale=10.0, holder="A"):
-    change = {"margin": 10.0, "delta": delta, "share": share, "scale": scale, "others_delta": 1.0}
+    change = {"margin": 10.0, "delta": delta, "share": share, "scale": scale}
     quiet = {**change, "delta": 0.0, "share": 0.0}
     return dataclasses.replace(s, global_factors={"appearance": {"colour": {"holder": holder,
                                                                             "classes": {"A": change, "B": quiet}}}})

@@ -422,18 +422,16 @@ def _localise(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, full
 def margin_change(full: np.ndarray, cut: np.ndarray, target: int, other: int) -> dict[str, float]:
     """How a swap moved one class's margins (logit[target] - logit[k]): ``full`` and ``cut`` (S, K) are its
     visualisations' logits before and after. Returns ``margin`` (mean margin over ``other`` before), ``delta``
-    (its mean loss), ``share`` (the mean per-sample share of it lost, clipped to [-1, 1]), ``scale`` (the median
-    over the model's other classes of the margin over them before: how far the class usually stands from the
-    rest) and ``others_delta`` (the median loss of those margins). Scale and others are None with no third
-    class. Pure."""
+    (its mean loss), ``share`` (the mean per-sample share of it lost, clipped to [-1, 1]) and ``scale`` (the
+    median over the model's other classes of the margin over them before: how far the class usually stands from
+    the rest; None with no third class). Pure."""
     margin = full[:, target:target + 1] - full
     loss = margin - (cut[:, target:target + 1] - cut)
     rest = [k for k in range(full.shape[1]) if k not in (target, other)]
     share = np.clip(loss[:, other] / np.maximum(np.abs(margin[:, other]), 1e-6), -1.0, 1.0)
     return {"margin": float(margin[:, other].mean()), "delta": float(loss[:, other].mean()),
             "share": float(share.mean()),
-            "scale": float(np.median(margin[:, rest].mean(axis=0))) if rest else None,
-            "others_delta": float(np.median(loss[:, rest].mean(axis=0))) if rest else None}
+            "scale": float(np.median(margin[:, rest].mean(axis=0))) if rest else None}
 
 
 def measure_global_factors(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: SampleSet, logits_a: np.ndarray,
