@@ -7,9 +7,9 @@ from functools import lru_cache
 from typing import Callable
 
 from flask import current_app, url_for
-from werkzeug.routing import Map
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
+from werkzeug.routing import Map
 
 from db.models import Audit, ClassPair, Flag
 

@@ -40,7 +40,7 @@ def factors_of(modality: str) -> tuple[str, ...]:
 
 def border_mask(height: int, width: int, fraction: float = BORDER_FRACTION) -> np.ndarray:
     """(H, W) bool: the outer ring of the frame, ``fraction`` of the shorter side wide (at least 1 px)."""
-    ring = max(1, int(round(fraction * min(height, width))))
+    ring = max(1, round(fraction * min(height, width)))
     mask = np.ones((height, width), dtype=bool)
     mask[ring:height - ring, ring:width - ring] = False
     return mask
