@@ -6,7 +6,6 @@ or the static ``QUIRKSCOPE_METRICS_TOKEN`` when set; ``QUIRKSCOPE_METRICS_PUBLIC
 deployment that scrapes on a private network)."""
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any, Iterator
 
@@ -18,6 +17,7 @@ from db.models import AUDIT_STATUSES, Audit, Flag, ModelBundle, WorkItem
 from service.auth import current_principal
 from service.errors_http import NotAuthenticated
 from service.extensions import celery_app, db, settings
+from workers.tasks.metrics_http import bearer_ok
 
 log = logging.getLogger(__name__)
 metrics_blueprint = Blueprint("metrics", __name__)
@@ -88,8 +88,7 @@ def _check_scraper() -> None:
     if conf.metrics_public:
         return
     given = request.headers.get("Authorization", "")
-    if (conf.metrics_token and given.startswith("Bearer ")
-            and hmac.compare_digest(given[7:].encode(), conf.metrics_token.encode())):
+    if conf.metrics_token and bearer_ok(given, conf.metrics_token):
         return
     try:
         current_principal(METRICS_SCOPE, allow_session=False)

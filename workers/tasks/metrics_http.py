@@ -43,7 +43,8 @@ def refusal(addr: str, token: str, public: bool) -> str | None:
 
 
 def bearer_ok(header: str, token: str) -> bool:
-    """``header`` is ``Bearer <token>`` (the token compared in constant time)."""
+    """``header`` is ``Bearer <token>`` (the token compared in constant time); the API's /metrics checks its static
+    token with it too."""
     return header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode())
 
 
