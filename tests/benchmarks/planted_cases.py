@@ -140,12 +140,17 @@ def outcomes_of(rows: list[dict]) -> list[scoring.PairOutcome]:
     return [scoring.outcome_of_row(r) for r in rows]
 
 
+def case_inputs(rows: list[dict]) -> dict[str, list]:
+    """case id -> the manifest inputs of its model, for every case of the stored rows' split up to the last one."""
+    split = rows[0]["split"] if rows else "calibration"
+    count = max((int(r["case_id"].split("-")[1]) for r in rows), default=-1) + 1
+    return {s.case_id: cases.case_manifest(s).inputs for s in cases.case_specs(split, count)}
+
+
 def rescored_outcomes(rows: list[dict], th: FlagThresholds) -> list[scoring.PairOutcome]:
     """The outcomes of stored rows with each pair's flags derived again from its stored scores under ``th`` (the
     rules as they are now), without auditing again."""
-    split = rows[0]["split"] if rows else "calibration"
-    count = max((int(r["case_id"].split("-")[1]) for r in rows), default=-1) + 1
-    specs = {s.case_id: cases.case_manifest(s).inputs for s in cases.case_specs(split, count)}
+    specs = case_inputs(rows)
     return [scoring.outcome_of_row(r, derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]),
                                                    specs[r["case_id"]], th)) for r in rows]
 
@@ -200,12 +205,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rescore:
-        rows = json.loads(args.rescore.read_text())["rows"]
+        stored = json.loads(args.rescore.read_text())
+        rows = stored["rows"]
         if {r["split"] for r in rows} != {args.split}:
             parser.error(f"--rescore: the rows are not all of the {args.split} split")
         print(f"split={args.split}: {len(rows)} stored rows, flags derived again under the current rules")
-        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), json.loads(
-            args.rescore.read_text())["steps"], print_summary(rescored_outcomes(rows, FlagThresholds())))
+        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), stored["steps"],
+                    print_summary(rescored_outcomes(rows, FlagThresholds())))
         return
     specs = cases.case_specs(args.split, args.cases)
     t_start = time.perf_counter()

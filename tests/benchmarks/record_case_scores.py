@@ -15,9 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from workers.audit.analysis import PairScores
-from workers.audit.flags import derive_flags
-from workers.engine.reference import cases, scoring
+from planted_cases import case_inputs, rescored_outcomes  # the sibling script (this directory is first on sys.path)
+
+from workers.audit.flags import FlagThresholds
+from workers.engine.reference import scoring
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "planted_case_scores.json"
 
@@ -30,16 +31,14 @@ def main() -> None:
     rows = json.loads(args.rows.read_text())["rows"]
     if any(r["split"] != "calibration" for r in rows):
         sys.exit("record_case_scores: rows: only calibration-split rows may be recorded")
-    count = max(int(r["case_id"].split("-")[1]) for r in rows) + 1
-    specs = {s.case_id: cases.case_manifest(s).inputs for s in cases.case_specs("calibration", count)}
+    specs = case_inputs(rows)
     planted: dict[str, dict] = {}
     clean: dict[str, dict] = {}
-    for r in rows:
-        flags = derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]), specs[r["case_id"]])
+    for r, outcome in zip(rows, rescored_outcomes(rows, FlagThresholds())):
+        flags, cue = outcome.flags, outcome.cue
         record = {**{k: r[k] for k in ("case_id", "architecture", "a", "b", "cue", "scores")},
                   "inputs": [i.model_dump(mode="json") for i in specs[r["case_id"]]]}
-        if r["cue"] is not None:
-            cue = cases.Cue.from_json(r["cue"])
+        if cue is not None:
             ok = scoring.cue_found_as_expected(flags, cue, r["architecture"]) and (
                 not scoring.localisation_applies(cue, r["architecture"])
                 or scoring.cue_localised(flags, cue, r["architecture"]))
