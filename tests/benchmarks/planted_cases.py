@@ -98,7 +98,8 @@ def cached_visualise(model: LoadedModel, keys: list, options: AuditOptions, cach
     return vis
 
 
-def audit_case(case: cases.TrainedCase, steps: int, vis_cache: Path | None = None) -> tuple[list[dict], dict[str, float]]:
+def audit_case(case: cases.TrainedCase, steps: int,
+               vis_cache: Path | None = None) -> tuple[list[dict], dict[str, float]]:
     """Rows (one per planted or clean pair) and the seconds each stage took."""
     spec = case.spec
     model = LoadedModel(module=case.module, manifest=case.manifest, sha256=spec.key())
