@@ -5,7 +5,7 @@ its planted pairs and clean control pairs, and scores the flags against the plan
 workers/engine/reference/scoring.py (definitions there). Printed, never asserted.
 
     python tests/benchmarks/planted_cases.py --split calibration|heldout [--cases 20] [--steps 128] [--json OUT]
-                                             [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
+                                             [--first 0] [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
                                              [--vis-cache DIR]
     python tests/benchmarks/planted_cases.py --split SPLIT --rescore ROWS.json [--write-rates PATH]
 
@@ -192,6 +192,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", choices=cases.SPLITS, required=True)
     parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the split's first case to run (e.g. 20: cases 20-39, a fresh draw of the split)")
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--json", type=Path, help="write every row (flags, scores, truth) and the summary here")
     parser.add_argument("--write-rates", type=Path, help="write per-code precision/recall JSON here")
@@ -214,7 +216,9 @@ def main() -> None:
         write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), stored["steps"],
                     print_summary(rescored_outcomes(rows, FlagThresholds())))
         return
-    specs = cases.case_specs(args.split, args.cases)
+    if args.first < 0 or args.cases < 1:
+        parser.error("--first must be >= 0 and --cases >= 1")
+    specs = cases.case_specs(args.split, args.first + args.cases)[args.first:]
     t_start = time.perf_counter()
     rows: list[dict] = []
     per_case: list[dict] = []
@@ -249,7 +253,7 @@ def main() -> None:
         print(f"among the cues the model learnt (TrainedCase.cue_learned): found {sum(r['found'] for r in learned)}/"
               f"{len(learned)}, found as expected {sum(r['found_as_expected'] for r in learned)}/{len(learned)}")
     if args.json:
-        args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "steps": args.steps,
+        args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "first": args.first, "steps": args.steps,
                                          "generator": cases.GENERATOR_VERSION, "per_case": per_case,
                                          "rows": rows, "summary": summary}, indent=1, default=list))
     if not args.build_only:
