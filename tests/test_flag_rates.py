@@ -2,11 +2,14 @@
 absent (never invented) when the file is missing, unreadable or silent about a code."""
 import json
 
-from workers.audit.flag_rates import code_rate, load_flag_rates, rate_sentence
+import pytest
+
+from workers.audit.flag_rates import code_rate, load_flag_rates, proportion_interval, rate_sentence
 from workers.audit.report_html import render_report_html
 
 RATES = {"generated": "2026-12-02", "split": "heldout", "cases": 20,
-         "codes": {"LOCALIZED_CUE": {"precision": 0.9, "recall": 0.75, "fired": 10, "correct": 9, "expected": 12}}}
+         "codes": {"LOCALIZED_CUE": {"precision": 0.9, "recall": 0.75, "fired": 10, "correct": 9, "expected": 12,
+                                   "found": 9}}}
 
 
 def test_rates_are_read_from_the_benchmark_file(tmp_path):
@@ -15,9 +18,12 @@ def test_rates_are_read_from_the_benchmark_file(tmp_path):
     rates = load_flag_rates(path)
     rate = code_rate("LOCALIZED_CUE", rates)
     assert rate["precision"] == 0.9 and rate["split"] == "heldout" and rate["cases"] == 20
+    assert rate["precision_interval"] == pytest.approx([0.596, 0.982], abs=1e-3)     # Wilson, 9 of 10
+    assert rate["recall_interval"] == pytest.approx([0.468, 0.911], abs=1e-3)        # Wilson, 9 of 12
     sentence = rate_sentence(rate)
     assert sentence == ("On the planted benchmark (heldout split, 20 cases) this flag was right 90% of the time "
-                        "(9 of 10) and it found 75% of the 12 planted cues it is meant for.")
+                        "(9 of 10; 95% interval 60%-98%) and it found 75% of the 12 planted cues it is meant for "
+                        "(9 found; 95% interval 47%-91%).")
     assert code_rate("CONTEXT_CUE", rates) is None and rate_sentence(None) == ""
 
 
@@ -42,3 +48,12 @@ def test_the_report_shows_the_rate_under_the_flag(tmp_path):
     flag["benchmark"] = {**RATES["codes"]["LOCALIZED_CUE"], "split": "heldout", "cases": 20, "generated": "x"}
     html = render_report_html(report)
     assert "this flag was right 90% of the time (9 of 10)" in html
+
+
+def test_the_interval_is_wilsons_and_widens_with_fewer_trials():
+    # Wilson by hand for 3 of 5 at z = 1.96: centre (3 + 1.92) / 8.84 = 0.5566, half-width 0.3250
+    low, high = proportion_interval(3, 5)
+    assert low == pytest.approx(0.2307, abs=1e-3) and high == pytest.approx(0.8824, abs=1e-3)
+    wide, narrow = proportion_interval(1, 2), proportion_interval(50, 100)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+    assert proportion_interval(0, 0) is None and proportion_interval(0, 4)[0] == 0.0

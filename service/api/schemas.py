@@ -245,6 +245,11 @@ class FlagRateOut(BaseModel):
     fired: int
     correct: int
     expected: int
+    found: int | None = Field(None, description="planted cues this code found (recall = found / expected)")
+    precision_interval: list[float] | None = Field(
+        None, description="95% Wilson interval of the precision, [low, high]; null when the code never fired")
+    recall_interval: list[float] | None = Field(
+        None, description="95% Wilson interval of the recall, [low, high]; null when it was never expected")
     split: str
     cases: int
     generated: str

@@ -7,7 +7,7 @@ workers/engine/reference/scoring.py (definitions there). Printed, never asserted
     python tests/benchmarks/planted_cases.py --split calibration|heldout [--cases 20] [--steps 128] [--json OUT]
                                              [--first 0] [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
                                              [--vis-cache DIR]
-    python tests/benchmarks/planted_cases.py --split SPLIT --rescore ROWS.json [--write-rates PATH]
+    python tests/benchmarks/planted_cases.py --split SPLIT --rescore ROWS.json [ROWS.json ...] [--write-rates PATH]
 
 Calibrate flag thresholds on ``--split calibration`` and report on ``--split heldout``: the held-out split has other
 seeds and cue designs (cases.py's docstring). ``--build-only`` trains and caches the cases and prints each one's
@@ -28,6 +28,7 @@ import torch
 
 from workers.audit.analysis import PairScores
 from workers.audit.confusion import parse_confusion
+from workers.audit.flag_rates import proportion_interval
 from workers.audit.flags import FlagThresholds, derive_flags
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pair, plan_audit, visualise
@@ -156,6 +157,12 @@ def rescored_outcomes(rows: list[dict], th: FlagThresholds) -> list[scoring.Pair
                                                    specs[r["case_id"]], th)) for r in rows]
 
 
+def interval_text(successes: int, trials: int) -> str:
+    """'a-b%': the 95% Wilson interval of successes / trials, or '-' without trials."""
+    interval = proportion_interval(successes, trials)
+    return f"{interval[0]:.0%}-{interval[1]:.0%}" if interval else "-"
+
+
 def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
     table = scoring.code_family_table(outcomes)
     print("\nflag code x cue family: fired about the cue (right class and stream) / fired at all / planted pairs")
@@ -179,12 +186,17 @@ def print_summary(outcomes: list[scoring.PairOutcome]) -> dict:
     t = scoring.totals(outcomes)
     print(f"\ntotal: cues found {t['found']}/{t['cues']}; found as expected {t['as_expected']}/{t['expected']}; "
           f"localised {t['localised']}/{t['local']}; clean pairs with a false flag {t['clean_any']}/{t['clean']}")
+    print("  95% Wilson intervals: " + "; ".join(
+        f"{name} {interval_text(k, n)}" for name, k, n in (("found", t["found"], t["cues"]),
+                                                           ("localised", t["localised"], t["local"]),
+                                                           ("clean pairs flagged", t["clean_any"], t["clean"]))))
     rates = scoring.code_rates(outcomes)
     print("\nper code: precision (correct/fired), recall (found/expected)")
     for code, r in rates.items():
         p = "-" if r["precision"] is None else f"{r['precision']:.2f}"
         rc = "-" if r["recall"] is None else f"{r['recall']:.2f}"
-        print(f"  {code:28s} precision {p} ({r['correct']}/{r['fired']})  recall {rc} ({r['found']}/{r['expected']})")
+        print(f"  {code:28s} precision {p} ({r['correct']}/{r['fired']}, {interval_text(r['correct'], r['fired'])})  "
+              f"recall {rc} ({r['found']}/{r['expected']}, {interval_text(r['found'], r['expected'])})")
     return {"code_family": table, "family_recall": recall, "clean": clean, "rates": rates}
 
 
@@ -200,20 +212,26 @@ def main() -> None:
     parser.add_argument("--build-only", action="store_true", help="train and cache the cases, do not audit")
     parser.add_argument("--cache", type=Path, default=None, help=f"case cache (default {cases.DEFAULT_CACHE})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--rescore", type=Path, metavar="ROWS.json",
-                        help="no audit: derive the flags of rows an earlier --json run wrote again from their stored "
-                             "scores under the current rules and default thresholds, and print the summary")
+    parser.add_argument("--rescore", type=Path, nargs="+", metavar="ROWS.json",
+                        help="no audit: derive the flags of rows earlier --json runs wrote (one or more files, e.g. "
+                             "cases 0-19 and 20-39) again from their stored scores under the current rules and "
+                             "default thresholds, and print the summary")
     parser.add_argument("--vis-cache", type=Path, default=None,
                         help="keep each case's visualisations here and reuse them (iterating on the scoring)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rescore:
-        stored = json.loads(args.rescore.read_text())
-        rows = stored["rows"]
+        stored = [json.loads(path.read_text()) for path in args.rescore]
+        rows = [row for data in stored for row in data["rows"]]
         if {r["split"] for r in rows} != {args.split}:
             parser.error(f"--rescore: the rows are not all of the {args.split} split")
-        print(f"split={args.split}: {len(rows)} stored rows, flags derived again under the current rules")
-        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), stored["steps"],
+        if len({(r["case_id"], r["a"], r["b"]) for r in rows}) != len(rows):
+            parser.error("--rescore: the files share rows (the same case's pair twice)")
+        if len({data["steps"] for data in stored}) != 1:
+            parser.error("--rescore: the files were audited with different --steps")
+        print(f"split={args.split}: {len(rows)} stored rows of {len({r['case_id'] for r in rows})} cases, flags "
+              "derived again under the current rules")
+        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), stored[0]["steps"],
                     print_summary(rescored_outcomes(rows, FlagThresholds())))
         return
     if args.first < 0 or args.cases < 1:
@@ -264,7 +282,7 @@ def write_rates(path: Path | None, split: str, n_cases: int, steps: int, summary
     """The per-code precision and recall of ``summary`` as the JSON ``workers/audit/flag_rates.py`` reads."""
     if path is None:
         return
-    rates = {code: {k: r[k] for k in ("precision", "recall", "fired", "correct", "expected")}
+    rates = {code: {k: r[k] for k in ("precision", "recall", "fired", "correct", "expected", "found")}
              for code, r in summary["rates"].items()}
     path.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                                 "split": split, "cases": n_cases, "steps": steps, "codes": rates}, indent=1))

@@ -1,7 +1,8 @@
 """How often each flag code is right, as measured on the planted-shortcut benchmark (issue 11): read from the file
 ``tests/benchmarks/planted_cases.py --write-rates`` writes (``flag_rates.json`` beside this module), shown next to
 every flag in the report and the API. No file, no figures: nothing is made up for a code the benchmark did not
-measure."""
+measure. Each rate comes with its 95% Wilson interval (``proportion_interval``): a precision measured on 5 fired
+flags says little, and the reader must see how little."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ class CodeRate(BaseModel):
     fired: int = Field(ge=0)
     correct: int = Field(ge=0)
     expected: int = Field(ge=0)
+    found: int | None = Field(None, ge=0)               # the cues it found (recall = found / expected)
 
 
 class FlagRates(BaseModel):
@@ -48,12 +50,33 @@ def load_flag_rates(path: Path = RATES_PATH) -> FlagRates | None:
         return None
 
 
+def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of a measured proportion ``successes`` / ``trials`` (scipy's ``binomtest``), or
+    None without trials. Pure."""
+    if trials <= 0:
+        return None
+    from scipy.stats import binomtest  # imported here: the API process reads rates but needs scipy only now
+
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def code_rate(code: str, rates: FlagRates | None) -> dict | None:
-    """Plain JSON for one flag code (with the split and case count it was measured on), or None. Pure."""
+    """Plain JSON for one flag code (with the split and case count it was measured on, and each rate's 95%
+    interval), or None. Pure."""
     if rates is None or code not in rates.codes:
         return None
-    return {**rates.codes[code].model_dump(), "split": rates.split, "cases": rates.cases,
-            "generated": rates.generated}
+    rate = rates.codes[code]
+    intervals = {"precision_interval": proportion_interval(rate.correct, rate.fired),
+                 "recall_interval": proportion_interval(rate.found, rate.expected) if rate.found is not None
+                 else None}
+    return {**rate.model_dump(), **{k: list(v) if v else None for k, v in intervals.items()}, "split": rates.split,
+            "cases": rates.cases, "generated": rates.generated}
+
+
+def _interval(rate: dict, key: str) -> str:
+    interval = rate.get(key)
+    return f"; 95% interval {interval[0]:.0%}-{interval[1]:.0%}" if interval else ""
 
 
 def rate_sentence(rate: dict | None) -> str:
@@ -63,7 +86,10 @@ def rate_sentence(rate: dict | None) -> str:
     where = f"On the planted benchmark ({rate['split']} split, {rate['cases']} cases)"
     parts = []
     if rate.get("precision") is not None and rate["fired"]:
-        parts.append(f"this flag was right {rate['precision']:.0%} of the time ({rate['correct']} of {rate['fired']})")
+        parts.append(f"this flag was right {rate['precision']:.0%} of the time ({rate['correct']} of {rate['fired']}"
+                     f"{_interval(rate, 'precision_interval')})")
     if rate.get("recall") is not None and rate["expected"]:
-        parts.append(f"it found {rate['recall']:.0%} of the {rate['expected']} planted cues it is meant for")
+        parts.append(f"it found {rate['recall']:.0%} of the {rate['expected']} planted cues it is meant for"
+                     + (f" ({rate['found']} found{_interval(rate, 'recall_interval')})" if rate.get("found") is not None
+                        else ""))
     return f"{where} {' and '.join(parts)}." if parts else ""
