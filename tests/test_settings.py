@@ -35,3 +35,24 @@ def test_secret_key_from_the_environment_wins(tmp_path: Path) -> None:
     settings = load_settings(env={"QUIRKSCOPE_HOME": str(tmp_path), "QUIRKSCOPE_SECRET_KEY": "k"})
     assert settings.secret_key == "k"
     assert not (tmp_path / "secret_key").exists()
+
+
+def _template_secrets() -> dict[str, str]:
+    import yaml
+    docs = yaml.safe_load_all((Path(__file__).parents[1] / "deploy/k8s/quirkscope.yaml").read_text())
+    secret = next(d for d in docs if d and d.get("kind") == "Secret")
+    return {k: str(v) for k, v in secret["stringData"].items()}
+
+
+def test_every_placeholder_secret_of_the_k8s_template_is_refused_by_name(tmp_path: Path) -> None:
+    template = _template_secrets()
+    placeholders = [name for name, value in template.items() if "CHANGE_ME" in value]
+    assert len(placeholders) >= 5
+    real = {name: value.replace("CHANGE_ME_TO_A_LONG_RANDOM_STRING", "s3cr3t").replace(
+        "CHANGE_ME_TO_ANOTHER_LONG_RANDOM_STRING", "t0ken").replace("CHANGE_ME", "pw") for name, value in template.items()}
+    env = {"QUIRKSCOPE_HOME": str(tmp_path), **real}
+    assert load_settings(env=env).metrics_token == "t0ken"      # every secret set: the service starts
+    for name in placeholders:
+        with pytest.raises(InvalidInput, match="CHANGE_ME placeholder") as info:
+            load_settings(env={**env, name: template[name]})
+        assert info.value.field == name

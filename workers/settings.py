@@ -154,7 +154,23 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     if settings.visibility_timeout_s <= settings.hard_time_limit_s:
         raise ValueError("QUIRKSCOPE_VISIBILITY_TIMEOUT_S must exceed the hard time limit")
     _check_worker_metrics(settings)
+    _refuse_placeholder_secrets(settings, env)
     return settings
+
+
+PLACEHOLDER = "CHANGE_ME"
+_SECRET_SETTINGS = ("secret_key", "metrics_token", "database_url", "broker_url", "result_backend")
+
+
+def _refuse_placeholder_secrets(settings: Settings, env: Mapping[str, str]) -> None:
+    """A secret still holding the ``CHANGE_ME`` placeholder the deployment templates ship (deploy/k8s) is an error
+    naming it, never a running service whose cookies, metrics or database anyone who read the template can use."""
+    values = {_PREFIX + name.upper(): getattr(settings, name) for name in _SECRET_SETTINGS}
+    values.update({name: env.get(name, "") for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+    for name, value in values.items():
+        if PLACEHOLDER in str(value).upper():
+            raise InvalidInput(f"{name} still holds the {PLACEHOLDER} placeholder of the deployment template; "
+                               "set a real secret", field=name)
 
 
 def is_bind_address(addr: str) -> bool:
