@@ -2,7 +2,8 @@
 hashing it (never the whole upload in memory), then run the worker's own archive checks on it
 (``workers.engine.bundle.archive``: member paths, sizes, pickles, the manifest and its model file). Building the
 model is left to the worker's ``load_bundle``. Spool files that a killed process left behind are swept by age
-(``sweep_spool``)."""
+(``sweep_spool``): at API start, and by uploads now and then (``sweep_spool_now_and_then``), since a gunicorn worker
+killed mid-upload is replaced without the app starting again."""
 from __future__ import annotations
 
 import hashlib
@@ -81,3 +82,18 @@ def sweep_spool(directory: Path, older_than_s: float, now: float | None = None) 
         except FileNotFoundError:
             continue
     return deleted
+
+
+_last_sweep: dict[Path, float] = {}
+SWEEPS_PER_MAX_AGE = 10
+
+
+def sweep_spool_now_and_then(directory: Path, older_than_s: float, now: float | None = None) -> list[Path]:
+    """``sweep_spool``, at most once per ``older_than_s / SWEEPS_PER_MAX_AGE`` seconds per process and directory
+    (each upload calls it, so a file left behind lives at most 1.1 x the bound while uploads go on). Nothing
+    with a bound <= 0."""
+    now = time.time() if now is None else now
+    if older_than_s <= 0 or now - _last_sweep.get(directory, float("-inf")) < older_than_s / SWEEPS_PER_MAX_AGE:
+        return []
+    _last_sweep[directory] = now
+    return sweep_spool(directory, older_than_s, now) if directory.is_dir() else []

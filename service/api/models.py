@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import ModelBundle
 from db.session import as_utc
 from service.api.blueprint import api_blueprint, requires
-from service.api.bundles import discard, intake
+from service.api.bundles import discard, intake, sweep_spool_now_and_then
 from service.api.schemas import ErrorOut, ModelListOut, ModelListQuery, ModelOut, ModelPath, ModelUploadForm
 from service.auth import current_principal
 from service.errors_http import NotFound
@@ -37,6 +37,7 @@ def upload_model(form: ModelUploadForm):
     bytes were uploaded to this project before."""
     principal = current_principal("submit")
     conf = settings()
+    sweep_spool_now_and_then(conf.spool_dir, conf.spool_max_age_s)
     bundle = intake(form.bundle.stream, conf.spool_dir, conf.max_upload_bytes)
     try:
         session = db.session

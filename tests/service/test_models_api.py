@@ -133,3 +133,34 @@ def test_app_start_deletes_only_spool_files_older_than_the_bound(tmp_path, datab
     app = create_app({"TESTING": True}, settings=make_settings(tmp_path, database_url))
     app.extensions["quirkscope_db"].engine.dispose()
     assert sorted(p.name for p in spool.iterdir()) == ["operator-notes.txt", "upload-in-progress.zip"]
+
+
+def test_an_upload_sweeps_spool_files_a_killed_worker_left_since_the_app_started(client, make_token,
+                                                                                 settings) -> None:
+    """A gunicorn worker killed mid-upload is replaced without the app starting again: uploads sweep too."""
+    from service.api import bundles
+
+    spool = settings.spool_dir
+    spool.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for name, age in {"upload-killed.zip": 2 * 3600, "upload-in-progress.zip": 60}.items():
+        (spool / name).write_bytes(b"PK")
+        os.utime(spool / name, (now - age, now - age))
+    bundles._last_sweep.clear()
+    assert upload(client, make_token(), bundle_bytes()).status_code == 201
+    assert sorted(p.name for p in spool.iterdir()) == ["upload-in-progress.zip"]
+
+
+def test_the_upload_sweep_runs_at_most_once_per_tenth_of_the_bound(tmp_path) -> None:
+    from service.api.bundles import _last_sweep, sweep_spool_now_and_then
+
+    _last_sweep.clear()
+    old = tmp_path / "upload-old.zip"
+    old.write_bytes(b"PK")
+    os.utime(old, (0, 0))
+    assert sweep_spool_now_and_then(tmp_path, 3600, now=10_000) == [old]
+    old.write_bytes(b"PK")
+    os.utime(old, (0, 0))
+    assert sweep_spool_now_and_then(tmp_path, 3600, now=10_000 + 359) == []        # within 360 s: not again
+    assert sweep_spool_now_and_then(tmp_path, 3600, now=10_000 + 360) == [old]
+    assert sweep_spool_now_and_then(tmp_path, 0, now=99_999) == []                  # bound 0: sweeping is off
