@@ -173,15 +173,18 @@ def _refuse_placeholder_secrets(settings: Settings, env: Mapping[str, str]) -> N
                                "set a real secret", field=name)
 
 
+def bind_address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a server given ``addr`` binds to (``localhost`` is 127.0.0.1), or None when ``addr`` is
+    neither an IP address nor ``localhost``."""
+    try:
+        return ipaddress.ip_address("127.0.0.1" if addr == "localhost" else addr)
+    except ValueError:
+        return None
+
+
 def is_bind_address(addr: str) -> bool:
     """``addr`` is something a worker metrics server can bind to: an IP address, or ``localhost``."""
-    if addr == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return True
+    return bind_address(addr) is not None
 
 
 def _check_worker_metrics(settings: Settings) -> None:

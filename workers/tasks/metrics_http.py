@@ -9,7 +9,6 @@ custom WSGI app, so this wraps the app of ``make_wsgi_app`` and serves it with w
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -18,6 +17,8 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from workers.settings import bind_address
+
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -25,12 +26,8 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 def is_loopback(addr: str) -> bool:
     """Whether ``addr`` (an IP address, or ``localhost``) only accepts connections from this host."""
-    if addr == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(addr).is_loopback
-    except ValueError:
-        return False
+    ip = bind_address(addr)
+    return ip is not None and ip.is_loopback
 
 
 def refusal(addr: str, token: str, public: bool) -> str | None:
