@@ -4,7 +4,7 @@ each candidate ``FlagThresholds`` and prints, per candidate, what the benchmark 
 expected code, local cues localised, clean pairs with any flag and with a high-severity one. Refuses rows of the
 held-out split: thresholds are chosen on calibration only, and the held-out split is then audited once with them.
 
-    python tests/benchmarks/calibrate_flags.py ROWS.json [--grid name=v1,v2,... ...]
+    python tests/benchmarks/calibrate_flags.py ROWS.json [ROWS.json ...] [--grid name=v1,v2,... ...]
 
 Each ``--grid`` names a field of ``FlagThresholds`` and the values to try; the candidates are every combination
 (default values for the fields not named).
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
-from planted_cases import rescored_outcomes  # the sibling script (this directory is first on sys.path)
+from planted_cases import load_rows, rescored_outcomes  # the sibling script (this directory is first on sys.path)
 
 from workers.audit.flags import FlagThresholds
 from workers.engine.reference import scoring
@@ -25,13 +24,13 @@ from workers.engine.reference import scoring
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("rows", type=Path)
+    parser.add_argument("rows", type=Path, nargs="+", help="one or more files of calibration rows")
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2")
     args = parser.parse_args()
-    data = json.loads(args.rows.read_text())
-    rows = data["rows"] if isinstance(data, dict) else data
-    if any(r["split"] != "calibration" for r in rows):
-        sys.exit("calibrate_flags: rows: only calibration-split rows may be used to choose thresholds")
+    try:
+        rows, _ = load_rows(args.rows, "calibration")
+    except ValueError as exc:
+        sys.exit(f"calibrate_flags: rows: {exc}; only calibration-split rows may be used to choose thresholds")
     names, values = [], []
     for item in args.grid:
         name, _, text = item.partition("=")

@@ -149,6 +149,22 @@ def case_inputs(rows: list[dict]) -> dict[str, list]:
     return {s.case_id: cases.case_manifest(s).inputs for s in cases.case_specs(split, count)}
 
 
+def load_rows(paths: list[Path], split: str) -> tuple[list[dict], int]:
+    """The rows of one or more files an earlier ``--json`` run wrote (e.g. cases 0-19 and 20-39), and the steps
+    they were audited with. ValueError when a row is of another split, a pair comes twice, or the files were
+    audited with different steps."""
+    stored = [json.loads(path.read_text()) for path in paths]
+    rows = [row for data in stored for row in (data["rows"] if isinstance(data, dict) else data)]
+    if {r["split"] for r in rows} != {split}:
+        raise ValueError(f"the rows are not all of the {split} split")
+    if len({(r["case_id"], r["a"], r["b"]) for r in rows}) != len(rows):
+        raise ValueError("the files share rows (the same case's pair twice)")
+    steps = {data["steps"] for data in stored if isinstance(data, dict)}
+    if len(steps) > 1:
+        raise ValueError("the files were audited with different --steps")
+    return rows, steps.pop() if steps else 0
+
+
 def rescored_outcomes(rows: list[dict], th: FlagThresholds) -> list[scoring.PairOutcome]:
     """The outcomes of stored rows with each pair's flags derived again from its stored scores under ``th`` (the
     rules as they are now), without auditing again."""
@@ -221,17 +237,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rescore:
-        stored = [json.loads(path.read_text()) for path in args.rescore]
-        rows = [row for data in stored for row in data["rows"]]
-        if {r["split"] for r in rows} != {args.split}:
-            parser.error(f"--rescore: the rows are not all of the {args.split} split")
-        if len({(r["case_id"], r["a"], r["b"]) for r in rows}) != len(rows):
-            parser.error("--rescore: the files share rows (the same case's pair twice)")
-        if len({data["steps"] for data in stored}) != 1:
-            parser.error("--rescore: the files were audited with different --steps")
+        try:
+            rows, steps = load_rows(args.rescore, args.split)
+        except ValueError as exc:
+            parser.error(f"--rescore: {exc}")
         print(f"split={args.split}: {len(rows)} stored rows of {len({r['case_id'] for r in rows})} cases, flags "
               "derived again under the current rules")
-        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), stored[0]["steps"],
+        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), steps,
                     print_summary(rescored_outcomes(rows, FlagThresholds())))
         return
     if args.first < 0 or args.cases < 1:

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from planted_cases import case_inputs, rescored_outcomes  # the sibling script (this directory is first on sys.path)
+from planted_cases import case_inputs, load_rows, rescored_outcomes  # the sibling script (this directory is first on sys.path)
 
 from workers.audit.flags import FlagThresholds
 from workers.engine.reference import scoring
@@ -28,9 +28,10 @@ def main() -> None:
     parser.add_argument("rows", type=Path)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    rows = json.loads(args.rows.read_text())["rows"]
-    if any(r["split"] != "calibration" for r in rows):
-        sys.exit("record_case_scores: rows: only calibration-split rows may be recorded")
+    try:
+        rows, _ = load_rows([args.rows], "calibration")
+    except ValueError as exc:
+        sys.exit(f"record_case_scores: rows: {exc}; only calibration-split rows may be recorded")
     specs = case_inputs(rows)
     planted: dict[str, dict] = {}
     clean: dict[str, dict] = {}
