@@ -13,6 +13,7 @@ from werkzeug.exceptions import BadRequest
 from flask_openapi3 import Info, OpenAPI
 
 from service.api.bundles import sweep_spool
+from service.api.report_reads import init_report_bodies
 from service.errors_http import register_error_handlers, validation_error_response
 from service.extensions import db
 from workers.celery_app import create_celery_app
@@ -85,6 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | 
     context = WorkerContext.from_settings(settings)
     db.init_app(app, context.database)
     app.extensions["quirkscope_artifacts"] = context.artifacts
+    init_report_bodies(app)
     app.extensions["celery"] = create_celery_app(settings, context)
     register_error_handlers(app)
 
