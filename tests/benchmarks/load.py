@@ -4,7 +4,8 @@ N concurrent audit submissions (tiny audits of a four-class ONNX model), waiting
 concurrent reads of a finished audit's report JSON. Each burst is sent from one asyncio loop, every request on its own
 connection, all launched at once (``tests/benchmarks/http_burst.py``). Prints requests/s, p50/p99 latency, errors and
 the CPU per request of this client, of gunicorn and of the PostgreSQL server (with psutil) per phase, and how many
-audits ended done / failed / not at all.
+audits ended done / failed / not at all. gunicorn runs with its access log off (``QUIRKSCOPE_ACCESS_LOG=off``; on by
+default, about 0.3 ms of CPU a request).
 
     python tests/benchmarks/load.py [--audits 50] [--reads 500] [--json out.json]
 
@@ -69,13 +70,22 @@ def server_cpu_s(pid: int) -> float | None:
 
 
 def database_cpu_s() -> float | None:
-    """CPU seconds used so far by the processes named ``postgres`` on this machine (the server and its backends,
-    whoever they serve), or None without psutil."""
+    """CPU seconds used so far by the PostgreSQL server on this machine (whoever its backends serve): its postmaster,
+    the backends alive now and those that have ended (a pool's overflow connections come and go), or None without
+    psutil or PostgreSQL."""
     try:
         import psutil
     except ImportError:
         return None
-    return _cpu_s([p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")])
+    names = ("postgres", "postmaster")
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] in names and proc.parent() is not None and proc.parent().name() not in names:
+                ended = proc.cpu_times()
+                return _cpu_s([proc, *proc.children()]) + ended.children_user + ended.children_system
+        except psutil.Error:
+            continue
+    return None
 
 
 def _cpu_s(procs: list) -> float:  # type: ignore[type-arg]
@@ -140,6 +150,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
            "QUIRKSCOPE_ARTIFACTS_URL": f"file://{home / 'artifacts'}", "QUIRKSCOPE_SECRET_KEY": "load",
            "QUIRKSCOPE_HEARTBEAT_S": "1", "QUIRKSCOPE_STALE_AFTER_S": "60", "QUIRKSCOPE_REAPER_INTERVAL_S": "5",
            "QUIRKSCOPE_BIND": f"127.0.0.1:{port}", "QUIRKSCOPE_WEB_WORKERS": "2", "QUIRKSCOPE_WEB_THREADS": "8",
+           "QUIRKSCOPE_ACCESS_LOG": "off",
            "PYTHONPATH": str(REPO)}
     saved_env, saved_cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
     os.environ.update(env)
@@ -152,7 +163,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
     try:
         log = open(home / "gunicorn.log", "ab")  # noqa: SIM115
         procs.append(subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy" / "gunicorn.conf.py"),
-                                       "--access-logfile", "/dev/null", "service.app:create_app()"],
+                                       "service.app:create_app()"],
                                       cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT))
         os.chdir(REPO)
         procs += [spawn_worker([q], log_path=str(home / f"worker-{q}.log")) for q in ("gpu", "cpu")]
