@@ -39,6 +39,7 @@ def server() -> Iterator[int]:
 def test_every_request_gets_its_own_answer_in_order(server: int) -> None:
     requests = [build_request("POST", "x", "/echo" if i % 3 else "/nope", {"X-Test": "1"}, str(i).encode())
                 for i in range(60)]
+    assert burst("127.0.0.1", server, [], timeout_s=30) == []
     answers = burst("127.0.0.1", server, requests, timeout_s=30)
     assert [(a.status, a.body) for a in answers] == [
         (200, f"{i}!".encode()) if i % 3 else (404, f"{i}?".encode()) for i in range(60)]

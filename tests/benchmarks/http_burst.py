@@ -108,7 +108,8 @@ async def _burst(host: str, port: int, requests: Sequence[bytes], timeout_s: flo
         return await done
 
     tasks = [asyncio.ensure_future(one(request)) for request in requests]
-    await asyncio.wait(tasks, timeout=timeout_s)
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
     answers = []
     for task in tasks:
         if task.done():

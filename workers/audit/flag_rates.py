@@ -76,6 +76,15 @@ def code_rate(code: str, rates: FlagRates | None) -> dict | None:
             "cases": rates.cases, "generated": rates.generated}
 
 
+def warm_flag_rates() -> None:
+    """Read the rates and compute every code's intervals now. ``proportion_interval`` imports scipy (about 1.3 s of
+    CPU); a process that forks workers after building the app (gunicorn's ``preload_app``) then does it once for all
+    of them, instead of each worker on its first report read."""
+    rates = load_flag_rates()
+    for code in rates.codes if rates else ():
+        code_rate(code, rates)
+
+
 def _interval(rate: dict, key: str) -> str:
     interval = rate.get(key)
     return f"; 95% interval {interval[0]:.0%}-{interval[1]:.0%}" if interval else ""
