@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 
@@ -14,7 +14,7 @@ from tests.benchmarks.http_burst import build_request, burst, parse_answer
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:  # http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         status = 200 if self.path == "/echo" else 404
         self.send_response(status)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from functools import lru_cache
-from typing import Callable, Hashable
 
 from flask import Flask, Response, current_app, request, url_for
 from sqlalchemy import Connection

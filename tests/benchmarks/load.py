@@ -25,13 +25,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.http_burst import build_request, burst  # noqa: E402 - after the path is set
+from tests.benchmarks.http_burst import build_request, burst  # after the path is set
 
 LOAD_OPTIONS = {"top_k": 1, "seeds": 1, "levels": 1, "steps": 2}
 

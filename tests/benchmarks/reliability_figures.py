@@ -161,8 +161,8 @@ def faults_table() -> list[str]:
 def load_table(figures: dict | None) -> list[str]:
     if figures is None:
         return ["(not run)"]
-    out = ["| phase | requests | errors | requests/s | p50 ms | p99 ms | CPU ms per request: client / gunicorn / "
-           "postgres |", "|---|---:|---:|---:|---:|---:|---|"]
+    out = [("| phase | requests | errors | requests/s | p50 ms | p99 ms | CPU ms per request: client / gunicorn / "
+            "postgres |"), "|---|---:|---:|---:|---:|---:|---|"]
     for name, key in (("50 concurrent audit submissions", "submissions"), ("500 concurrent report reads "
                                                                           "(`GET /audits/{id}/pairs`)", "reads")):
         f = figures[key]

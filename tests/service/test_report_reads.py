@@ -152,7 +152,7 @@ def test_a_cached_report_shows_a_review_made_through_another_app_at_the_next_rea
     after = client.get(url, headers={**auth(token), "If-None-Match": first.headers["ETag"]})
     assert after.status_code == 200 and after.headers["ETag"] != first.headers["ETag"]
     assert after.json["pairs"][1]["flags"][0]["review"]["verdict"] == "confirmed"
-    db_session.execute(update(ApiToken).values(revoked_at=dt.datetime.now(dt.timezone.utc)))
+    db_session.execute(update(ApiToken).values(revoked_at=dt.datetime.now(dt.UTC)))
     db_session.commit()
     assert client.get(url, headers=auth(token)).status_code == 401  # a cached body is no credential either
     other_app.extensions["quirkscope_db"].engine.dispose()
