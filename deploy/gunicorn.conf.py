@@ -16,7 +16,12 @@ timeout = 120  # bundle uploads can be large
 graceful_timeout = 30
 keepalive = 5
 preload_app = True
-accesslog = "-"
+# One line per request on stdout (the container's log; docker-compose has no proxy in front that would log it
+# instead). Formatting it costs about 0.3 ms of CPU a request (tests/benchmarks/load.py, docs/reliability.md 5):
+# QUIRKSCOPE_ACCESS_LOG=off turns it off where a proxy or load balancer already logs each request, or a path
+# writes it to a file.
+_access_log = os.environ.get("QUIRKSCOPE_ACCESS_LOG", "-")
+accesslog = None if _access_log.lower() in ("off", "") else _access_log
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

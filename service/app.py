@@ -13,8 +13,10 @@ from werkzeug.exceptions import BadRequest
 from flask_openapi3 import Info, OpenAPI
 
 from service.api.bundles import sweep_spool
+from service.api.report_reads import init_report_bodies
 from service.errors_http import register_error_handlers, validation_error_response
 from service.extensions import db
+from workers.audit.flag_rates import warm_flag_rates
 from workers.celery_app import create_celery_app
 from workers.runtime import WorkerContext
 from workers.settings import Settings, load_settings
@@ -85,6 +87,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, settings: Settings | 
     context = WorkerContext.from_settings(settings)
     db.init_app(app, context.database)
     app.extensions["quirkscope_artifacts"] = context.artifacts
+    init_report_bodies(app)
+    warm_flag_rates()  # before gunicorn forks (preload_app): not once per worker on its first report read
     app.extensions["celery"] = create_celery_app(settings, context)
     register_error_handlers(app)
 

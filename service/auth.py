@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hmac import compare_digest
 
 from flask import request, session
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from db.models import SCOPES, ApiToken, Project, scope_set
@@ -73,13 +73,18 @@ def issue_token(db: Session, project: str, scopes: str | list[str]) -> str:
     return token
 
 
+_tokens, _projects = ApiToken.__table__, Project.__table__
+# Built once, on the tables (no ORM entities to load): every API request runs it.
+TOKEN_LOOKUP = (select(_tokens.c.id, _tokens.c.project_id, _projects.c.name, _tokens.c.scopes, _tokens.c.prefix,
+                       _tokens.c.token_hash)
+                .join(_projects, _tokens.c.project_id == _projects.c.id)
+                .where(_tokens.c.token_hash == bindparam("token_hash"), _tokens.c.revoked_at.is_(None)))
+
+
 def principal_for_hash(db: Session, token_hash: str) -> Principal | None:
     """The unrevoked token with this hash and its project's name, in one query (read afresh on every request, so
     a revocation counts from the next request on), or None."""
-    row = db.execute(select(ApiToken.id, ApiToken.project_id, Project.name, ApiToken.scopes, ApiToken.prefix,
-                            ApiToken.token_hash)
-                     .join(Project, ApiToken.project_id == Project.id)
-                     .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))).first()
+    row = db.connection().execute(TOKEN_LOOKUP, {"token_hash": token_hash}).first()
     # The indexed lookup compares hashes, which tell an attacker timing them nothing about a token; the
     # constant-time comparison makes that independent of how the database compares strings.
     if row is None or not compare_digest(row.token_hash, token_hash):

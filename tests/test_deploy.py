@@ -228,3 +228,15 @@ def test_dockerfile_default_command_is_a_real_one(dockerfile: str) -> None:
         parses_as_cli(cmd)
     else:
         assert cmd[:3] == ["gunicorn", "-c", "deploy/gunicorn.conf.py"] and cmd[3] == "service.app:create_app()"
+
+
+@pytest.mark.parametrize("value, accesslog", [(None, "-"), ("off", None), ("/var/log/api.log", "/var/log/api.log")])
+def test_gunicorn_access_log_is_on_stdout_unless_turned_off(monkeypatch: pytest.MonkeyPatch, value: str | None,
+                                                            accesslog: str | None) -> None:
+    import runpy
+
+    if value is None:
+        monkeypatch.delenv("QUIRKSCOPE_ACCESS_LOG", raising=False)
+    else:
+        monkeypatch.setenv("QUIRKSCOPE_ACCESS_LOG", value)
+    assert runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))["accesslog"] == accesslog

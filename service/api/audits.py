@@ -17,7 +17,7 @@ from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem
 from db.report_snapshot import load_report_snapshot
 from service.api.blueprint import api_blueprint, requires
 from service.api.models import get_model
-from service.api.report_reads import REPORT_ROWS, artifact_link
+from service.api.report_reads import REPORT_ROWS, artifact_link, report_response
 from workers.audit.compare import compare_reports
 from workers.audit.report_rows import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
 from service.api.schemas import (ArtifactPath, AuditCreate, AuditCreated, AuditListOut, AuditListQuery, AuditOut,
@@ -180,8 +180,10 @@ def get_audit_status(path: AuditPath):
 @requires("read")
 def get_pairs(path: AuditPath):
     """The report JSON (DESIGN 3.4), pairs in rank order with scores, flags and artifact URLs."""
-    audit = get_report_snapshot(current_principal("read").project_id, path.audit_id)
-    return build_report(audit, artifact_link(audit.id))
+    response = report_response(db.session.connection(), current_principal("read").project_id, path.audit_id)
+    if response is None:
+        raise NotFound(f"no audit {path.audit_id} in this project", field="audit_id")
+    return response
 
 
 @api_blueprint.get("/audits/<int:audit_id>/pairs/<int:rank>", tags=[tag], responses={404: ErrorOut})

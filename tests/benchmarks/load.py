@@ -1,9 +1,11 @@
 """Load on the real stack, on loopback only, stopping by itself: the API under gunicorn (deploy/gunicorn.conf.py),
 Redis, PostgreSQL (a fresh schema), a ``gpu`` and a ``cpu`` worker process and the reaper. Three phases:
 N concurrent audit submissions (tiny audits of a four-class ONNX model), waiting for every audit to end, then M
-concurrent reads of a finished audit's report JSON. Prints requests/s, p50/p99 latency, errors and the CPU per request
-of this client and of gunicorn (with psutil) per phase,
-and how many audits ended done / failed / not at all.
+concurrent reads of a finished audit's report JSON. Each burst is sent from one asyncio loop, every request on its own
+connection, all launched at once (``tests/benchmarks/http_burst.py``). Prints requests/s, p50/p99 latency, errors and
+the CPU per request of this client, of gunicorn and of the PostgreSQL server (with psutil) per phase, and how many
+audits ended done / failed / not at all. gunicorn runs with its access log off (``QUIRKSCOPE_ACCESS_LOG=off``; on by
+default, about 0.3 ms of CPU a request).
 
     python tests/benchmarks/load.py [--audits 50] [--reads 500] [--json out.json]
 
@@ -23,11 +25,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from tests.benchmarks.http_burst import build_request, burst  # after the path is set
 
 LOAD_OPTIONS = {"top_k": 1, "seeds": 1, "levels": 1, "steps": 2}
 
@@ -62,8 +66,33 @@ def server_cpu_s(pid: int) -> float | None:
     except ImportError:
         return None
     master = psutil.Process(pid)
+    return _cpu_s([master, *master.children(recursive=True)])
+
+
+def database_cpu_s() -> float | None:
+    """CPU seconds used so far by the PostgreSQL server on this machine (whoever its backends serve): its postmaster,
+    the backends alive now and those that have ended (a pool's overflow connections come and go), or None without
+    psutil or PostgreSQL."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    names = ("postgres", "postmaster")
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] in names and proc.parent() is not None and proc.parent().name() not in names:
+                ended = proc.cpu_times()
+                return _cpu_s([proc, *proc.children()]) + ended.children_user + ended.children_system
+        except psutil.Error:
+            continue
+    return None
+
+
+def _cpu_s(procs: list) -> float:  # type: ignore[type-arg]
+    import psutil
+
     total = 0.0
-    for proc in [master, *master.children(recursive=True)]:
+    for proc in procs:
         try:
             times = proc.cpu_times()
             total += times.user + times.system
@@ -72,30 +101,31 @@ def server_cpu_s(pid: int) -> float | None:
     return total
 
 
-def burst(n: int, call, server_pid: int | None = None) -> dict:  # type: ignore[no-untyped-def]
-    """``n`` calls released together (a barrier), each on its own thread: the figures of the phase, with the CPU
-    milliseconds per request of this client process and (``server_pid``) of the server's processes."""
-    barrier = threading.Barrier(n)
+def _per_request_ms(before: float | None, after: float | None, n: int) -> float | None:
+    return round(1000 * (after - before) / n, 2) if before is not None and after is not None else None
 
-    def one(i: int) -> tuple[int, bytes, float]:
-        barrier.wait()
-        return call(i)
 
-    server0 = server_cpu_s(server_pid) if server_pid else None
-    t0, client0 = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(one, range(n)))
-    wall, client_cpu = time.perf_counter() - t0, time.process_time() - client0
-    server1 = server_cpu_s(server_pid) if server_pid else None
-    server_cpu = server1 - server0 if server0 is not None and server1 is not None else None
-    latencies = [r[2] for r in results]
-    errors = [r for r in results if not 200 <= r[0] < 300]
-    return {"requests": n, "errors": len(errors), "error_samples": [f"{s} {b[:120]!r}" for s, b, _ in errors[:3]],
+def measured_burst(port: int, requests: Sequence[bytes], server_pid: int | None = None) -> dict:
+    """``requests`` sent at once to 127.0.0.1:``port`` (``http_burst.burst``): the figures of the phase, with the CPU
+    milliseconds per request of this client process, of the server's processes (``server_pid`` and its children)
+    and of PostgreSQL."""
+    n = len(requests)
+    server0, database0 = (server_cpu_s(server_pid) if server_pid else None), database_cpu_s()
+    t0, client0 = time.perf_counter(), time.thread_time()  # the event loop's thread: not the reaper's beside it
+    answers = burst("127.0.0.1", port, requests)
+    wall, client_cpu = time.perf_counter() - t0, time.thread_time() - client0
+    server1, database1 = (server_cpu_s(server_pid) if server_pid else None), database_cpu_s()
+    latencies = [a.seconds for a in answers]
+    errors = [a for a in answers if not 200 <= a.status < 300]
+    return {"requests": n, "errors": len(errors),
+            "error_samples": [f"{a.status} {a.body[:120]!r}" for a in errors[:3]],
             "wall_s": round(wall, 3), "requests_per_s": round(n / wall, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 1), "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+            "client": "asyncio, one connection per request",
             "client_cpu_ms_per_request": round(1000 * client_cpu / n, 2),
-            "server_cpu_ms_per_request": round(1000 * server_cpu / n, 2) if server_cpu is not None else None,
-            "results": results}
+            "server_cpu_ms_per_request": _per_request_ms(server0, server1, n),
+            "database_cpu_ms_per_request": _per_request_ms(database0, database1, n),
+            "results": [(a.status, a.body, a.seconds) for a in answers]}
 
 
 def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
@@ -120,6 +150,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
            "QUIRKSCOPE_ARTIFACTS_URL": f"file://{home / 'artifacts'}", "QUIRKSCOPE_SECRET_KEY": "load",
            "QUIRKSCOPE_HEARTBEAT_S": "1", "QUIRKSCOPE_STALE_AFTER_S": "60", "QUIRKSCOPE_REAPER_INTERVAL_S": "5",
            "QUIRKSCOPE_BIND": f"127.0.0.1:{port}", "QUIRKSCOPE_WEB_WORKERS": "2", "QUIRKSCOPE_WEB_THREADS": "8",
+           "QUIRKSCOPE_ACCESS_LOG": "off",
            "PYTHONPATH": str(REPO)}
     saved_env, saved_cwd = {k: os.environ.get(k) for k in env}, os.getcwd()
     os.environ.update(env)
@@ -132,7 +163,7 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
     try:
         log = open(home / "gunicorn.log", "ab")  # noqa: SIM115
         procs.append(subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy" / "gunicorn.conf.py"),
-                                       "--access-logfile", "/dev/null", "service.app:create_app()"],
+                                       "service.app:create_app()"],
                                       cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT))
         os.chdir(REPO)
         procs += [spawn_worker([q], log_path=str(home / f"worker-{q}.log")) for q in ("gpu", "cpu")]
@@ -147,8 +178,10 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
         model = json.loads(body)["id"]
         submit_body = json.dumps({"model_id": model, "confusion": TINY_CONFUSION, "options": LOAD_OPTIONS}).encode()
 
-        submissions = burst(n_audits, lambda i: http("POST", base + "/audits", token, submit_body, "application/json"),
-                            procs[0].pid)
+        host = f"127.0.0.1:{port}"
+        submit = build_request("POST", host, "/api/v1/audits", {"Authorization": f"Bearer {token}",
+                                                                "Content-Type": "application/json"}, submit_body)
+        submissions = measured_burst(port, [submit] * n_audits, procs[0].pid)
         ids = [json.loads(b)["id"] for s, b, _ in submissions.pop("results") if s == 202]
         t0 = time.perf_counter()
         finished: dict[int, str] = {}
@@ -166,7 +199,8 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
         processing_s = time.perf_counter() - t0
         done = [a for a, s in finished.items() if s == "done"]
         target = done[0] if done else ids[0]
-        reads = burst(n_reads, lambda i: http("GET", f"{base}/audits/{target}/pairs", token), procs[0].pid)
+        read = build_request("GET", host, f"/api/v1/audits/{target}/pairs", {"Authorization": f"Bearer {token}"})
+        reads = measured_burst(port, [read] * n_reads, procs[0].pid)
         reads.pop("results")
         return {"submissions": submissions, "reads": reads,
                 "audits": {"submitted": len(ids), "done": len(done),
@@ -188,7 +222,7 @@ def print_figures(figures: dict) -> None:
         f = figures[key]
         print(f"{name:<28}{f['requests']:>9}{f['errors']:>8}{f['requests_per_s']:>9}{f['p50_ms']:>9}{f['p99_ms']:>9}")
         print(f"  CPU per request: client {f.get('client_cpu_ms_per_request')} ms, gunicorn "
-              f"{f.get('server_cpu_ms_per_request')} ms")
+              f"{f.get('server_cpu_ms_per_request')} ms, postgres {f.get('database_cpu_ms_per_request')} ms")
         for sample in f["error_samples"]:
             print(f"  error: {sample}")
     a = figures["audits"]

@@ -161,12 +161,15 @@ def faults_table() -> list[str]:
 def load_table(figures: dict | None) -> list[str]:
     if figures is None:
         return ["(not run)"]
-    out = ["| phase | requests | errors | requests/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|"]
+    out = [("| phase | requests | errors | requests/s | p50 ms | p99 ms | CPU ms per request: client / gunicorn / "
+            "postgres |"), "|---|---:|---:|---:|---:|---:|---|"]
     for name, key in (("50 concurrent audit submissions", "submissions"), ("500 concurrent report reads "
                                                                           "(`GET /audits/{id}/pairs`)", "reads")):
         f = figures[key]
+        cpu = " / ".join(str(f.get(f"{who}_cpu_ms_per_request") if f.get(f"{who}_cpu_ms_per_request") is not None
+                             else "-") for who in ("client", "server", "database"))
         out.append(f"| {name} | {f['requests']} | {f['errors']} | {f['requests_per_s']} | {f['p50_ms']} | "
-                   f"{f['p99_ms']} |")
+                   f"{f['p99_ms']} | {cpu} |")
     a = figures["audits"]
     out += ["", f"Audits: {a['submitted']} submitted, {a['done']} done, {a['failed']} failed, {a['unfinished']} "
                 f"unfinished, all ended after {a['processing_s']} s ({a['audits_per_min']} audits/min, one `gpu` "

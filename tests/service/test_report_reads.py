@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select, update
 
-from db.models import ApiToken, Audit, Flag
+from db.models import ApiToken, Audit, Flag, WorkItem
 from tests.fixtures_report import build_sample_report
 from tests.service.conftest import auth
 from tests.service.query_count import counted_queries
@@ -17,6 +17,8 @@ from tests.service.report_rows_fixture import store_report
 
 # token + project (1), audit + model, pairs, scores, flags, reviews (5); SQLite adds its explicit BEGIN
 MAX_READ_STATEMENTS = 7
+# /pairs reads the report's version first (1 more); again, with the version unchanged: token, version (+ BEGIN)
+MAX_FIRST_REPORT_STATEMENTS, MAX_CACHED_REPORT_STATEMENTS = MAX_READ_STATEMENTS + 1, 3
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +40,13 @@ def test_a_read_runs_a_fixed_number_of_statements_whatever_the_report_size(app, 
     engine = app.extensions["quirkscope_db"].engine
     counts = {}
     for audit_id in (small, large):
-        with counted_queries(engine) as statements:
-            resp = client.get(f"/api/v1/audits/{audit_id}/pairs", headers=auth(token))
-        assert resp.status_code == 200
-        counts[len(resp.json["pairs"])] = len(statements)
-    assert set(counts) == {3, 12}
-    assert counts[3] == counts[12] <= MAX_READ_STATEMENTS, counts
+        for read in ("first", "again"):
+            with counted_queries(engine) as statements:
+                resp = client.get(f"/api/v1/audits/{audit_id}/pairs", headers=auth(token))
+            assert resp.status_code == 200
+            counts[len(resp.json["pairs"]), read] = len(statements)
+    assert counts[3, "first"] == counts[12, "first"] <= MAX_FIRST_REPORT_STATEMENTS, counts
+    assert counts[3, "again"] == counts[12, "again"] <= MAX_CACHED_REPORT_STATEMENTS, counts
     with counted_queries(engine) as statements:
         assert client.get(f"/api/v1/audits/{large}/pairs/7", headers=auth(token)).json["rank"] == 7
     assert len(statements) <= MAX_READ_STATEMENTS
@@ -127,3 +130,54 @@ def test_a_read_answers_304_to_its_etag_and_200_once_the_report_changes(client, 
     db_session.commit()
     changed = client.get(url, headers={**auth(token), "If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["ETag"] != etag
+
+
+def test_a_cached_report_shows_a_review_made_through_another_app_at_the_next_read(app, settings, client, make_token,
+                                                                                  db_session, sample_report) -> None:
+    from service.app import create_app
+
+    other_app = create_app({"TESTING": True}, settings=settings)  # another process's app: its own cache, one DB
+    token = make_token()
+    audit_id = store_report(db_session, sample_report).id
+    url = f"/api/v1/audits/{audit_id}/pairs"
+    first = client.get(url, headers=auth(token))
+    with counted_queries(app.extensions["quirkscope_db"].engine) as statements:
+        cached = client.get(url, headers=auth(token))
+    assert len(statements) <= MAX_CACHED_REPORT_STATEMENTS and cached.data == first.data  # served from the cache
+    flag_id = first.json["pairs"][1]["flags"][0]["id"]
+    assert first.json["pairs"][1]["flags"][0]["review"] is None
+    reviewed = other_app.test_client().post(f"/api/v1/flags/{flag_id}/review", headers=auth(token),
+                                            json={"verdict": "confirmed", "note": "a watermark"})
+    assert reviewed.status_code == 200
+    after = client.get(url, headers={**auth(token), "If-None-Match": first.headers["ETag"]})
+    assert after.status_code == 200 and after.headers["ETag"] != first.headers["ETag"]
+    assert after.json["pairs"][1]["flags"][0]["review"]["verdict"] == "confirmed"
+    db_session.execute(update(ApiToken).values(revoked_at=dt.datetime.now(dt.UTC)))
+    db_session.commit()
+    assert client.get(url, headers=auth(token)).status_code == 401  # a cached body is no credential either
+    other_app.extensions["quirkscope_db"].engine.dispose()
+
+
+def test_a_cached_report_is_gone_with_its_audit(client, make_token, db_session, sample_report) -> None:
+    token = make_token()
+    audit_id = store_report(db_session, sample_report).id
+    url = f"/api/v1/audits/{audit_id}/pairs"
+    assert client.get(url, headers=auth(token)).status_code == 200
+    assert client.get(url, headers=auth(token)).status_code == 200
+    assert client.delete(f"/api/v1/audits/{audit_id}", headers=auth(token)).status_code == 204
+    gone = client.get(url, headers=auth(token))
+    assert gone.status_code == 404 and gone.json["error"]["field"] == "audit_id"
+
+
+def test_a_finished_audit_whose_task_still_runs_is_read_afresh(client, make_token, db_session, sample_report) -> None:
+    token = make_token()
+    audit = store_report(db_session, sample_report)
+    db_session.execute(update(Audit).where(Audit.id == audit.id).values(status="cancelled"))
+    db_session.add(WorkItem(audit_id=audit.id, kind="score", key=2, status="running"))
+    db_session.commit()
+    url = f"/api/v1/audits/{audit.id}/pairs"
+    flag_id = client.get(url, headers=auth(token)).json["pairs"][1]["flags"][0]["id"]
+    # the task finishing after the cancel rewrites the flag in place: no count, id or audit column changes
+    db_session.execute(update(Flag).where(Flag.id == flag_id).values(message="rescored late"))
+    db_session.commit()
+    assert client.get(url, headers=auth(token)).json["pairs"][1]["flags"][0]["message"] == "rescored late"
