@@ -36,6 +36,11 @@ tag = Tag(name="audits", description="audits of a model (DESIGN 1, 3.4, 3.5)")
 START_TASK = "workers.tasks.start_audit"
 
 
+def no_audit(audit_id: int | str, field: str = "audit_id") -> NotFound:
+    """The 404 of an audit the project does not have (or that does not exist), naming ``field``."""
+    return NotFound(f"no audit {audit_id} in this project", field=field)
+
+
 def get_audit(project_id: int, audit_id: int, field: str = "audit_id", *, load: Sequence[LoaderOption] = ()) -> Audit:
     """The project's audit ``audit_id`` (404 naming ``field`` when there is none); ``load``: loader options, e.g.
     ``REPORT_ROWS`` for a route that reads the whole report."""
@@ -45,7 +50,7 @@ def get_audit(project_id: int, audit_id: int, field: str = "audit_id", *, load: 
     else:
         row = db.session.get(Audit, audit_id)
     if row is None or row.project_id != project_id:
-        raise NotFound(f"no audit {audit_id} in this project", field=field)
+        raise no_audit(audit_id, field)
     return row
 
 
@@ -54,7 +59,7 @@ def get_report_snapshot(project_id: int, audit_id: int) -> Any:
     routes that only read the report; 404 when the project has no such audit."""
     snapshot = load_report_snapshot(db.session.connection(), project_id, audit_id)
     if snapshot is None:
-        raise NotFound(f"no audit {audit_id} in this project", field="audit_id")
+        raise no_audit(audit_id)
     return snapshot
 
 
@@ -75,7 +80,7 @@ def resolve_baseline(project_id: int, model: ModelBundle, spec: int | str | None
         return db.session.scalar(newest_done.where(ModelBundle.name == model.name, ModelBundle.sha256 != model.sha256))
     if text.isdigit():
         if int(text) > 2**31 - 1:  # no such row, and more than the database's integer column holds
-            raise NotFound(f"no audit {text} in this project", field="baseline")
+            raise no_audit(text, "baseline")
         baseline = get_audit(project_id, int(text), field="baseline")
     elif "@" in text:
         name, _, version = text.rpartition("@")
@@ -182,7 +187,7 @@ def get_pairs(path: AuditPath):
     """The report JSON (DESIGN 3.4), pairs in rank order with scores, flags and artifact URLs."""
     response = report_response(db.session.connection(), current_principal("read").project_id, path.audit_id)
     if response is None:
-        raise NotFound(f"no audit {path.audit_id} in this project", field="audit_id")
+        raise no_audit(path.audit_id)
     return response
 
 
