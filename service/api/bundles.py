@@ -96,4 +96,4 @@ def sweep_spool_now_and_then(directory: Path, older_than_s: float, now: float | 
     if older_than_s <= 0 or now - _last_sweep.get(directory, float("-inf")) < older_than_s / SWEEPS_PER_MAX_AGE:
         return []
     _last_sweep[directory] = now
-    return sweep_spool(directory, older_than_s, now) if directory.is_dir() else []
+    return sweep_spool(directory, older_than_s, now)

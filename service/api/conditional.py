@@ -1,7 +1,9 @@
 """Conditional GETs of the JSON API: a successful JSON answer carries a strong ``ETag`` (a hash of the body just
 built, so it can never name stale data) and ``Cache-Control: private, no-cache`` (a client may keep it, must
 revalidate it, and no shared cache may store one project's data); a request whose ``If-None-Match`` matches gets
-304 without the body. The body is still built on every request: this saves the transfer, not the server's work."""
+304 without the body. A response that already carries an ETag keeps it (``report_reads.report_response`` serves a
+finished audit's kept body with the ETag computed when it was kept); the others are built and hashed on every
+request: for them this saves the transfer, not the server's work."""
 from __future__ import annotations
 
 from flask import Request, Response
