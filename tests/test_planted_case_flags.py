@@ -4,8 +4,10 @@ one clean control pair per architecture, which must get no high-severity flag. T
 ``tests/data/planted_case_scores.json`` were measured by ``tests/benchmarks/planted_cases.py --split calibration``
 (128 steps) and chosen by ``tests/benchmarks/record_case_scores.py`` (the first found cue of each family, the first
 clean pair of each architecture without a flag); a rule change that loses one of these cues, or raises a high flag on
-a clean pair, fails here before it reaches the benchmark. Families the rules find on no calibration pair at the
-default thresholds (background, shake, speed) have no row: docs/planted_cases.md counts them as misses."""
+a clean pair, fails here before it reaches the benchmark. The one-stream flags compare a class with the audit's other
+classes (``analysis.AuditLeanings``): each row's scores carry the audit baseline its case's rows give it. A family the
+rules find on no pair of calibration cases 0-19 at the default thresholds (speed) has no row: docs/planted_cases.md
+counts it as a miss."""
 import json
 from pathlib import Path
 
@@ -38,6 +40,7 @@ def test_a_clean_control_pair_gets_no_high_severity_flag(row):
     assert not [f for f in _flags(row) if f.severity == "high"]
 
 
-def test_the_recorded_rows_cover_five_families_and_every_architecture():
-    assert {r["cue"]["family"] for r in RECORDED["planted"]} == {"blink", "border", "colour_cast", "flicker", "logo"}
+def test_the_recorded_rows_cover_seven_families_and_every_architecture():
+    assert {r["cue"]["family"] for r in RECORDED["planted"]} == {"background", "blink", "border", "colour_cast",
+                                                                 "flicker", "logo", "shake"}
     assert {r["architecture"] for r in RECORDED["clean"]} == set(cases.ARCHITECTURES)

@@ -1,6 +1,6 @@
 """Does the audit find planted shortcuts in models it was not tuned on? Over the randomised cases of one split of
 workers/engine/reference/cases.py (class sets, cue designs, architectures), trains (or loads from the cache) each
-case's model, audits it as tests/benchmarks/planted_quirks.py does (plan_audit -> visualise -> analyse_pair, CPU) on
+case's model, audits it as tests/benchmarks/planted_quirks.py does (plan_audit -> visualise -> analyse_pairs, CPU) on
 its planted pairs and clean control pairs, and scores the flags against the planted truth with the pure functions of
 workers/engine/reference/scoring.py (definitions there). Printed, never asserted.
 
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workers.audit.analysis import PairScores
+from workers.audit.analysis import AuditLeanings, PairScores, with_audit_baseline
 from workers.audit.confusion import parse_confusion
 from workers.audit.flag_rates import proportion_interval
 from workers.audit.flags import FlagThresholds, derive_flags
 from workers.audit.options import AuditOptions
-from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pair, plan_audit, visualise
+from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pairs, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
 from workers.engine.reference import cases, scoring
 
@@ -112,14 +112,14 @@ def audit_case(case: cases.TrainedCase, steps: int,
     plan = plan_audit(model.manifest, confusion, options)
     vis = cached_visualise(model, plan.keys, options, vis_cache)
     t1 = time.perf_counter()
-    rows, seen = [], set()
+    rows, scored = [], {}
     for pair in plan.pairs:
         key = frozenset((pair.a, pair.b))
-        if key not in wanted or key in seen:  # ranked pairs outside the truth lists are not scored
-            continue
-        seen.add(key)
-        result = analyse_pair(model, pair, vis, options, device="cpu")
-        cue = wanted[key]
+        if key in wanted:  # ranked pairs outside the truth lists are not scored
+            scored.setdefault(key, pair)
+    for result in analyse_pairs(model, list(scored.values()), vis, options, device="cpu"):
+        pair = result.pair
+        cue = wanted[frozenset((pair.a, pair.b))]
         flags = tuple(scoring.FlagRecord.of(f) for f in result.flags)
         rows.append({
             "case_id": spec.case_id, "split": spec.split, "architecture": spec.architecture,
@@ -165,12 +165,24 @@ def load_rows(paths: list[Path], split: str) -> tuple[list[dict], int]:
     return rows, steps.pop() if steps else 0
 
 
+def stored_scores(rows: list[dict]) -> list[PairScores]:
+    """Each stored row's scores, with its case's audit baseline (``analysis.AuditLeanings``) derived again from the
+    stored shares of every row of that case, as an audit of those pairs computes it."""
+    scores = [PairScores.from_json(r["scores"], r["a"], r["b"]) for r in rows]
+    by_case: dict[str, list[PairScores]] = {}
+    for r, s in zip(rows, scores):
+        by_case.setdefault(r["case_id"], []).append(s)
+    leanings = {case: AuditLeanings.gather([(s.stream_share, s.static_share) for s in case_scores])
+                for case, case_scores in by_case.items()}
+    return [with_audit_baseline(s, leanings[r["case_id"]]) for r, s in zip(rows, scores)]
+
+
 def rescored_outcomes(rows: list[dict], th: FlagThresholds) -> list[scoring.PairOutcome]:
     """The outcomes of stored rows with each pair's flags derived again from its stored scores under ``th`` (the
     rules as they are now), without auditing again."""
     specs = case_inputs(rows)
-    return [scoring.outcome_of_row(r, derive_flags(PairScores.from_json(r["scores"], r["a"], r["b"]),
-                                                   specs[r["case_id"]], th)) for r in rows]
+    return [scoring.outcome_of_row(r, derive_flags(s, specs[r["case_id"]], th))
+            for r, s in zip(rows, stored_scores(rows))]
 
 
 def interval_text(successes: int, trials: int) -> str:

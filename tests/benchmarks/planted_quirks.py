@@ -24,7 +24,7 @@ from pathlib import Path
 from workers.audit.confusion import parse_confusion
 from workers.audit.options import AuditOptions
 from workers.audit.evidence import EvidenceConfig
-from workers.audit.pipeline import analyse_pair, plan_audit, visualise
+from workers.audit.pipeline import audit_leanings, judge_pair, measure_pair, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
 from workers.engine.config import VisualizationConfig
 from workers.engine.cost import count_evaluations
@@ -54,16 +54,20 @@ def audit_seed(seed: int, head: str, steps: int, modes: list[str], settings: lis
 
 
 def score_seed(seed: int, model: LoadedModel, plan, vis, options: AuditOptions, mode: str) -> list[dict]:
-    rows = []
+    rows, evidence, costs = [], [], []
     for pair in plan.pairs:
         with count_evaluations() as spent:
-            result = analyse_pair(model, pair, vis, options, device="cpu", config=EvidenceConfig(localisation=mode))
+            evidence.append(measure_pair(model, pair, vis, device="cpu", config=EvidenceConfig(localisation=mode)))
+        costs.append(spent.forward_equivalents)
+    leanings = audit_leanings(evidence)
+    for pair, measured, cost in zip(plan.pairs, evidence, costs):
+        result = judge_pair(model.manifest, pair, measured, vis, options, leanings)
         planted = next((p for p in data.PLANTED if {p.class_name, p.partner} == {pair.a, pair.b}), None)
         localized = [f for f in result.flags if f.code == "LOCALIZED_CUE"]
         specs = {spec.name: spec.modality for spec in model.manifest.inputs}
         # flags about the planted class (or about both classes of the pair) and the stream each one names
         about = [f for f in result.flags if f.stream and f.class_name in (None, planted.class_name)] if planted else []
-        rows.append({"mode": mode, "forward_equivalents": spent.forward_equivalents,
+        rows.append({"mode": mode, "forward_equivalents": cost,
                      "seed": seed, "pair": f"{pair.a}/{pair.b}", "rank": pair.rank, "explicit": pair.explicit,
                      "planted": planted.kind if planted else "-",
                      "flags": ",".join(f"{f.code}[{f.stream}{'' if f.class_name is None else ':' + f.class_name[:5]}]"

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from planted_cases import case_inputs, load_rows, rescored_outcomes  # the sibling script (this directory is first on sys.path)
+from planted_cases import case_inputs, load_rows, rescored_outcomes, stored_scores  # the sibling script (this directory is first on sys.path)
 
 from workers.audit.flags import FlagThresholds
 from workers.engine.reference import scoring
@@ -35,9 +35,10 @@ def main() -> None:
     specs = case_inputs(rows)
     planted: dict[str, dict] = {}
     clean: dict[str, dict] = {}
-    for r, outcome in zip(rows, rescored_outcomes(rows, FlagThresholds())):
+    for r, scores, outcome in zip(rows, stored_scores(rows), rescored_outcomes(rows, FlagThresholds())):
         flags, cue = outcome.flags, outcome.cue
-        record = {**{k: r[k] for k in ("case_id", "architecture", "a", "b", "cue", "scores")},
+        # the scores with the case's audit baseline, which the test derives the flags from
+        record = {**{k: r[k] for k in ("case_id", "architecture", "a", "b", "cue")}, "scores": scores.to_json(),
                   "inputs": [i.model_dump(mode="json") for i in specs[r["case_id"]]]}
         if cue is not None:
             ok = scoring.cue_found_as_expected(flags, cue, r["architecture"]) and (

@@ -7,7 +7,7 @@ Sample sets per stream are ``{stream: (S, C, T, H, W)}`` in model space, canonic
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -136,6 +136,10 @@ class PairScores:
     # class -> its margin over the partner on its own visualisations, in units of its median margin over the
     # model's other classes (``decisiveness``); empty for older evidence
     decisiveness: dict[str, float | None] = field(default_factory=dict)
+    # how the audit's *other* classes lean on each stream (``audit_baseline``): stream -> {"median", "classes"}, and
+    # the same for the share kept without motion; empty when judged without the rest of the audit
+    audit_stream_share: dict[str, dict[str, float]] = field(default_factory=dict)
+    audit_static_share: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -152,6 +156,8 @@ class PairScores:
             "static_share": self.static_share,
             "global_factors": self.global_factors,
             "decisiveness": self.decisiveness,
+            "audit_stream_share": self.audit_stream_share,
+            "audit_static_share": self.audit_static_share,
         })
 
     @classmethod
@@ -179,7 +185,9 @@ class PairScores:
                    overall_feature_similarity=data["feature_similarity"],
                    target_softmax=data.get("target_softmax", {}), stream_share=data.get("stream_share", {}),
                    static_share=data.get("static_share", {}), global_factors=data.get("global_factors", {}),
-                   decisiveness=data.get("decisiveness", {}))
+                   decisiveness=data.get("decisiveness", {}),
+                   audit_stream_share=data.get("audit_stream_share", {}),
+                   audit_static_share=data.get("audit_static_share", {}))
 
 
 def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
@@ -274,6 +282,69 @@ def cue_class(vis_a: SampleSet, vis_b: SampleSet, spec: InputSpec, loc: Localisa
     return names[0] if a >= b else names[1]
 
 
+def share_baselines(evidence: Any) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    """A pair's ``stream_share`` and ``static_share`` (class -> ...) from its model evidence alone (no
+    visualisations), so that every pair of an audit can give its classes' leanings to the others. Pure."""
+    a, b = evidence.a, evidence.b
+    return ({cls: stream_share_baseline(per, b if cls == a else a)
+             for cls, per in evidence.stream_margins.items() if len(per) > 1},
+            {cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
+             for cls, m in evidence.motion_margins.items()})
+
+
+@dataclass(frozen=True)
+class AuditLeanings:
+    """What each audited class leans on against the model's other classes (the median shares of
+    ``stream_share_baseline`` and ``static_share_baseline``), gathered over every pair of one audit."""
+
+    stream: dict[str, dict[str, float]]     # stream -> class -> median share of that stream
+    static: dict[str, float]                # class -> median share kept without motion
+
+    @classmethod
+    def gather(cls, shares: Sequence[tuple[dict[str, dict[str, dict]], dict[str, dict]]]) -> "AuditLeanings":
+        """From each pair's (``stream_share``, ``static_share``); a class in several pairs keeps its first value
+        (they differ only in which partner is left out of "the other classes"). Pure."""
+        stream: dict[str, dict[str, float]] = {}
+        static: dict[str, float] = {}
+        for stream_share, static_share in shares:
+            for name_cls, per in stream_share.items():
+                for name, base in per.items():
+                    if base.get("others_median") is not None:
+                        stream.setdefault(name, {}).setdefault(name_cls, base["others_median"])
+            for name_cls, base in static_share.items():
+                if base.get("others_median") is not None:
+                    static.setdefault(name_cls, base["others_median"])
+        return cls(stream=stream, static=static)
+
+    def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+        """(stream -> baseline, static baseline) for one pair, from the classes outside it (``audit_baseline``)."""
+        per_stream = {name: got for name, values in self.stream.items()
+                      if (got := audit_baseline(values, pair)) is not None}
+        return per_stream, audit_baseline(self.static, pair) or {}
+
+
+def audit_baseline(values: dict[str, float], pair: tuple[str, str]) -> dict[str, float] | None:
+    """How the audit's classes outside ``pair`` lean on a stream: ``values`` is class -> that class's median share
+    over the model's other classes. Returns {"median", "classes"} or None when no other class gave one.
+
+    A class's own baseline (its share against every other class) cannot tell a shortcut from how the model works:
+    a class the model learnt by a motion cue is told from *every* class by that cue, so its own baseline leans on
+    motion as much as its margin over the partner does. The other audited classes are not touched by its cue.
+    Pure."""
+    others = [v for c, v in values.items() if c not in pair]
+    if not others:
+        return None
+    return {"median": float(np.median(others)), "classes": len(others)}
+
+
+def with_audit_baseline(s: PairScores, leanings: AuditLeanings | None) -> PairScores:
+    """``s`` with the audit's baseline of its pair filled in (unchanged without ``leanings``). Pure."""
+    if leanings is None:
+        return s
+    per_stream, static = leanings.baseline_for((s.a, s.b))
+    return replace(s, audit_stream_share=per_stream, audit_static_share=static)
+
+
 def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: SampleSet, vis_b: SampleSet,
                         *, levels_a: Sequence[int], levels_b: Sequence[int]) -> PairScores:
     """All scores of one pair from its model evidence (an ``evidence.PairEvidence``, which imports this module)
@@ -296,6 +367,7 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
             difference_map=tmap,
             cue_class=cue_class(vis_a, vis_b, spec, loc, (a, b)),
         )
+    stream_share, static_share = share_baselines(evidence)
     speed: dict[str, dict[str, float]] = {}
     for cls, vis, levels in ((a, vis_a, levels_a), (b, vis_b, levels_b)):
         lv = np.asarray(levels)
@@ -306,11 +378,7 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       motion_reliance=evidence.motion_reliance, speed_invariance=speed,
                       overall_feature_similarity=evidence.overall_feature_similarity,
                       target_softmax=evidence.target_softmax,
-                      stream_share={cls: stream_share_baseline(per, b if cls == a else a)
-                                    for cls, per in evidence.stream_margins.items()
-                                    if len(per) > 1},
-                      static_share={cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
-                                    for cls, m in evidence.motion_margins.items()},
+                      stream_share=stream_share, static_share=static_share,
                       global_factors=evidence.global_factors,
                       decisiveness={cls: decisiveness(m["full"], b if cls == a else a)
                                     for cls, m in evidence.motion_margins.items()})

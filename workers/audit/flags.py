@@ -19,12 +19,18 @@ calibration split, so it is off by default.
 APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class, need no position, and are relative to the
 model: each stream alone (the others neutral) is run on the class's visualisations, which gives the class's margin
 over its partner *and over every other class of the model* from the same evaluations. The flag fires when one
-stream holds >= 75% (3:1) of the class's positive margin over its partner and that share exceeds the median of
-the same share over the model's other classes by >= 0.25 (``analysis.stream_share_baseline``). A net that tells
-every class by its motion gives no MOTION_ONLY flag: that is how it works, not a quirk of one pair. A model with
-fewer than 3 other classes has no baseline; the absolute rule then fires at low severity. A model with one moving
-input (a single-stream 3D CNN) gets the same two flags from its still frames and its motion: the share of a class's
-margin over its partner that survives with motion removed, against the same share over its other classes.
+stream holds >= 75% (3:1) of the class's positive margin over its partner and that share exceeds by >= 0.25 what
+the model usually gives that stream (``usual_share``): the median, over the audit's *other* classes, of each one's
+median share against the model's other classes (``analysis.AuditLeanings``, ``audit_baseline``). A net that tells
+every class by its motion gives no MOTION_ONLY flag: that is how it works, not a quirk of one pair. The class's own
+median against the model's other classes was the baseline until 2026-12-03 and is still the fallback for an audit
+with fewer than 3 other classes; it hid the shortcuts it was meant to find, because a class the model learnt by a
+cue is told from *every* class by that cue (a planted camera shake: motion share 1.0 against the partner and 1.0
+against the model's other classes). On the cases' calibration split the audit's other classes as the baseline
+found 45 of 103 cues instead of 38 (shake 5 of 13 instead of 0) at the same thresholds, with the same 6 of 80
+clean pairs flagged. With no baseline at all the absolute rule fires at low severity. A model with one moving input
+(a single-stream 3D CNN) gets the same two flags from its still frames and its motion: the share of a class's
+margin over its partner that survives with motion removed, against the same share over the audit's other classes.
 
 SHARED_EVIDENCE fires when the two classes' features (centred on the neutral input's) have cosine >= 0.99, or each
 class's visualisation excites the other at least as strongly as itself. The first cut (0.9, 0.5) fired on 23 of the
@@ -250,24 +256,38 @@ def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
     return flags
 
 
+def usual_share(audit: dict | None, own: dict | None, th: FlagThresholds, what: str) -> tuple[float, str] | None:
+    """The share a class's share against its partner is judged against, and how to say it: the median over the
+    audit's other classes (``analysis.audit_baseline``) when it has ``only_min_other_classes`` of them, else the
+    class's own median over the model's other classes (``stream_share_baseline``), else None. ``what`` names the
+    share ("of their margins from motion"). Pure."""
+    if audit and audit["classes"] >= th.only_min_other_classes:
+        return audit["median"], (f"the audit's other {audit['classes']} classes get {audit['median']:.0%} {what} over "
+                                 "the model's other classes (median)")
+    if own and own.get("others_median") is not None and own["others"] >= th.only_min_other_classes:
+        return own["others_median"], (f"against the model's other classes it gets {own['others_median']:.0%} {what} "
+                                      f"(median of {own['others']})")
+    return None
+
+
 def one_stream_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
     """APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION per stream that alone carries a class against its
-    partner *more than it carries that class against the model's other classes* (module docstring)."""
+    partner *more than the model leans on that stream elsewhere* (``usual_share``; module docstring)."""
     if len(s.streams) < 2:
         return []
     found: dict[str, list[tuple[str, float, str, bool]]] = {}   # stream -> (class, share, context, relative)
     for name, classes in one_stream_classes(s.stream_evidence, th.only_evidence_share).items():
         for cls, share in classes:
-            base = s.stream_share.get(cls, {}).get(name)
-            if base is None or base["others"] < th.only_min_other_classes:
+            usual = usual_share(s.audit_stream_share.get(name), s.stream_share.get(cls, {}).get(name), th,
+                                f"of their margins from their {name}")
+            if usual is None:
                 # nothing to compare with: the absolute rule alone, at low severity
-                found.setdefault(name, []).append((cls, share, "the model has too few other classes (or this "
-                                                              "evidence predates the comparison) to say whether it "
-                                                              f"leans on {name} for every class", False))
-            elif share - base["others_median"] >= th.only_share_excess:
-                found.setdefault(name, []).append((cls, share, f"against the model's other classes its {name} "
-                                                              f"gives it {base['others_median']:.0%} (median of "
-                                                              f"{base['others']})", True))
+                found.setdefault(name, []).append((cls, share, "the audit and the model have too few other classes "
+                                                              "(or this evidence predates the comparison) to say "
+                                                              f"whether the model leans on {name} for every class",
+                                                   False))
+            elif share - usual[0] >= th.only_share_excess:
+                found.setdefault(name, []).append((cls, share, usual[1], True))
     flags = []
     for name, hits in found.items():
         kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
@@ -290,26 +310,26 @@ def static_or_moving_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagTh
     """The one-stream flags of a model with one moving input (a single-stream 3D CNN), where the "streams" are
     the input's still part and its motion: APPEARANCE_ONLY_SEPARATION when >= ``only_evidence_share`` of a
     class's margin over its partner survives with motion removed, MOTION_ONLY_SEPARATION when <= 1 minus that
-    survives; either only when the share differs from the same share over the model's other classes (median) by
-    >= ``only_share_excess`` (module docstring)."""
+    survives; either only when the share differs from the usual one (``usual_share``) by >= ``only_share_excess``
+    (module docstring)."""
     if len(specs) != 1 or specs[0].num_frames < 2:
         return []
     name = specs[0].name
     found: dict[str, list[tuple[str, str]]] = {}     # code -> (class, what was measured)
     for cls, base in s.static_share.items():
-        if base["others"] < th.only_min_other_classes:
+        usual = usual_share(s.audit_static_share, base, th, "of their margins with motion removed")
+        if usual is None:
             continue
-        share, usual = base["partner"], base["others_median"]
-        if share >= th.only_evidence_share and share - usual >= th.only_share_excess:
+        share = base["partner"]
+        if share >= th.only_evidence_share and share - usual[0] >= th.only_share_excess:
             code, verdict = "APPEARANCE_ONLY_SEPARATION", "its still frames tell it apart"
-        elif share <= 1 - th.only_evidence_share and usual - share >= th.only_share_excess:
+        elif share <= 1 - th.only_evidence_share and usual[0] - share >= th.only_share_excess:
             code, verdict = "MOTION_ONLY_SEPARATION", "only its motion tells it apart"
         else:
             continue
         other = s.b if cls == s.a else s.a
-        found.setdefault(code, []).append((cls,
-            f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while over the model's other "
-            f"classes it keeps {usual:.0%} (median of {base['others']}): {verdict}"))
+        found.setdefault(code, []).append((cls, f"{cls} keeps {share:.0%} of its margin over {other} with motion "
+                                                f"removed, while {usual[1]}: {verdict}"))
     flags = []
     for code, hits in found.items():
         classes, parts = [cls for cls, _ in hits], [text for _, text in hits]

@@ -20,7 +20,7 @@ from workers.audit.confusion import ConfusionMatrix
 from workers.audit.ranking import RankedPair, select_audit_pairs
 from workers.audit.options import AuditOptions
 from workers.engine import render
-from workers.audit.analysis import PairScores, combine_pair_scores
+from workers.audit.analysis import AuditLeanings, PairScores, combine_pair_scores, share_baselines, with_audit_baseline
 from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_evidence
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
@@ -121,20 +121,35 @@ def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[
 
 
 def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, visualizations: Sequence[Visualization],
-               options: AuditOptions) -> PairResult:
-    """Scores (DESIGN 4.4) and flags of one pair from its model evidence and its visualisations: pure maths."""
+               options: AuditOptions, leanings: AuditLeanings | None = None) -> PairResult:
+    """Scores (DESIGN 4.4) and flags of one pair from its model evidence and its visualisations: pure maths.
+    ``leanings`` (``audit_leanings`` of every pair of the audit) gives the one-stream flags the audit's other
+    classes to compare with."""
     vis_a, levels_a = sample_set(visualizations, pair.a)
     vis_b, levels_b = sample_set(visualizations, pair.b)
     s = combine_pair_scores(evidence, manifest.inputs, vis_a, vis_b, levels_a=levels_a, levels_b=levels_b)
+    s = with_audit_baseline(s, leanings)
     return PairResult(pair=pair, scores=s, flags=derive_flags(s, manifest.inputs, options.thresholds))
 
 
-def analyse_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization],
-                 options: AuditOptions, *, device: torch.device | str | None = None,
-                 config: EvidenceConfig | None = None) -> PairResult:
-    """``measure_pair`` then ``judge_pair``, in one process."""
-    evidence = measure_pair(model, pair, visualizations, device=device, config=config)
-    return judge_pair(model.manifest, pair, evidence, visualizations, options)
+def audit_leanings(evidence: Sequence[PairEvidence]) -> AuditLeanings:
+    """What every class of an audit leans on, from the model evidence of all its pairs. Pure."""
+    return AuditLeanings.gather([share_baselines(e) for e in evidence])
+
+
+def analyse_pairs(model: LoadedModel, pairs: Sequence[RankedPair], visualizations: Sequence[Visualization],
+                  options: AuditOptions, *, device: torch.device | str | None = None,
+                  config: EvidenceConfig | None = None,
+                  progress: Callable[[float], None] | None = None) -> list[PairResult]:
+    """``measure_pair`` for every pair, then ``judge_pair`` for each against the whole audit's leanings, in one
+    process. ``progress`` gets the fraction of pairs measured."""
+    evidence = []
+    for i, pair in enumerate(pairs):
+        evidence.append(measure_pair(model, pair, visualizations, device=device, config=config))
+        if progress:
+            progress((i + 1) / len(pairs))
+    leanings = audit_leanings(evidence)
+    return [judge_pair(model.manifest, pair, e, visualizations, options, leanings) for pair, e in zip(pairs, evidence)]
 
 
 def render_class_artifacts(manifest: Manifest, visualizations: Sequence[Visualization], out_dir: Path,
@@ -223,12 +238,9 @@ def run_local_audit(model: LoadedModel, confusion: ConfusionMatrix, options: Aud
                                    progress=(lambda d, n: progress("visualise", d / n)) if progress else None)
     timings["visualise_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    results = []
     with count_evaluations() as analyse_cost:
-        for i, pair in enumerate(plan.pairs):
-            results.append(analyse_pair(model, pair, visualizations, options, device=device))
-            if progress:
-                progress("analyse", (i + 1) / len(plan.pairs))
+        results = analyse_pairs(model, plan.pairs, visualizations, options, device=device,
+                                progress=(lambda done: progress("analyse", done)) if progress else None)
     timings["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     clips = render_class_artifacts(model.manifest, visualizations, out_dir)

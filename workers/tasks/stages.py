@@ -247,21 +247,25 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
 def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
     """Scores and flags of one pair from its stored evidence and visualisations (``pipeline.judge_pair``: pure
     maths, no model), its difference maps rendered, stored keyed by the pair (flags keep their ids, and so their
-    reviews, on a re-run)."""
+    reviews, on a re-run). Every pair's evidence is stored before this stage starts (the evaluate stage's chord),
+    and all of it is read: the one-stream flags compare the pair with the audit's other classes."""
 
     def body(session: Session, _item: WorkItem) -> None:
         import json
 
         from workers.audit.evidence import PairEvidence
-        from workers.audit.pipeline import judge_pair, pair_entry, render_pair_artifacts
+        from workers.audit.pipeline import audit_leanings, judge_pair, pair_entry, render_pair_artifacts
 
         audit = session.get(Audit, audit_id)
         manifest, _, options = audit_inputs(audit)
+        store = runtime.current().artifacts
+        evidence = {pair.rank: PairEvidence.from_json(json.loads(store.open(evidence_key(audit_id, pair)).read()))
+                    for pair in audit.pairs}
         row = pair_by_rank(session, audit_id, rank)
-        evidence = PairEvidence.from_json(json.loads(runtime.current().artifacts.open(evidence_key(audit_id, row)).read()))
         vis = load_visualizations(session, audit_id, {row.class_a, row.class_b})
         end_snapshot(session)
-        result = judge_pair(manifest, ranked_pair(row), evidence, vis, options)
+        result = judge_pair(manifest, ranked_pair(row), evidence[rank], vis, options,
+                            audit_leanings(list(evidence.values())))
         with tempfile.TemporaryDirectory() as tmp:
             difference = render_pair_artifacts(manifest, result, vis, Path(tmp))
             upload_tree(audit_id, Path(tmp))
