@@ -44,3 +44,13 @@ def test_the_recorded_rows_cover_seven_families_and_every_architecture():
     assert {r["cue"]["family"] for r in RECORDED["planted"]} == {"background", "blink", "border", "colour_cast",
                                                                  "flicker", "logo", "shake"}
     assert {r["architecture"] for r in RECORDED["clean"]} == set(cases.ARCHITECTURES)
+
+
+def test_stored_rows_get_the_audit_baseline_of_their_own_case_only():
+    from tests.benchmarks.planted_cases import stored_scores
+    rows = [r for r in RECORDED["planted"] if r["case_id"] == "calibration-000"]
+    assert len(rows) == 3
+    together = stored_scores(rows)
+    assert all(s.audit_stream_share["motion"]["classes"] == 4 for s in together)
+    apart = stored_scores([{**rows[0], "case_id": "calibration-099"}, *rows[1:]])
+    assert apart[0].audit_stream_share == {} and apart[1].audit_stream_share["motion"]["classes"] == 2
