@@ -260,7 +260,8 @@ def test_a_class_learnt_by_its_cue_is_judged_against_the_audits_other_classes_no
     others = [({"C": _baseline(0.6), "D": _baseline(0.5)}, {}), ({"E": _baseline(0.7), "F": _baseline(0.4)}, {})]
     leanings = AuditLeanings.gather([(cue_class, {}), *others])
     [flag] = derive_flags(with_audit_baseline(alone, leanings), SPECS)
-    assert (flag.code, flag.stream, flag.class_name, flag.severity) == ("MOTION_ONLY_SEPARATION", "motion", "A", "medium")
+    assert (flag.code, flag.stream, flag.class_name, flag.severity) == \
+        ("MOTION_ONLY_SEPARATION", "motion", "A", "medium")
     assert "the audit's other 4 classes get 45% of their margins from their motion" in flag.message
     # an audit whose other classes lean on motion as much: how the model works, no finding
     motion_model = [({"C": _baseline(0.0), "D": _baseline(0.05)}, {}), ({"E": _baseline(0.1), "F": _baseline(0.0)}, {})]
@@ -288,7 +289,8 @@ def test_a_single_stream_class_is_judged_against_the_audits_other_classes():
 def test_the_audit_baseline_comes_back_from_the_scores_json():
     from workers.audit.analysis import AuditLeanings, with_audit_baseline
     share = {"A": _baseline(0.0), "B": _baseline(0.6)}
-    leanings = AuditLeanings.gather([(share, {}), ({"C": _baseline(0.6), "D": _baseline(0.5), "E": _baseline(0.7)}, {})])
+    others = {"C": _baseline(0.6), "D": _baseline(0.5), "E": _baseline(0.7)}
+    leanings = AuditLeanings.gather([(share, {}), (others, {})])
     s = with_audit_baseline(_scores(evidence={"A": {"appearance": -1.0, "motion": 30.0},
                                               "B": {"appearance": 5.0, "motion": 5.0}}, stream_share=share), leanings)
     back = PairScores.from_json(s.to_json(), "A", "B")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 
 from planted_cases import load_rows, rescored_outcomes  # the sibling script (this directory is first on sys.path)
@@ -30,14 +29,18 @@ def main() -> None:
     try:
         rows, _ = load_rows(args.rows, "calibration")
     except ValueError as exc:
-        sys.exit(f"calibrate_flags: rows: {exc}; only calibration-split rows may be used to choose thresholds")
+        parser.error(f"rows: {exc} (only calibration-split rows may be used to choose thresholds)")
     names, values = [], []
     for item in args.grid:
         name, _, text = item.partition("=")
         if name not in FlagThresholds.model_fields:
-            sys.exit(f"calibrate_flags: --grid: no threshold named {name!r}")
+            parser.error(f"--grid: no threshold named {name!r}")
+        kind = type(FlagThresholds.model_fields[name].default)
+        try:
+            values.append([kind(v) for v in text.split(",")])
+        except ValueError:
+            parser.error(f"--grid: {name} takes {kind.__name__} values, got {text!r}")
         names.append(name)
-        values.append([type(FlagThresholds.model_fields[name].default)(v) for v in text.split(",")])
     print(f"{len(rows)} rows of {len({r['case_id'] for r in rows})} calibration cases")
     print(" ".join(f"{n:>24s}" for n in names) + "   found  expected  localised  clean-any  clean-high")
     for combo in itertools.product(*values):

@@ -152,8 +152,11 @@ def case_inputs(rows: list[dict]) -> dict[str, list]:
 def load_rows(paths: list[Path], split: str) -> tuple[list[dict], int]:
     """The rows of one or more files an earlier ``--json`` run wrote (e.g. cases 0-19 and 20-39), and the steps
     they were audited with. ValueError when a row is of another split, a pair comes twice, or the files were
-    audited with different steps."""
-    stored = [json.loads(path.read_text()) for path in paths]
+    audited with different steps, or one cannot be read as JSON."""
+    try:
+        stored = [json.loads(path.read_text()) for path in paths]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the rows: {exc}") from exc
     rows = [row for data in stored for row in (data["rows"] if isinstance(data, dict) else data)]
     if {r["split"] for r in rows} != {split}:
         raise ValueError(f"the rows are not all of the {split} split")

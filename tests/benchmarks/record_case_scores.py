@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from planted_cases import case_inputs, load_rows, rescored_outcomes, stored_scores  # the sibling script (this directory is first on sys.path)
@@ -31,7 +30,7 @@ def main() -> None:
     try:
         rows, _ = load_rows([args.rows], "calibration")
     except ValueError as exc:
-        sys.exit(f"record_case_scores: rows: {exc}; only calibration-split rows may be recorded")
+        parser.error(f"rows: {exc} (only calibration-split rows may be recorded)")
     specs = case_inputs(rows)
     planted: dict[str, dict] = {}
     clean: dict[str, dict] = {}

@@ -282,10 +282,9 @@ def one_stream_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds
                                 f"of their margins from their {name}")
             if usual is None:
                 # nothing to compare with: the absolute rule alone, at low severity
-                found.setdefault(name, []).append((cls, share, "the audit and the model have too few other classes "
-                                                              "(or this evidence predates the comparison) to say "
-                                                              f"whether the model leans on {name} for every class",
-                                                   False))
+                context = ("the audit and the model have too few other classes (or this evidence predates the "
+                           f"comparison) to say whether the model leans on {name} for every class")
+                found.setdefault(name, []).append((cls, share, context, False))
             elif share - usual[0] >= th.only_share_excess:
                 found.setdefault(name, []).append((cls, share, usual[1], True))
     flags = []
@@ -328,8 +327,9 @@ def static_or_moving_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagTh
         else:
             continue
         other = s.b if cls == s.a else s.a
-        found.setdefault(code, []).append((cls, f"{cls} keeps {share:.0%} of its margin over {other} with motion "
-                                                f"removed, while {usual[1]}: {verdict}"))
+        measured = (f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while {usual[1]}: "
+                    f"{verdict}")
+        found.setdefault(code, []).append((cls, measured))
     flags = []
     for code, hits in found.items():
         classes, parts = [cls for cls, _ in hits], [text for _, text in hits]
