@@ -4,7 +4,7 @@ for each cue family the first planted pair whose cue the current rules find by a
 where localisation applies), and for each architecture the first clean control pair that gets no flag at all.
 Calibration rows only: the held-out split is never used to build a test that the rules are then tuned to pass.
 
-    python tests/benchmarks/record_case_scores.py ROWS.json [--out tests/data/planted_case_scores.json]
+    python tests/benchmarks/record_case_scores.py ROWS.json [ROWS.json ...] [--out tests/data/planted_case_scores.json]
 
 Prints which families and architectures got a row; a family no rule finds gets none.
 """
@@ -24,11 +24,11 @@ OUT = Path(__file__).resolve().parents[1] / "data" / "planted_case_scores.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("rows", type=Path)
+    parser.add_argument("rows", type=Path, nargs="+", help="one or more files of calibration rows")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     try:
-        rows, _ = load_rows([args.rows], "calibration")
+        rows, _ = load_rows(args.rows, "calibration")
     except ValueError as exc:
         parser.error(f"rows: {exc} (only calibration-split rows may be recorded)")
     specs = case_inputs(rows)
