@@ -4,9 +4,10 @@ one clean control pair per architecture, which must get no high-severity flag. T
 ``tests/data/planted_case_scores.json`` were measured by ``tests/benchmarks/planted_cases.py --split calibration``
 (128 steps, cases 0-39) and chosen by ``tests/benchmarks/record_case_scores.py`` (the first found cue of each family,
 the first clean pair of each architecture without a flag); a rule change that loses one of these cues, or raises a
-high flag on a clean pair, fails here before it reaches the benchmark. The one-stream flags compare a class with the audit's other
-classes (``analysis.AuditLeanings``): each row's scores carry the audit baseline its case's rows give it. Every family
-has a row: each is found on at least one calibration pair (speed on 1 of 13, docs/planted_cases.md)."""
+high flag on a clean pair, fails here before it reaches the benchmark. The one-stream flags compare a class with
+the audit's other classes (``analysis.AuditLeanings``): each row's scores carry the audit baseline its case's rows
+give it. Every family has a row: each is found on at least one calibration pair (speed on 1 of 13,
+docs/planted_cases.md)."""
 import json
 from pathlib import Path
 
