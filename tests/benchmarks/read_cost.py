@@ -1,7 +1,7 @@
 """What one report read costs in-process: the Flask test client against a stored finished audit (the sample report
 of ``tests/fixtures_report.py``: three pairs, two streams, flags, a review) on PostgreSQL (or SQLite), timing
-``GET /api/v1/audits/<id>/pairs`` and ``GET /health`` over ``--requests`` calls each and counting the SQL statements
-one read runs. No gunicorn, no network: the figure is the server's own cost per read.
+``GET /api/v1/audits/<id>/pairs``, the status poll ``GET /api/v1/audits/<id>`` and ``GET /health`` over ``--requests``
+calls each and counting the SQL statements one read runs. No gunicorn, no network: the figure is the server's own cost per read.
 
     python tests/benchmarks/read_cost.py [--requests 200] [--profile 25]
 
@@ -71,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
         body = client.get(pairs_url, headers=headers)
     with counted_queries(engine) as again:  # a finished audit's body is kept: the version and the token only
         client.get(pairs_url, headers=headers)
+    status_url = f"/api/v1/audits/{audit_id}"
+    with counted_queries(engine) as status_statements:
+        client.get(status_url, headers=headers)
     health_ms = per_request(client, "/api/v1/health", headers, args.requests)
     pairs_ms = per_request(client, pairs_url, headers, args.requests)
+    status_ms = per_request(client, status_url, headers, args.requests)
     print(f"database: {engine.dialect.name}; report {len(body.data)} bytes, {len(body.json['pairs'])} pairs")
     print(f"GET /pairs : {pairs_ms[0]:7.2f} ms/request ({pairs_ms[1]:.2f} ms CPU) over {args.requests}, "
           f"{len(statements)} SQL statements the first time, {len(again)} after")
+    print(f"GET /audits/<id> (status): {status_ms[0]:7.2f} ms/request ({status_ms[1]:.2f} ms CPU) over "
+          f"{args.requests}, {len(status_statements)} SQL statements")
     print(f"GET /health: {health_ms[0]:7.2f} ms/request ({health_ms[1]:.2f} ms CPU) over {args.requests}")
     if args.profile:
         profiler = cProfile.Profile()

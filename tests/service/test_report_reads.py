@@ -181,3 +181,21 @@ def test_a_finished_audit_whose_task_still_runs_is_read_afresh(client, make_toke
     db_session.execute(update(Flag).where(Flag.id == flag_id).values(message="rescored late"))
     db_session.commit()
     assert client.get(url, headers=auth(token)).json["pairs"][1]["flags"][0]["message"] == "rescored late"
+
+
+def test_a_status_poll_and_the_audit_list_are_one_statement_that_leaves_the_confusion_matrix_and_plan_unread(
+        app, client, make_token, db_session, sample_report) -> None:
+    token = make_token()
+    audit_id = store_report(db_session, bigger(sample_report, 4)).id
+    engine = app.extensions["quirkscope_db"].engine
+    for url in (f"/api/v1/audits/{audit_id}", "/api/v1/audits"):
+        with counted_queries(engine) as statements:
+            resp = client.get(url, headers=auth(token))
+        assert resp.status_code == 200
+        reads = [s for s in statements if "audits" in s and s.lstrip().upper().startswith("SELECT")
+                 and "api_tokens" not in s]
+        assert len(reads) == 1, statements
+        assert "audits.confusion" not in reads[0] and "audits.plan" not in reads[0]
+    status = client.get(f"/api/v1/audits/{audit_id}", headers=auth(token)).json
+    listed = client.get("/api/v1/audits", headers=auth(token)).json["audits"]
+    assert status["n_pairs"] == 12 and [a for a in listed if a["id"] == audit_id] == [status]
