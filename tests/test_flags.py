@@ -230,6 +230,13 @@ def test_share_baselines_without_other_classes_are_strict_json():
     assert lone["appearance"]["others"] == 0 and still["others"] == 0
 
 
+def _pair(stream_share: dict, static_share: dict | None = None, global_factors: dict | None = None):
+    """A pair's ``analysis.PairShares``, its two classes taken from the shares' keys."""
+    from workers.audit.analysis import PairShares
+    a, b = sorted(stream_share or static_share)
+    return PairShares(a, b, stream_share, static_share or {}, global_factors or {})
+
+
 def test_audit_baseline_is_the_median_over_the_audits_classes_outside_the_pair():
     from workers.audit.analysis import audit_baseline
     values = {"A": 1.0, "B": 1.0, "C": 0.2, "D": 0.4, "E": 0.9}
@@ -239,12 +246,13 @@ def test_audit_baseline_is_the_median_over_the_audits_classes_outside_the_pair()
 
 def test_audit_leanings_gather_each_classs_own_median_once_and_leave_the_pair_out():
     from workers.audit.analysis import AuditLeanings
-    pair_ab = ({"A": _baseline(0.1), "B": _baseline(0.2)}, {})
-    pair_cd = ({"C": _baseline(0.7), "D": _baseline(0.9)}, {"C": {"partner": 0.5, "others_median": 0.3, "others": 4}})
-    pair_ce = ({"C": _baseline(0.0), "E": _baseline(0.8)}, {})     # C again: its first value stays
+    pair_ab = _pair({"A": _baseline(0.1), "B": _baseline(0.2)})
+    pair_cd = _pair({"C": _baseline(0.7), "D": _baseline(0.9)},
+                    {"C": {"partner": 0.5, "others_median": 0.3, "others": 4}})
+    pair_ce = _pair({"C": _baseline(0.0), "E": _baseline(0.8)})     # C again: its first value stays
     leanings = AuditLeanings.gather([pair_ab, pair_cd, pair_ce])
     assert leanings.stream["appearance"] == {"A": 0.1, "B": 0.2, "C": 0.7, "D": 0.9, "E": 0.8}
-    per_stream, static = leanings.baseline_for(("A", "B"))
+    per_stream, static, _ = leanings.baseline_for(("A", "B"))
     assert per_stream["appearance"] == {"median": 0.8, "classes": 3}
     assert np.isclose(per_stream["motion"]["median"], 0.2) and static == {"median": 0.3, "classes": 1}
 
@@ -257,17 +265,17 @@ def test_a_class_learnt_by_its_cue_is_judged_against_the_audits_other_classes_no
     cue_class = {"A": _baseline(0.0), "B": _baseline(0.6)}
     alone = _scores(evidence=evidence, stream_share=cue_class)
     assert derive_flags(alone, SPECS) == []
-    others = [({"C": _baseline(0.6), "D": _baseline(0.5)}, {}), ({"E": _baseline(0.7), "F": _baseline(0.4)}, {})]
-    leanings = AuditLeanings.gather([(cue_class, {}), *others])
+    others = [_pair({"C": _baseline(0.6), "D": _baseline(0.5)}), _pair({"E": _baseline(0.7), "F": _baseline(0.4)})]
+    leanings = AuditLeanings.gather([_pair(cue_class), *others])
     [flag] = derive_flags(with_audit_baseline(alone, leanings), SPECS)
     assert (flag.code, flag.stream, flag.class_name, flag.severity) == \
         ("MOTION_ONLY_SEPARATION", "motion", "A", "medium")
     assert "the audit's other 4 classes get 45% of their margins from their motion" in flag.message
     # an audit whose other classes lean on motion as much: how the model works, no finding
-    motion_model = [({"C": _baseline(0.0), "D": _baseline(0.05)}, {}), ({"E": _baseline(0.1), "F": _baseline(0.0)}, {})]
-    assert derive_flags(with_audit_baseline(alone, AuditLeanings.gather([(cue_class, {}), *motion_model])), SPECS) == []
+    motion_model = [_pair({"C": _baseline(0.0), "D": _baseline(0.05)}), _pair({"E": _baseline(0.1), "F": _baseline(0.0)})]
+    assert derive_flags(with_audit_baseline(alone, AuditLeanings.gather([_pair(cue_class), *motion_model])), SPECS) == []
     # fewer other audited classes than ``only_min_other_classes``: the class's own baseline decides, as before
-    few = AuditLeanings.gather([(cue_class, {}), ({"C": _baseline(0.6)}, {})])
+    few = AuditLeanings.gather([_pair(cue_class), _pair({"C": _baseline(0.6), "D": _baseline(0.6)})])
     assert derive_flags(with_audit_baseline(alone, few), SPECS) == []
 
 
@@ -280,17 +288,17 @@ def test_a_single_stream_class_is_judged_against_the_audits_other_classes():
     own = {"A": base(0.02, 0.05), "B": base(0.5, 0.6)}     # A needs motion for everything: its cue is motion
     s = _single(own)
     assert derive_flags(s, CLIP) == []
-    others = [({}, {"C": base(0.5, 0.7), "D": base(0.5, 0.5)}), ({}, {"E": base(0.5, 0.6)})]
-    [flag] = derive_flags(with_audit_baseline(s, AuditLeanings.gather([({}, own), *others])), CLIP)
+    others = [_pair({}, {"C": base(0.5, 0.7), "D": base(0.5, 0.5)}), _pair({}, {"E": base(0.5, 0.6), "F": base(0.5, 0.6)})]
+    [flag] = derive_flags(with_audit_baseline(s, AuditLeanings.gather([_pair({}, own), *others])), CLIP)
     assert (flag.code, flag.class_name) == ("MOTION_ONLY_SEPARATION", "A")
-    assert "the audit's other 3 classes get 60% of their margins with motion removed" in flag.message
+    assert "the audit's other 4 classes get 60% of their margins with motion removed" in flag.message
 
 
 def test_the_audit_baseline_comes_back_from_the_scores_json():
     from workers.audit.analysis import AuditLeanings, with_audit_baseline
     share = {"A": _baseline(0.0), "B": _baseline(0.6)}
-    others = {"C": _baseline(0.6), "D": _baseline(0.5), "E": _baseline(0.7)}
-    leanings = AuditLeanings.gather([(share, {}), (others, {})])
+    others = [_pair({"C": _baseline(0.6), "D": _baseline(0.5)}), _pair({"E": _baseline(0.7), "F": _baseline(0.7)})]
+    leanings = AuditLeanings.gather([_pair(share), *others])
     s = with_audit_baseline(_scores(evidence={"A": {"appearance": -1.0, "motion": 30.0},
                                               "B": {"appearance": 5.0, "motion": 5.0}}, stream_share=share), leanings)
     back = PairScores.from_json(s.to_json(), "A", "B")

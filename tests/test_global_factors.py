@@ -12,7 +12,8 @@ from tests.test_flags import SPECS, _scores
 from workers.audit import global_factors as gf
 from workers.audit.analysis import decisiveness
 from workers.audit.evidence import PairEvaluator, margin_change, measure_global_factors
-from workers.audit.flags import FlagThresholds, decisive, derive_flags, global_factor_effect
+from workers.audit.flags import FlagThresholds, decisive, derive_flags
+from workers.audit.global_factors import swap_effect
 
 RNG = np.random.default_rng(0)
 
@@ -71,7 +72,7 @@ def test_swap_test_finds_the_colour_a_model_reads_and_not_the_border():
     tests = measure_global_factors(evaluator, {"clip": red}, {"clip": green}, la, lb, 0, 1, "R", "G")["clip"]
     colour, border = tests["colour"]["classes"]["R"], tests["border"]["classes"]["R"]
     assert colour["share"] > 0.9 and abs(border["share"]) < 0.05
-    assert global_factor_effect(colour) > 0.9
+    assert swap_effect(colour) > 0.9
 
 
 def test_margin_change_shares_and_scale_by_hand():
@@ -81,7 +82,7 @@ def test_margin_change_shares_and_scale_by_hand():
     assert got["margin"] == 8.0 and got["delta"] == 6.0 and got["share"] == pytest.approx(0.75)
     assert got["scale"] == 12.0                                          # the median of the margins 10 and 14
     assert margin_change(full[:, :2], cut[:, :2], 0, 1)["scale"] is None
-    assert global_factor_effect(got) == 0.5 and global_factor_effect({**got, "scale": None}) is None
+    assert swap_effect(got) == 0.5 and swap_effect({**got, "scale": None}) is None
 
 
 def _with_factor(s, share=0.9, delta=9.0, scale=10.0, holder="A"):
@@ -122,3 +123,28 @@ def test_decisiveness_by_hand_and_the_gate():
     assert [f.code for f in derive_flags(s, SPECS, ungated)] == ["GLOBAL_APPEARANCE_CUE"]
     assert decisive(dataclasses.replace(s, decisiveness={}), "A", strict)              # older evidence passes
     assert decisive(dataclasses.replace(s, decisiveness={"A": None, "B": 0.0}), "A", strict)
+
+
+def test_a_global_factor_must_cost_more_than_it_costs_the_audits_other_pairs():
+    from workers.audit.analysis import AuditLeanings, PairShares, factor_baseline, with_audit_baseline
+    from workers.audit.global_factors import pair_effect
+    th = FlagThresholds(global_min_effect=0.5, global_min_share=0.5)
+    cue = _with_factor(_scores())                                    # A loses 0.9 of its usual margin to B's colour
+    assert pair_effect(cue.global_factors["appearance"]["colour"]) == pytest.approx(0.9)
+
+    def audit(*effects):
+        others = [PairShares(f"C{i}", f"D{i}", {}, {}, _with_factor(_scores(), delta=10 * e).global_factors)
+                  for i, e in enumerate(effects)]
+        return with_audit_baseline(cue, AuditLeanings.gather([PairShares("A", "B", {}, {}, cue.global_factors),
+                                                              *others]))
+
+    # a model whose other pairs barely answer the colour swap: A's colour stands out
+    [flag] = derive_flags(audit(0.1, 0.2, 0.3), SPECS, th)
+    assert flag.code == "GLOBAL_APPEARANCE_CUE" and "the audit's other 3 pairs: 20% (median)" in flag.message
+    # a model that answers every pair's colour swap as strongly: how it reads colour, not a cue of this pair
+    assert derive_flags(audit(1.0, 1.2, 0.8), SPECS, th) == []
+    # too few other pairs to say: the absolute rule alone
+    assert len(derive_flags(audit(1.0, 1.2), SPECS, th)) == 1
+    assert factor_baseline({("A", "B"): 0.9}, ("B", "A")) is None
+    assert factor_baseline({("A", "B"): 0.9, ("C", "D"): 0.2, ("C", "E"): 0.4}, ("B", "A")) == \
+        {"median": pytest.approx(0.3), "pairs": 2}

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workers.audit.analysis import AuditLeanings, PairScores, with_audit_baseline
+from workers.audit.analysis import AuditLeanings, PairScores, PairShares, with_audit_baseline
 from workers.audit.confusion import parse_confusion
 from workers.audit.flag_rates import proportion_interval
 from workers.audit.flags import FlagThresholds, derive_flags
@@ -175,7 +175,8 @@ def stored_scores(rows: list[dict]) -> list[PairScores]:
     by_case: dict[str, list[PairScores]] = {}
     for r, s in zip(rows, scores):
         by_case.setdefault(r["case_id"], []).append(s)
-    leanings = {case: AuditLeanings.gather([(s.stream_share, s.static_share) for s in case_scores])
+    leanings = {case: AuditLeanings.gather([PairShares(s.a, s.b, s.stream_share, s.static_share, s.global_factors)
+                                            for s in case_scores])
                 for case, case_scores in by_case.items()}
     return [with_audit_baseline(s, leanings[r["case_id"]]) for r, s in zip(rows, scores)]
 

@@ -8,11 +8,11 @@ Sample sets per stream are ``{stream: (S, C, T, H, W)}`` in model space, canonic
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from workers.audit import scores
+from workers.audit import global_factors, scores
 from workers.engine.manifest import InputSpec
 
 SampleSet = dict[str, np.ndarray]
@@ -140,6 +140,8 @@ class PairScores:
     # the same for the share kept without motion; empty when judged without the rest of the audit
     audit_stream_share: dict[str, dict[str, float]] = field(default_factory=dict)
     audit_static_share: dict[str, float] = field(default_factory=dict)
+    # stream -> global factor -> the median of its swap effect over the audit's other pairs (``factor_baseline``)
+    audit_factor_effect: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -158,6 +160,7 @@ class PairScores:
             "decisiveness": self.decisiveness,
             "audit_stream_share": self.audit_stream_share,
             "audit_static_share": self.audit_static_share,
+            "audit_factor_effect": self.audit_factor_effect,
         })
 
     @classmethod
@@ -187,7 +190,8 @@ class PairScores:
                    static_share=data.get("static_share", {}), global_factors=data.get("global_factors", {}),
                    decisiveness=data.get("decisiveness", {}),
                    audit_stream_share=data.get("audit_stream_share", {}),
-                   audit_static_share=data.get("audit_static_share", {}))
+                   audit_static_share=data.get("audit_static_share", {}),
+                   audit_factor_effect=data.get("audit_factor_effect", {}))
 
 
 def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
@@ -282,45 +286,84 @@ def cue_class(vis_a: SampleSet, vis_b: SampleSet, spec: InputSpec, loc: Localisa
     return names[0] if a >= b else names[1]
 
 
-def share_baselines(evidence: Any) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
-    """A pair's ``stream_share`` and ``static_share`` (class -> ...) from its model evidence alone (no
-    visualisations), so that every pair of an audit can give its classes' leanings to the others. Pure."""
+class PairShares(NamedTuple):
+    """What one pair gives the audit's baselines: its ``stream_share``, ``static_share`` and ``global_factors``."""
+
+    a: str
+    b: str
+    stream_share: dict[str, dict[str, dict]]
+    static_share: dict[str, dict]
+    global_factors: dict[str, dict[str, dict]]
+
+
+def share_baselines(evidence: Any) -> PairShares:
+    """A pair's shares and global-factor tests from its model evidence alone (no visualisations), so that every
+    pair of an audit can give the others its baselines. Pure."""
     a, b = evidence.a, evidence.b
-    return ({cls: stream_share_baseline(per, b if cls == a else a)
-             for cls, per in evidence.stream_margins.items() if len(per) > 1},
-            {cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
-             for cls, m in evidence.motion_margins.items()})
+    return PairShares(a, b,
+                      {cls: stream_share_baseline(per, b if cls == a else a)
+                       for cls, per in evidence.stream_margins.items() if len(per) > 1},
+                      {cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
+                       for cls, m in evidence.motion_margins.items()},
+                      evidence.global_factors)
 
 
 @dataclass(frozen=True)
 class AuditLeanings:
     """What each audited class leans on against the model's other classes (the median shares of
-    ``stream_share_baseline`` and ``static_share_baseline``), gathered over every pair of one audit."""
+    ``stream_share_baseline`` and ``static_share_baseline``), and how much each audited pair loses to each global
+    factor's swap (``global_factors.pair_effect``), gathered over every pair of one audit."""
 
     stream: dict[str, dict[str, float]]     # stream -> class -> median share of that stream
     static: dict[str, float]                # class -> median share kept without motion
+    factors: dict[str, dict[str, dict[tuple[str, str], float]]] = field(default_factory=dict)  # stream -> factor ->
+    #                                                                                          pair -> effect
 
     @classmethod
-    def gather(cls, shares: Sequence[tuple[dict[str, dict[str, dict]], dict[str, dict]]]) -> "AuditLeanings":
-        """From each pair's (``stream_share``, ``static_share``); a class in several pairs keeps its first value
-        (they differ only in which partner is left out of "the other classes"). Pure."""
+    def gather(cls, pairs: Sequence[PairShares]) -> "AuditLeanings":
+        """From each pair's ``PairShares``; a class in several pairs keeps its first value (they differ only in which
+        partner is left out of "the other classes"). Pure."""
         stream: dict[str, dict[str, float]] = {}
         static: dict[str, float] = {}
-        for stream_share, static_share in shares:
-            for name_cls, per in stream_share.items():
+        factors: dict[str, dict[str, dict[tuple[str, str], float]]] = {}
+        for pair in pairs:
+            for name_cls, per in pair.stream_share.items():
                 for name, base in per.items():
                     if base.get("others_median") is not None:
                         stream.setdefault(name, {}).setdefault(name_cls, base["others_median"])
-            for name_cls, base in static_share.items():
+            for name_cls, base in pair.static_share.items():
                 if base.get("others_median") is not None:
                     static.setdefault(name_cls, base["others_median"])
-        return cls(stream=stream, static=static)
+            for name, tests in pair.global_factors.items():
+                for factor, test in tests.items():
+                    if (effect := global_factors.pair_effect(test)) is not None:
+                        factors.setdefault(name, {}).setdefault(factor, {})[pair_key(pair.a, pair.b)] = effect
+        return cls(stream=stream, static=static, factors=factors)
 
-    def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-        """(stream -> baseline, static baseline) for one pair, from the classes outside it (``audit_baseline``)."""
+    def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float],
+                                                           dict[str, dict[str, dict[str, float]]]]:
+        """(stream -> baseline, static baseline, stream -> factor -> baseline) for one pair, from the classes and
+        pairs outside it (``audit_baseline``, ``factor_baseline``)."""
         per_stream = {name: got for name, values in self.stream.items()
                       if (got := audit_baseline(values, pair)) is not None}
-        return per_stream, audit_baseline(self.static, pair) or {}
+        per_factor = {name: {factor: got for factor, effects in tests.items()
+                             if (got := factor_baseline(effects, pair)) is not None}
+                      for name, tests in self.factors.items()}
+        return per_stream, audit_baseline(self.static, pair) or {}, {n: t for n, t in per_factor.items() if t}
+
+
+def pair_key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+def factor_baseline(effects: dict[tuple[str, str], float], pair: tuple[str, str]) -> dict[str, float] | None:
+    """The median effect of one global factor's swap over the audit's pairs other than ``pair`` (``effects``: pair
+    -> ``global_factors.pair_effect``): {"median", "pairs"}, or None without another pair. A model that reads
+    colour answers every pair's colour swap; a colour cast stands out against the audit's other pairs. Pure."""
+    others = [e for key, e in effects.items() if key != pair_key(*pair)]
+    if not others:
+        return None
+    return {"median": float(np.median(others)), "pairs": len(others)}
 
 
 def audit_baseline(values: dict[str, float], pair: tuple[str, str]) -> dict[str, float] | None:
@@ -341,8 +384,8 @@ def with_audit_baseline(s: PairScores, leanings: AuditLeanings | None) -> PairSc
     """``s`` with the audit's baseline of its pair filled in (unchanged without ``leanings``). Pure."""
     if leanings is None:
         return s
-    per_stream, static = leanings.baseline_for((s.a, s.b))
-    return replace(s, audit_stream_share=per_stream, audit_static_share=static)
+    per_stream, static, per_factor = leanings.baseline_for((s.a, s.b))
+    return replace(s, audit_stream_share=per_stream, audit_static_share=static, audit_factor_effect=per_factor)
 
 
 def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: SampleSet, vis_b: SampleSet,
@@ -367,7 +410,7 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
             difference_map=tmap,
             cue_class=cue_class(vis_a, vis_b, spec, loc, (a, b)),
         )
-    stream_share, static_share = share_baselines(evidence)
+    shares = share_baselines(evidence)
     speed: dict[str, dict[str, float]] = {}
     for cls, vis, levels in ((a, vis_a, levels_a), (b, vis_b, levels_b)):
         lv = np.asarray(levels)
@@ -378,7 +421,7 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       motion_reliance=evidence.motion_reliance, speed_invariance=speed,
                       overall_feature_similarity=evidence.overall_feature_similarity,
                       target_softmax=evidence.target_softmax,
-                      stream_share=stream_share, static_share=static_share,
+                      stream_share=shares.stream_share, static_share=shares.static_share,
                       global_factors=evidence.global_factors,
                       decisiveness={cls: decisiveness(m["full"], b if cls == a else a)
                                     for cls, m in evidence.motion_margins.items()})

@@ -81,3 +81,19 @@ def holder(own: np.ndarray, partner: np.ndarray, factor: str, names: tuple[str, 
     """Of two classes' sample sets (``names`` = (own's class, partner's class)), the one holding more of
     ``factor`` (``factor_amount``)."""
     return names[0] if factor_amount(own, factor) >= factor_amount(partner, factor) else names[1]
+
+
+def swap_effect(change: dict) -> float | None:
+    """A global factor's swap effect on one class (``evidence.margin_change``): the margin over the partner it
+    costs, in units of how far the class usually stands from the model's other classes (``scale``). A share of
+    the margin over the partner alone would not do: honestly confused classes have small margins, and any change
+    is a large share of them. None without a scale. Pure."""
+    scale = change.get("scale")
+    return change["delta"] / scale if scale is not None and scale > 1e-6 else None
+
+
+def pair_effect(test: dict) -> float | None:
+    """The larger ``swap_effect`` of a pair's two classes in one factor's swap test (``{"holder", "classes"}``);
+    None when neither has one. Pure."""
+    effects = [e for change in test["classes"].values() if (e := swap_effect(change)) is not None]
+    return max(effects) if effects else None
