@@ -272,8 +272,9 @@ def test_a_class_learnt_by_its_cue_is_judged_against_the_audits_other_classes_no
         ("MOTION_ONLY_SEPARATION", "motion", "A", "medium")
     assert "the audit's other 4 classes get 45% of their margins from their motion" in flag.message
     # an audit whose other classes lean on motion as much: how the model works, no finding
-    motion_model = [_pair({"C": _baseline(0.0), "D": _baseline(0.05)}), _pair({"E": _baseline(0.1), "F": _baseline(0.0)})]
-    assert derive_flags(with_audit_baseline(alone, AuditLeanings.gather([_pair(cue_class), *motion_model])), SPECS) == []
+    motion_model = AuditLeanings.gather([_pair(cue_class), _pair({"C": _baseline(0.0), "D": _baseline(0.05)}),
+                                         _pair({"E": _baseline(0.1), "F": _baseline(0.0)})])
+    assert derive_flags(with_audit_baseline(alone, motion_model), SPECS) == []
     # fewer other audited classes than ``only_min_other_classes``: the class's own baseline decides, as before
     few = AuditLeanings.gather([_pair(cue_class), _pair({"C": _baseline(0.6), "D": _baseline(0.6)})])
     assert derive_flags(with_audit_baseline(alone, few), SPECS) == []
@@ -288,7 +289,8 @@ def test_a_single_stream_class_is_judged_against_the_audits_other_classes():
     own = {"A": base(0.02, 0.05), "B": base(0.5, 0.6)}     # A needs motion for everything: its cue is motion
     s = _single(own)
     assert derive_flags(s, CLIP) == []
-    others = [_pair({}, {"C": base(0.5, 0.7), "D": base(0.5, 0.5)}), _pair({}, {"E": base(0.5, 0.6), "F": base(0.5, 0.6)})]
+    others = [_pair({}, {"C": base(0.5, 0.7), "D": base(0.5, 0.5)}),
+              _pair({}, {"E": base(0.5, 0.6), "F": base(0.5, 0.6)})]
     [flag] = derive_flags(with_audit_baseline(s, AuditLeanings.gather([_pair({}, own), *others])), CLIP)
     assert (flag.code, flag.class_name) == ("MOTION_ONLY_SEPARATION", "A")
     assert "the audit's other 4 classes get 60% of their margins with motion removed" in flag.message
