@@ -24,10 +24,9 @@ from pathlib import Path
 from workers.audit.confusion import parse_confusion
 from workers.audit.options import AuditOptions
 from workers.audit.evidence import EvidenceConfig
-from workers.audit.pipeline import audit_leanings, judge_pair, measure_pair, plan_audit, visualise
+from workers.audit.pipeline import analyse_pairs, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
 from workers.engine.config import VisualizationConfig
-from workers.engine.cost import count_evaluations
 from workers.engine.reference import data
 from workers.engine.reference.train import train_reference
 
@@ -54,20 +53,16 @@ def audit_seed(seed: int, head: str, steps: int, modes: list[str], settings: lis
 
 
 def score_seed(seed: int, model: LoadedModel, plan, vis, options: AuditOptions, mode: str) -> list[dict]:
-    rows, evidence, costs = [], [], []
-    for pair in plan.pairs:
-        with count_evaluations() as spent:
-            evidence.append(measure_pair(model, pair, vis, device="cpu", config=EvidenceConfig(localisation=mode)))
-        costs.append(spent.forward_equivalents)
-    leanings = audit_leanings(evidence)
-    for pair, measured, cost in zip(plan.pairs, evidence, costs):
-        result = judge_pair(model.manifest, pair, measured, vis, options, leanings)
+    rows = []
+    for result in analyse_pairs(model, plan.pairs, vis, options, device="cpu",
+                                config=EvidenceConfig(localisation=mode)):
+        pair = result.pair
         planted = next((p for p in data.PLANTED if {p.class_name, p.partner} == {pair.a, pair.b}), None)
         localized = [f for f in result.flags if f.code == "LOCALIZED_CUE"]
         specs = {spec.name: spec.modality for spec in model.manifest.inputs}
         # flags about the planted class (or about both classes of the pair) and the stream each one names
         about = [f for f in result.flags if f.stream and f.class_name in (None, planted.class_name)] if planted else []
-        rows.append({"mode": mode, "forward_equivalents": cost,
+        rows.append({"mode": mode, "forward_equivalents": result.cost["forward_equivalents"],
                      "seed": seed, "pair": f"{pair.a}/{pair.b}", "rank": pair.rank, "explicit": pair.explicit,
                      "planted": planted.kind if planted else "-",
                      "flags": ",".join(f"{f.code}[{f.stream}{'' if f.class_name is None else ':' + f.class_name[:5]}]"

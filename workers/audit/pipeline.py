@@ -65,6 +65,7 @@ class PairResult:
     pair: RankedPair
     scores: PairScores
     flags: list[Flag]
+    cost: dict[str, int] = field(default_factory=dict)     # the model evaluations its evidence took (``cost``)
 
 
 def plan_audit(manifest: Manifest, confusion: ConfusionMatrix, options: AuditOptions,
@@ -129,7 +130,8 @@ def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, vis
     vis_b, levels_b = sample_set(visualizations, pair.b)
     s = combine_pair_scores(evidence, manifest.inputs, vis_a, vis_b, levels_a=levels_a, levels_b=levels_b)
     s = with_audit_baseline(s, leanings)
-    return PairResult(pair=pair, scores=s, flags=derive_flags(s, manifest.inputs, options.thresholds))
+    return PairResult(pair=pair, scores=s, flags=derive_flags(s, manifest.inputs, options.thresholds),
+                      cost=evidence.cost)
 
 
 def audit_leanings(evidence: Sequence[PairEvidence]) -> AuditLeanings:
