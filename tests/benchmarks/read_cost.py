@@ -1,7 +1,8 @@
 """What one report read costs in-process: the Flask test client against a stored finished audit (the sample report
 of ``tests/fixtures_report.py``: three pairs, two streams, flags, a review) on PostgreSQL (or SQLite), timing
 ``GET /api/v1/audits/<id>/pairs``, the status poll ``GET /api/v1/audits/<id>`` and ``GET /health`` over ``--requests``
-calls each and counting the SQL statements one read runs. No gunicorn, no network: the figure is the server's own cost per read.
+calls each and counting the SQL statements one read runs. No gunicorn, no network: the figure is the server's own
+cost per read.
 
     python tests/benchmarks/read_cost.py [--requests 200] [--profile 25]
 
