@@ -57,7 +57,7 @@ def claim(session: Session, audit_id: int, kind: str, key: int, *, max_attempts:
           stale_after_s: float, worker: str | None = None) -> Claim:
     """Try to take the work item (audit, kind, key). ``run``: it is ours (attempt n); ``skip``: done,
     cancelled or held by a live worker; ``give_up``: attempted ``max_attempts`` times already, and now
-    failed with the reason (the caller fails the audit)."""
+    failed with the reason, and its audit failed in the same commit."""
     worker = worker or this_worker()
     item = session.scalar(select(WorkItem).where(WorkItem.audit_id == audit_id, WorkItem.kind == kind,
                                                  WorkItem.key == key))
@@ -81,8 +81,13 @@ def claim(session: Session, audit_id: int, kind: str, key: int, *, max_attempts:
         done = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == seen[0],
                                                       WorkItem.attempts == seen[1])
                                .values(status="failed", error=reason, finished_at=utcnow()))
-        session.commit()
-        return Claim("give_up" if done.rowcount else "skip", item.id, item.attempts, reason)
+        if not done.rowcount:
+            session.commit()
+            return Claim("skip", item.id, item.attempts, reason)
+        # the item and its audit fail in one commit: a process that dies in between would leave an audit running
+        # whose only unfinished item is failed, which nothing then looks at again
+        fail_audit(session, audit_id, reason, "too_many_attempts")
+        return Claim("give_up", item.id, item.attempts, reason)
     now = utcnow()
     won = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == seen[0],
                                                  WorkItem.attempts == seen[1])
@@ -113,10 +118,13 @@ def release(session: Session, item_id: int, error: str, *, worker: str | None = 
     session.commit()
 
 
-def fail_item(session: Session, item_id: int, error: str) -> None:
+def fail_item_and_audit(session: Session, item_id: int, audit_id: int, message: str, code: str) -> bool:
+    """Fail a work item and its audit in one commit (``fail_audit``): a process that died between two commits
+    would leave the audit running with its item failed, which the reaper (it looks at running items) never
+    revisits."""
     session.execute(update(WorkItem).where(WorkItem.id == item_id, WorkItem.status.in_(("queued", "running")))
-                    .values(status="failed", error=error[:4000], finished_at=utcnow()))
-    session.commit()
+                    .values(status="failed", error=message[:4000], finished_at=utcnow()))
+    return fail_audit(session, audit_id, message, code)
 
 
 def fail_audit(session: Session, audit_id: int, message: str, code: str = "audit_failed") -> bool:

@@ -67,10 +67,11 @@ def reap_once(session: Session, celery: Celery, *, max_attempts: int, stale_afte
             done = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == "running",
                                                           WorkItem.attempts == item.attempts)
                                    .values(status="failed", error=reason, finished_at=now))
-            session.commit()
-            if done.rowcount:
+            if done.rowcount:   # the item and its audit fail in one commit (``fail_audit`` commits both)
                 fail_audit(session, item.audit_id, reason, "too_many_attempts")
                 report.failed.append(item.id)
+            else:
+                session.commit()
             continue
         done = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == "running",
                                                       WorkItem.attempts == item.attempts,

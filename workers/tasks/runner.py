@@ -16,7 +16,7 @@ from db.models import WorkItem
 from workers import runtime
 from workers.engine.errors import QuirkScopeError
 from workers.tasks import metrics
-from workers.tasks.claims import claim, fail_audit, fail_item, finish, heartbeat, release, update_progress
+from workers.tasks.claims import claim, fail_item_and_audit, finish, heartbeat, release, update_progress
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def _run_claimed(task: Task, audit_id: int, kind: str, key: int, body: Body) -> 
         if got.outcome == "skip":
             log.info("audit %s: %s %s skipped: %s", audit_id, kind, key, got.reason)
             return "skipped"
-        if got.outcome == "give_up":
-            fail_audit(session, audit_id, got.reason, "too_many_attempts")
+        if got.outcome == "give_up":   # the item and the audit are failed already (``claim``)
             return "failed"
         assert got.item_id is not None
         item = session.get(WorkItem, got.item_id)
@@ -78,13 +77,11 @@ def _run_claimed(task: Task, audit_id: int, kind: str, key: int, body: Body) -> 
         except SoftTimeLimitExceeded:
             session.rollback()
             msg = f"{kind} {key} exceeded the soft time limit of {conf.soft_time_limit_s} s"
-            fail_item(session, got.item_id, msg)
-            fail_audit(session, audit_id, msg, "time_limit")
+            fail_item_and_audit(session, got.item_id, audit_id, msg, "time_limit")
             return "failed"
         except QuirkScopeError as exc:  # the input or the model is wrong: a retry cannot help
             session.rollback()
-            fail_item(session, got.item_id, exc.message)
-            fail_audit(session, audit_id, exc.message, exc.code)
+            fail_item_and_audit(session, got.item_id, audit_id, exc.message, exc.code)
             return "failed"
         except Exception as exc:  # noqa: BLE001 - every other failure is recorded on the rows
             session.rollback()
@@ -94,8 +91,8 @@ def _run_claimed(task: Task, audit_id: int, kind: str, key: int, body: Body) -> 
                 release(session, got.item_id, text)
                 raise task.retry(exc=exc, countdown=backoff_s(task.request.retries), max_retries=conf.max_attempts)
             log.exception("audit %s: %s", audit_id, text)
-            fail_item(session, got.item_id, text)
-            fail_audit(session, audit_id, text, "internal_error" if not is_transient(exc) else "transient_error")
+            fail_item_and_audit(session, got.item_id, audit_id, text,
+                                "internal_error" if not is_transient(exc) else "transient_error")
             return "failed"
         finish(session, got.item_id)
         update_progress(session, audit_id)
