@@ -316,8 +316,8 @@ class AuditLeanings:
 
     stream: dict[str, dict[str, float]]     # stream -> class -> median share of that stream
     static: dict[str, float]                # class -> median share kept without motion
-    factors: dict[str, dict[str, dict[tuple[str, str], float]]] = field(default_factory=dict)  # stream -> factor ->
-    #                                                                                          pair -> effect
+    # stream -> factor -> pair (``pair_key``) -> its effect (``global_factors.pair_effect``)
+    factors: dict[str, dict[str, dict[tuple[str, str], float]]] = field(default_factory=dict)
 
     @classmethod
     def gather(cls, pairs: Sequence[PairShares]) -> "AuditLeanings":

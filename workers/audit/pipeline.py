@@ -125,7 +125,7 @@ def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, vis
                options: AuditOptions, leanings: AuditLeanings | None = None) -> PairResult:
     """Scores (DESIGN 4.4) and flags of one pair from its model evidence and its visualisations: pure maths.
     ``leanings`` (``audit_leanings`` of every pair of the audit) gives the one-stream flags the audit's other
-    classes to compare with."""
+    classes, and ``GLOBAL_APPEARANCE_CUE`` the audit's other pairs, to compare with."""
     vis_a, levels_a = sample_set(visualizations, pair.a)
     vis_b, levels_b = sample_set(visualizations, pair.b)
     s = combine_pair_scores(evidence, manifest.inputs, vis_a, vis_b, levels_a=levels_a, levels_b=levels_b)

@@ -248,7 +248,8 @@ def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # 
     """Scores and flags of one pair from its stored evidence and visualisations (``pipeline.judge_pair``: pure
     maths, no model), its difference maps rendered, stored keyed by the pair (flags keep their ids, and so their
     reviews, on a re-run). Every pair's evidence is stored before this stage starts (the evaluate stage's chord),
-    and all of it is read: the one-stream flags compare the pair with the audit's other classes."""
+    and all of it is read: the one-stream flags compare the pair with the audit's other classes, and
+    ``GLOBAL_APPEARANCE_CUE`` with its other pairs (``pipeline.audit_leanings``)."""
 
     def body(session: Session, _item: WorkItem) -> None:
         import json
