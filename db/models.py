@@ -6,8 +6,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names, so that Alembic migrations name the same things on SQLite and PostgreSQL.
@@ -73,7 +85,8 @@ class ModelBundle(Base):
     project that uploads the same bytes again gets the same row back."""
 
     __tablename__ = "model_bundles"
-    __table_args__ = (UniqueConstraint("project_id", "sha256"), Index("ix_model_bundles_project_name", "project_id", "name"))
+    __table_args__ = (UniqueConstraint("project_id", "sha256"),
+                      Index("ix_model_bundles_project_name", "project_id", "name"))
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     sha256: Mapped[str] = mapped_column(String(64), index=True)

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 from flask import Request, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest
 from flask_openapi3 import Info, OpenAPI
+from werkzeug.exceptions import BadRequest
 
 from service.api.bundles import sweep_spool
 from service.api.report_reads import init_report_bodies

@@ -118,8 +118,8 @@ def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_di
                       json_path: Path | None, device: str | None) -> dict:
     """Validate everything, run the audit in-process, write the JSON and the HTML report."""
     from workers.audit.confusion import load_confusion_file
-    from workers.audit.report_html import write_report
     from workers.audit.pipeline import plan_audit, run_local_audit
+    from workers.audit.report_html import write_report
 
     model = _load_model(model_path)
     if not confusion_path.exists():

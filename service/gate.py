@@ -77,7 +77,8 @@ def add_gate_parser(sub: Any, positive: Callable[[str], int]) -> None:
                    help="new_findings: the lowest severity that counts")
     p.add_argument("--max-confusion", type=float, default=None,
                    help="confusion_rate: the highest rate allowed (turns the rule on)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the server's audit (exit 3 past it)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the server's audit (exit 3 past it)")
     p.add_argument("--fresh", action="store_true",
                    help="--server: audit again even when a finished audit of the same bundle, options and matrix "
                         "exists (by default it is reused, with its reviews)")
@@ -122,9 +123,9 @@ def _read_report_file(path: Path, what: str) -> dict[str, Any]:
 def run_embedded(args: argparse.Namespace, options: Any, baseline_spec: str | None, out_dir: Path) -> GateRun:
     """The audit in this process, compared with a baseline report file."""
     from workers.audit.compare import compare_reports, ensure_same_model
-    from workers.engine.bundle import load_bundle
     from workers.audit.confusion import load_confusion_file
     from workers.audit.pipeline import run_local_audit
+    from workers.engine.bundle import load_bundle
 
     baseline = None
     if baseline_spec is not None and baseline_spec.lower() not in NO_BASELINE:

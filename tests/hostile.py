@@ -138,13 +138,15 @@ def onnx_graph(*, keep_dims: bool = False, declared: dict[str, list[int]] | None
     """A two-input ONNX model: logits = mean over (T, H, W) of appearance (3 channels, projected to
     ``n_classes`` by a MatMul) + mean of motion. ``keep_dims`` makes the output 5-D; ``declared`` changes the
     graph's input shapes; ``custom_op=(domain, op)`` inserts an operator no converter knows. ``nan_off_zero``
-    adds sqrt(-mean(appearance)^2): zero on the zero inputs of the load check, NaN on any other input; ``batch_of_two_only`` reshapes the logits to a fixed batch of two, which passes the load check
+    adds sqrt(-mean(appearance)^2): zero on the zero inputs of the load check, NaN on any other input;
+    ``batch_of_two_only`` reshapes the logits to a fixed batch of two, which passes the load check
     (a batch of two) and raises on any other batch."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     shapes = declared or SHAPES
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *shapes[n]]) for n in ("appearance", "motion")]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *shapes[n]])
+              for n in ("appearance", "motion")]
     out_shape = ["batch", n_classes, 1, 1, 1] if keep_dims else ["batch", n_classes]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)
     weight = numpy_helper.from_array(np.ones((3, n_classes), dtype=np.float32), "w")

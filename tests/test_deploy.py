@@ -58,7 +58,8 @@ def compose() -> dict[str, Any]:
 
 def compose_schema() -> dict[str, Any]:
     pytest.importorskip("check_jsonschema")
-    return json.loads(resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+    return json.loads(resources.files("check_jsonschema.builtin_schemas.vendor")
+                      .joinpath("compose-spec.json").read_text())
 
 
 def test_compose_file_follows_the_compose_specification_schema(compose: dict[str, Any]) -> None:
@@ -136,7 +137,8 @@ def test_kubernetes_manifests_deploy_api_workers_reaper_and_a_migration_job(mani
             ("Deployment", "quirkscope-api"), ("Service", "quirkscope-api"), ("Deployment", "quirkscope-worker-gpu"),
             ("Deployment", "quirkscope-worker-cpu"), ("Deployment", "quirkscope-reaper")} <= kinds
     by_name = {d["metadata"]["name"]: d for d in manifests}
-    assert by_name["quirkscope-migrate"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["quirkscope", "migrate"]
+    assert (by_name["quirkscope-migrate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+            == ["quirkscope", "migrate"])
     gpu = by_name["quirkscope-worker-gpu"]["spec"]["template"]["spec"]["containers"][0]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1 and "--gpus" in gpu["command"]
     cpu = by_name["quirkscope-worker-cpu"]["spec"]["template"]["spec"]["containers"][0]
@@ -194,7 +196,8 @@ def test_worker_metrics_ports_listen_for_the_scraper_behind_the_metrics_token(co
         args = metrics_args(container["command"])
         assert {"secretRef": {"name": "quirkscope"}} in container["envFrom"]
         assert refusal(args.metrics_addr, secret["stringData"]["QUIRKSCOPE_METRICS_TOKEN"], public=False) is None
-        assert "httpGet" not in container["livenessProbe"] and container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+        assert ("httpGet" not in container["livenessProbe"]
+                and container["livenessProbe"]["tcpSocket"]["port"] == "metrics")
 
 
 # ---------------------------------------------------------------------------------------------- Dockerfiles

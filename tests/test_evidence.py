@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from workers.audit.analysis import far_from, scan_windows, window_sums
-from workers.audit.evidence import (EvidenceConfig, PairEvidence, calibrated_drops, choose_windows,
-                                    measure_pair_evidence)
+from workers.audit.evidence import EvidenceConfig, PairEvidence, calibrated_drops, choose_windows, measure_pair_evidence
 from workers.engine.manifest import InputSpec
 
 SPEC = InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 2, 16, 16])

@@ -87,7 +87,8 @@ def test_one_stream_flag_fires_only_when_the_pair_leans_on_the_stream_more_than_
     assert [(f.code, f.class_name, f.severity) for f in quirk] == [("APPEARANCE_ONLY_SEPARATION", "A", "medium")]
     assert "median of 6" in quirk[0].message
     # the same share is how this model tells A from every class: no finding
-    usual = _scores(evidence=evidence, stream_share={"A": _baseline(1.0 - th.only_share_excess / 2), "B": _baseline(0.4)})
+    usual = _scores(evidence=evidence,
+                    stream_share={"A": _baseline(1.0 - th.only_share_excess / 2), "B": _baseline(0.4)})
     assert derive_flags(usual, SPECS) == []
     # just past the excess fires, just short of it does not
     edge = 1.0 - th.only_share_excess
@@ -223,6 +224,7 @@ def test_scores_come_back_from_their_json_with_the_same_flags():
 
 def test_share_baselines_without_other_classes_are_strict_json():
     import json
+
     from workers.audit.analysis import static_share_baseline, stream_share_baseline
     lone = stream_share_baseline({"appearance": {"B": 1.0}, "motion": {"B": 2.0}}, partner="B")
     still = static_share_baseline({"B": 1.0}, {"B": 0.5}, partner="B")

@@ -22,11 +22,12 @@ def test_fingerprint_ignores_pair_order_score_and_position_but_not_code_stream_o
 
 
 def test_pipeline_report_flags_carry_their_fingerprint() -> None:
-    from workers.audit.pipeline import PairResult, pair_entry
     from workers.audit.flags import Flag
+    from workers.audit.pipeline import PairResult, pair_entry
     from workers.audit.ranking import RankedPair
 
-    ranked = RankedPair(a="A", b="B", rank=1, a_as_b=0.2, b_as_a=0.1, count_ab=2, count_ba=1, confusion=0.3, explicit=False)
+    ranked = RankedPair(a="A", b="B", rank=1, a_as_b=0.2, b_as_a=0.1, count_ab=2, count_ba=1, confusion=0.3,
+                        explicit=False)
     result = PairResult(pair=ranked, scores=type("S", (), {"to_json": lambda self: {}})(),
                         flags=[Flag("LOCALIZED_CUE", "motion", "high", "m", (0.5, 0.5), "B")])
     entry = pair_entry(result, {}, {})
@@ -110,7 +111,8 @@ def test_new_findings_rule_counts_new_findings_at_or_above_the_severity() -> Non
     rules = GateRules()
     outcome = evaluate_gate(compare_reports(v2, v1), v2, rules)
     assert not outcome.passed and _failed(outcome) == [("new_findings", "MOTION_ONLY_SEPARATION")]
-    assert "new finding: MOTION_ONLY_SEPARATION[motion] on Archery/Cycling (medium, about Cycling)" in outcome.failures[0].message
+    assert ("new finding: MOTION_ONLY_SEPARATION[motion] on Archery/Cycling (medium, about Cycling)"
+            in outcome.failures[0].message)
     high = GateRules.model_validate({"new_findings": {"min_severity": "high"}})
     assert evaluate_gate(compare_reports(v2, v1), v2, high).passed
     only_cues = GateRules.model_validate({"new_findings": {"codes": ["LOCALIZED_CUE", "SHARED_EVIDENCE"]}})

@@ -102,8 +102,9 @@ def test_config_from_quirkscope_toml_then_pyproject_then_defaults(tmp_path: Path
                                              '[tool.quirkscope.gate.rules]\nlocalized_cue = "fail"\n')
     config, source = load_gate_config(cwd=tmp_path)
     assert source.endswith("pyproject.toml") and config.rules.localized_cue.action == "fail"
-    (tmp_path / "quirkscope.toml").write_text('[gate]\ntimeout = 60\n[gate.audit]\nsteps = 32\n'
-                                              '[gate.rules]\nnew_findings = { action = "warn", min_severity = "high" }\n')
+    (tmp_path / "quirkscope.toml").write_text(
+        '[gate]\ntimeout = 60\n[gate.audit]\nsteps = 32\n'
+        '[gate.rules]\nnew_findings = { action = "warn", min_severity = "high" }\n')
     config, source = load_gate_config(cwd=tmp_path)
     assert source.endswith("quirkscope.toml") and config.timeout == 60 and config.audit == {"steps": 32}
     assert config.rules.new_findings.action == "warn" and config.rules.new_findings.min_severity == "high"

@@ -68,8 +68,8 @@ CASES = [
     CliCase("bundle-pickle-named-zip", with_confusion(hostile.PICKLE, GOOD), audit(), "is a Python pickle"),
     CliCase("bundle-pickle-posing-as-onnx", with_confusion(lambda: model_zip(hostile.PICKLE), GOOD), audit(),
             "model.onnx is a Python pickle, not an ONNX protobuf"),
-    CliCase("bundle-torchscript-posing-as-onnx", with_confusion(lambda: model_zip(hostile.torchscript_like_zip()), GOOD),
-            audit(), "TorchScript"),
+    CliCase("bundle-torchscript-posing-as-onnx",
+            with_confusion(lambda: model_zip(hostile.torchscript_like_zip()), GOOD), audit(), "TorchScript"),
     CliCase("bundle-dot-dot-member", with_confusion(lambda: hostile.bundle(extra=[("../evil.sh", b"x")]), GOOD),
             audit(), "'..'"),
     CliCase("bundle-symlink-member", with_confusion(lambda: hostile.bundle(

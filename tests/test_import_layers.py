@@ -1,8 +1,11 @@
 """The import graph of the package, read with ``ast`` from the source tree (every ``import``, at module level
 or inside a function): dependencies run one way (DESIGN 2), and there are no cycles.
 
-    service  ->  workers.tasks (+ workers.celery_app, workers.runtime, workers.settings)  ->  workers.audit  ->  workers.engine
-                 db  (beside: used by service and the tasks layer)
+    service
+      ->  workers.tasks (+ workers.celery_app, workers.runtime, workers.settings)
+      ->  workers.audit
+      ->  workers.engine
+    db  (beside: used by service and the tasks layer)
 
 The error hierarchy ``workers.engine.errors`` and the atomic file writes ``workers.engine.files`` (both torch-free,
 no project imports of their own) are the two modules every layer,

@@ -15,8 +15,8 @@ from workers.engine.manifest import InputSpec
 from workers.engine.render import (
     atomic_write,
     display_frames,
-    flow_max_magnitude,
     flow_magnitude_strips,
+    flow_max_magnitude,
     mp4_codec,
     render_difference_map,
     render_visualization,

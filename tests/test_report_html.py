@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workers.audit.report_html import render_confusion_heatmap, render_report_html, write_report
 from tests.fixtures_report import SAMPLE_CLASSES, build_sample_report
+from workers.audit.report_html import render_confusion_heatmap, render_report_html, write_report
 
 HOSTILE_CLASS = '<script>alert("x")</script>Jump'
 

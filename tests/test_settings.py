@@ -48,8 +48,9 @@ def test_every_placeholder_secret_of_the_k8s_template_is_refused_by_name(tmp_pat
     template = _template_secrets()
     placeholders = [name for name, value in template.items() if "CHANGE_ME" in value]
     assert len(placeholders) >= 5
-    real = {name: value.replace("CHANGE_ME_TO_A_LONG_RANDOM_STRING", "s3cr3t").replace(
-        "CHANGE_ME_TO_ANOTHER_LONG_RANDOM_STRING", "t0ken").replace("CHANGE_ME", "pw") for name, value in template.items()}
+    real = {name: value.replace("CHANGE_ME_TO_A_LONG_RANDOM_STRING", "s3cr3t")
+                       .replace("CHANGE_ME_TO_ANOTHER_LONG_RANDOM_STRING", "t0ken").replace("CHANGE_ME", "pw")
+            for name, value in template.items()}
     env = {"QUIRKSCOPE_HOME": str(tmp_path), **real}
     assert load_settings(env=env).metrics_token == "t0ken"      # every secret set: the service starts
     for name in placeholders:

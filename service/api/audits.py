@@ -9,28 +9,41 @@ import mimetypes
 from typing import Any, Sequence
 
 from flask import Response, request, send_file, url_for
-from werkzeug.wsgi import wrap_file
 from flask_openapi3 import Tag
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import contains_eager, load_only
 from sqlalchemy.orm.interfaces import LoaderOption
+from werkzeug.wsgi import wrap_file
 
 from db.models import FINISHED_STATUSES, Audit, ClassPair, ModelBundle, WorkItem, utcnow
 from db.report_snapshot import load_report_snapshot
 from service.api.blueprint import api_blueprint, requires
 from service.api.models import get_model
 from service.api.report_reads import REPORT_ROWS, artifact_link, report_response
-from workers.audit.compare import compare_reports
-from workers.audit.report_rows import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
-from service.api.schemas import (ArtifactPath, AuditCreate, AuditCreated, AuditListOut, AuditListQuery, AuditOut,
-                                 AuditPath, CompareOut, ComparePath, CompareQuery, ComparisonOut, ErrorOut, PairPath,
-                                 ReportOut)
+from service.api.schemas import (
+    ArtifactPath,
+    AuditCreate,
+    AuditCreated,
+    AuditListOut,
+    AuditListQuery,
+    AuditOut,
+    AuditPath,
+    CompareOut,
+    ComparePath,
+    CompareQuery,
+    ComparisonOut,
+    ErrorOut,
+    PairPath,
+    ReportOut,
+)
 from service.auth import current_principal
-from workers.audit.confusion import parse_confusion
 from service.errors_http import NotFound, ServiceUnavailable
 from service.extensions import artifact_store, db, settings
 from service.report_page import render_audit_page
+from workers.audit.compare import compare_reports
+from workers.audit.confusion import parse_confusion
 from workers.audit.ranking import select_audit_pairs
+from workers.audit.report_rows import artifact_prefix, audit_status, build_report, compare_audits, pair_dict
 from workers.engine.errors import InvalidInput
 
 log = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ from flask_openapi3 import Tag
 
 from db.models import Audit, Flag, Review
 from service.api.blueprint import api_blueprint, requires
-from workers.audit.report_rows import flag_dict, review_dict
 from service.api.schemas import ErrorOut, FlagOut, FlagPath, ReviewBody, ReviewOut
 from service.auth import Principal, current_principal
 from service.errors_http import NotFound
 from service.extensions import db
+from workers.audit.report_rows import flag_dict, review_dict
 
 tag = Tag(name="flags", description="flags raised on pairs, and their reviews")
 

@@ -46,7 +46,8 @@ def main() -> None:
     for combo in itertools.product(*values):
         th = FlagThresholds(**dict(zip(names, combo)))
         t = scoring.totals(rescored_outcomes(rows, th))
-        print(" ".join(f"{v:>24}" for v in combo) + f"   {t['found']:>2}/{t['cues']:<3} {t['as_expected']:>3}/{t['expected']:<4} "
+        print(" ".join(f"{v:>24}" for v in combo)
+              + f"   {t['found']:>2}/{t['cues']:<3} {t['as_expected']:>3}/{t['expected']:<4} "
               f"{t['localised']:>4}/{t['local']:<4} {t['clean_any']:>5}/{t['clean']:<4} {t['clean_high']:>5}  "
               f"{ {code[:10]: n for code, n in t['clean_per_code'].items() if n} }")
 

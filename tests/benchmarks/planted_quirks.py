@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from workers.audit.confusion import parse_confusion
-from workers.audit.options import AuditOptions
 from workers.audit.evidence import EvidenceConfig
+from workers.audit.options import AuditOptions
 from workers.audit.pipeline import analyse_pairs, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
 from workers.engine.config import VisualizationConfig

@@ -14,7 +14,12 @@ import argparse
 import json
 from pathlib import Path
 
-from planted_cases import case_inputs, load_rows, rescored_outcomes, stored_scores  # the sibling script (this directory is first on sys.path)
+from planted_cases import (  # the sibling script (this directory is first on sys.path)
+    case_inputs,
+    load_rows,
+    rescored_outcomes,
+    stored_scores,
+)
 
 from workers.audit.flags import FlagThresholds
 from workers.engine.reference import scoring

@@ -33,7 +33,8 @@ class Stack:
             parts = []
             for field, (filename, content) in files.items():
                 parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-                             f'filename="{filename}"\r\nContent-Type: application/zip\r\n\r\n'.encode() + content + b"\r\n")
+                             f'filename="{filename}"\r\nContent-Type: application/zip\r\n\r\n'.encode()
+                             + content + b"\r\n")
             data = b"".join(parts) + f"--{boundary}--\r\n".encode()
             headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
         elif body is not None:
@@ -43,7 +44,8 @@ class Stack:
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 raw = resp.read()
-                return resp.status, json.loads(raw) if raw and resp.headers.get_content_type() == "application/json" else raw
+                return resp.status, (json.loads(raw) if raw and resp.headers.get_content_type() == "application/json"
+                                     else raw)
         except urllib.error.HTTPError as err:
             raw = err.read()
             return err.code, json.loads(raw) if raw.startswith(b"{") else raw

@@ -12,8 +12,15 @@ import pytest
 
 import tests.service.fault_hooks  # noqa: F401  (the test process publishes too)
 from tests.service.conftest import PG_URL, REDIS_URL, fresh_postgres_schema
-from tests.service.faults import (TINY_CONFUSION, TINY_OPTIONS, audits_by_status, duplicate_rows,
-                                  submit_audit, upload_tiny_model, wait_finished)
+from tests.service.faults import (
+    TINY_CONFUSION,
+    TINY_OPTIONS,
+    audits_by_status,
+    duplicate_rows,
+    submit_audit,
+    upload_tiny_model,
+    wait_finished,
+)
 from tests.service.stack import running_stack
 
 pytestmark = pytest.mark.reliability

@@ -21,8 +21,7 @@ from sqlalchemy import MetaData, select
 from db.migrate import upgrade
 from db.models import ClassPair, Flag
 from tests import hostile
-from tests.service.conftest import (CLASSES, CONFUSION, PG_URL, auth, fresh_postgres_schema, make_settings,
-                                   wait_for)
+from tests.service.conftest import CLASSES, CONFUSION, PG_URL, auth, fresh_postgres_schema, make_settings, wait_for
 
 MAX_UPLOAD = 8 * 1024 * 1024  # the corpus app's upload limit (the streaming cases send more)
 MAX_JSON = 16 * 1024 * 1024
@@ -140,7 +139,8 @@ def cell(i: int, j: int, value: Any) -> list[list[Any]]:
 def raw_matrix_json(cell_text: str) -> Callable[[Seeded], str]:
     """A body whose matrix holds a literal Python's json accepts but JSON does not (NaN, Infinity)."""
     rows = json.dumps(GOOD).replace("30", cell_text, 1)
-    return lambda s: f'{{"model_id": {s.model_id}, "confusion": {{"classes": {json.dumps(CLASSES)}, "matrix": {rows}}}}}'
+    return lambda s: (f'{{"model_id": {s.model_id}, '
+                      f'"confusion": {{"classes": {json.dumps(CLASSES)}, "matrix": {rows}}}}}')
 
 
 def upload(data: bytes | Callable[[], bytes], filename: str = "bundle.zip") -> Build:
@@ -225,8 +225,8 @@ OPTION_CASES = [
             "integer", "options.seeds"),
     Hostile("options-unknown-option", "POST", "/api/v1/audits", audit_body(options={"rm_rf": True}), 422,
             "extra", "options.rm_rf"),
-    Hostile("options-pair-of-unknown-class", "POST", "/api/v1/audits", audit_body(options={"pairs": [["Archery", "Karate"]]}),
-            422, "Karate", "options.pairs"),
+    Hostile("options-pair-of-unknown-class", "POST", "/api/v1/audits",
+            audit_body(options={"pairs": [["Archery", "Karate"]]}), 422, "Karate", "options.pairs"),
     Hostile("options-min-rate-excludes-all", "POST", "/api/v1/audits", audit_body(options={"min_rate": 1.0}), 422,
             "nothing to audit", "options"),
 ]
@@ -234,8 +234,8 @@ OPTION_CASES = [
 BODY_CASES = [
     Hostile("json-truncated", "POST", "/api/v1/audits", raw_audit_body(lambda s: '{"model_id": 1, "confusion": {'),
             400, "json", None),
-    Hostile("json-not-utf8", "POST", "/api/v1/audits", lambda s: {"data": b'{"model_id": "\xff\xfe"}',
-                                                                  "content_type": "application/json"}, 400, "json", None),
+    Hostile("json-not-utf8", "POST", "/api/v1/audits",
+            lambda s: {"data": b'{"model_id": "\xff\xfe"}', "content_type": "application/json"}, 400, "json", None),
     Hostile("json-array-body", "POST", "/api/v1/audits", raw_audit_body(lambda s: "[1, 2, 3]"), 422, "dictionary",
             None),
     Hostile("json-empty-body", "POST", "/api/v1/audits", raw_audit_body(lambda s: ""), 400, "json", None),

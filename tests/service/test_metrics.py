@@ -145,8 +145,8 @@ def test_worker_metrics_record_durations_failures_retries_and_sample_iterations_
 
 
 def test_queue_depth_counts_the_messages_waiting_in_redis(tmp_path) -> None:
-    from tests.service.conftest import REDIS_URL
     from service.metrics import queue_depths
+    from tests.service.conftest import REDIS_URL
     from workers.celery_app import create_celery_app
     from workers.runtime import WorkerContext
     from workers.settings import load_settings

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from db.models import Audit, ClassPair, Flag, ModelBundle, Project
 from sqlalchemy import select
+
+from db.models import Audit, ClassPair, Flag, ModelBundle, Project
 
 
 def _finished_audit(db_session, project: str = "alpha") -> tuple[int, int]:
@@ -18,7 +19,8 @@ def _finished_audit(db_session, project: str = "alpha") -> tuple[int, int]:
     audit = Audit(project_id=proj.id, model_id=model.id, options={"top_k": 1},
                   confusion={"classes": ["a", "b"], "matrix": [[5, 5], [1, 9]]}, status="done", stage="finished",
                   progress=1.0)
-    audit.pairs = [ClassPair(rank=1, class_a="a", class_b="b", confusion={"a_as_b": .5, "b_as_a": .1, "counts": [5, 1]})]
+    audit.pairs = [ClassPair(rank=1, class_a="a", class_b="b",
+                             confusion={"a_as_b": .5, "b_as_a": .1, "counts": [5, 1]})]
     db_session.add(audit)
     db_session.flush()
     flag = Flag(pair_id=audit.pairs[0].id, audit_id=audit.id, code="LOCALIZED_CUE", stream="appearance",

@@ -150,7 +150,8 @@ def _check_matrix(value: Any, classes: list[str], source: str) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------- forms
-def _from_matrix_dict(payload: dict, source: str, max_classes: int) -> tuple[list[str], np.ndarray, Callable[[int], str]]:
+def _from_matrix_dict(payload: dict, source: str,
+                      max_classes: int) -> tuple[list[str], np.ndarray, Callable[[int], str]]:
     classes = _check_classes(payload["classes"], source, max_classes)
     counts = _check_matrix(payload["matrix"], classes, source)
     return classes, counts, lambda i: f"{source}.matrix[{i}]"
@@ -178,7 +179,8 @@ def _labels_to_indices(values: list, classes: list[str], source: str, key: str) 
     return out
 
 
-def _from_label_dict(payload: dict, source: str, max_classes: int) -> tuple[list[str], np.ndarray, Callable[[int], str]]:
+def _from_label_dict(payload: dict, source: str,
+                     max_classes: int) -> tuple[list[str], np.ndarray, Callable[[int], str]]:
     from sklearn.metrics import confusion_matrix  # heavy import, only for this form
 
     classes = _check_classes(payload["classes"], source, max_classes)

@@ -23,8 +23,15 @@ import torch
 from torch import nn
 
 from workers.audit import global_factors, scores
-from workers.audit.analysis import (Localisation, far_from, peak_consistency, peak_window, plain_json, scan_windows,
-                                    window_sums)
+from workers.audit.analysis import (
+    Localisation,
+    far_from,
+    peak_consistency,
+    peak_window,
+    plain_json,
+    scan_windows,
+    window_sums,
+)
 from workers.engine import cost as cost_mod
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
@@ -109,7 +116,8 @@ class PairEvaluator:
         try:
             with frozen(self.model), torch.no_grad():
                 for start in range(0, n, self.batch):
-                    logits = forward_model(self.model, self.specs, self._unit(inputs, start, start + self.batch, neutral),
+                    logits = forward_model(self.model, self.specs,
+                                           self._unit(inputs, start, start + self.batch, neutral),
                                            bf16=self.bf16, channels_last=self.channels_last).float()
                     logits_out.append(logits.cpu())
                     feats_out.append((captured["f"] if self.layer is not None else logits).float().flatten(1).cpu())
@@ -118,7 +126,8 @@ class PairEvaluator:
                 handle.remove()
         return Evaluation(torch.cat(logits_out).numpy(), torch.cat(feats_out).numpy())
 
-    def path_attribution(self, own: SampleSet, partner_mean: SampleSet, target: int, other: int) -> dict[str, np.ndarray]:
+    def path_attribution(self, own: SampleSet, partner_mean: SampleSet, target: int,
+                         other: int) -> dict[str, np.ndarray]:
         """Integrated gradients of the margin logit[target] - logit[other] along the straight path from
         ``partner_mean`` (every stream, (C, T, H, W)) to each sample of ``own`` (S, C, T, H, W), midpoint rule with
         ``path_steps`` points. Returns per stream (S, H, W): the attribution summed over channels and frames; over
@@ -128,7 +137,8 @@ class PairEvaluator:
         n = len(own[self.specs[0].name])
         # rows: sample-major, then path point
         path = {s.name: (partner_mean[s.name][None, None] + alphas[None, :, None, None, None, None]
-                         * (own[s.name] - partner_mean[s.name][None])[:, None]).reshape(n * steps, *own[s.name].shape[1:])
+                         * (own[s.name] - partner_mean[s.name][None])[:, None])
+                        .reshape(n * steps, *own[s.name].shape[1:])
                 for s in self.specs}
         grads: dict[str, list[np.ndarray]] = {s.name: [] for s in self.specs}
         with frozen(self.model):
@@ -169,7 +179,8 @@ class PairEvaluator:
 
 
 def _to_model_space_gradient(grad_unit: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Chain rule through the (affine, per-channel) unit -> model space map: d/dx_model = d/dx_unit / (dx_model/dx_unit)."""
+    """Chain rule through the (affine, per-channel) unit -> model space map:
+    d/dx_model = d/dx_unit / (dx_model/dx_unit)."""
     one = torch.ones((1, *grad_unit.shape[1:]), dtype=torch.float32, device=grad_unit.device)
     zero = torch.zeros_like(one)
     slope = streams_mod.unit_to_model_space(one, spec) - streams_mod.unit_to_model_space(zero, spec)

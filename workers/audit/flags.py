@@ -164,7 +164,8 @@ def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds |
     cues = [*localized_cue_flags(s, modality, th), *global_cue_flags(s, th), *one_stream_flags(s, modality, th),
             *static_or_moving_flags(s, specs, th)]
     return [*weak_visualisation_flags(s, th), *[f for f in cues if decisive(s, f.class_name, th)],
-            *shared_evidence_flags(s, th), *[f for f in context_cue_flags(s, specs, th) if decisive(s, f.class_name, th)]]
+            *shared_evidence_flags(s, th),
+            *[f for f in context_cue_flags(s, specs, th) if decisive(s, f.class_name, th)]]
 
 
 def decisive(s: PairScores, class_name: str | None, th: FlagThresholds) -> bool:

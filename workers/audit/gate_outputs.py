@@ -17,7 +17,8 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 FINGERPRINT_KEY = "quirkscopeFinding/v1"
 FLAG_DESCRIPTIONS = {
     "LOCALIZED_CUE": "The difference between two confused classes sits in a small region of one stream.",
-    "GLOBAL_APPEARANCE_CUE": "A property of the whole frame (overall colour, the border) tells two confused classes apart.",
+    "GLOBAL_APPEARANCE_CUE": "A property of the whole frame (overall colour, the border) tells two confused "
+                             "classes apart.",
     "APPEARANCE_ONLY_SEPARATION": "A class is told from its partner by its appearance stream alone.",
     "MOTION_ONLY_SEPARATION": "A class is told from its partner by its motion stream alone.",
     "SHARED_EVIDENCE": "The model's evidence for two confused classes largely coincides.",

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from workers.audit.flags import FlagThresholds
 from workers.engine.config import VisualizationConfig
 from workers.engine.errors import InvalidInput
-from workers.audit.flags import FlagThresholds
 
 
 class AuditOptions(BaseModel):

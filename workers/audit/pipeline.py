@@ -16,17 +16,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from workers.audit.confusion import ConfusionMatrix
-from workers.audit.ranking import RankedPair, select_audit_pairs
-from workers.audit.options import AuditOptions
-from workers.engine import render
 from workers.audit.analysis import AuditLeanings, PairScores, combine_pair_scores, share_baselines, with_audit_baseline
+from workers.audit.confusion import ConfusionMatrix
 from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_evidence
+from workers.audit.flag_rates import code_rate, load_flag_rates
+from workers.audit.flags import Flag, derive_flags, flag_fingerprint
+from workers.audit.options import AuditOptions
+from workers.audit.ranking import RankedPair, select_audit_pairs
+from workers.engine import render
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
 from workers.engine.errors import ModelOutputError
-from workers.audit.flag_rates import code_rate, load_flag_rates
-from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.engine.manifest import Manifest
 from workers.engine.visualize import UnitRequest, visualize
 

@@ -87,9 +87,9 @@ def render_report_html(
     ``review_url_for(flag)``: the URL a flag's review form posts to, or None for no form; without it
     (the static report) no forms are rendered. ``review_form_fields``: hidden fields every review form
     posts in its body (the service's CSRF token, which must not go into a URL). ``asset_url(rel)``: maps an
-    artifact path of the report, and ``confusion.png``, to the URL the page uses; relative paths by default. The stylesheet is inlined, so the
-    page needs no other file than its images and clips. Artifact paths that are absolute URLs (with a scheme
-    or a host) are not linked.
+    artifact path of the report, and ``confusion.png``, to the URL the page uses; relative paths by default.
+    The stylesheet is inlined, so the page needs no other file than its images and clips. Artifact paths that
+    are absolute URLs (with a scheme or a host) are not linked.
     """
     view = build_report_view(report, live=live, review_url_for=review_url_for,
                              review_form_fields=review_form_fields, asset_url=asset_url)
@@ -209,7 +209,8 @@ def build_report_view(
             "model_version": _text(model.get("version")),
             "model_sha256": _text(model.get("sha256")),
             "model_sha256_short": _text(model.get("sha256"))[:12],
-            "timings": [{"key": k, "label": "model evaluations" if k == "cost" else k.removesuffix("_s").replace("_", " "),
+            "timings": [{"key": k,
+                         "label": "model evaluations" if k == "cost" else k.removesuffix("_s").replace("_", " "),
                          "value": _fmt_timing(k, v)}
                         for k, v in _as_mapping(audit.get("timings")).items()],
             "options": [{"key": str(k), "value": _fmt_option(v)}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable
 
-from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.compare import compare_reports, with_decisions
+from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import flag_fingerprint
 
 Audit = ClassPair = Flag = Review = Any  # the db.models rows of the same names, read by attribute

@@ -30,10 +30,11 @@ Where the defaults come from:
   pixel space gives grey high-frequency texture, slopes -1.4 to -1.6 in issue 10; that was at the pixel path's lr
   and weights, see the next item). On the reference net of seed 9 it kept softmax 1.000, the kappa order of motion
   speed and the flicker's flow energy in its region (35 vs 2.6 for the partner; pixels 39 vs 2.6), but the
-  planted watermark's colour came out 3x weaker (magenta 0.68 vs 0.38 for the partner; pixels 1.88 vs 1.09; not yet tested: whether
-  the decorrelated colour basis, which shrinks steps along chroma, is what holds a saturated magenta back). On seed 0 that puts it below what
-  tests/test_engine_reference.py asks (0.11 in the region, 0.3 needed). The default is therefore ``"auto"``:
-  Fourier for frames of 64 px and more (real nets), pixels below (``parameterization.resolve_kind``).
+  planted watermark's colour came out 3x weaker (magenta 0.68 vs 0.38 for the partner; pixels 1.88 vs 1.09; not yet
+  tested: whether the decorrelated colour basis, which shrinks steps along chroma, is what holds a saturated magenta
+  back). On seed 0 that puts it below what tests/test_engine_reference.py asks (0.11 in the region, 0.3 needed). The
+  default is therefore ``"auto"``: Fourier for frames of 64 px and more (real nets), pixels below
+  (``parameterization.resolve_kind``).
 - Fourier-parameterised streams have their own learning rate and RGB weights: ``fourier_lr = 0.1`` and
   ``fourier_rgb`` with no L_alpha and no spatial TV. With the pixel path's ``lr = 0.05``, ``lp_weight = 1`` and
   ``tv_weight = 0.5``, EfficientNet-Lite0's pictures were pale and grey (pixel standard deviation 0.07 where Lucent's
@@ -56,7 +57,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
 
 LARGE_FRAME_MIN_SIDE = 64
 """Frames at least this many pixels on their shorter side are "large": by default they get the Fourier

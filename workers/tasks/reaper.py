@@ -1,7 +1,7 @@
 """The reaper: finds work whose worker died (a running item with a stale heartbeat or a dead process),
 and re-enqueues it, or fails it with the reason once it has used up its attempts; re-sends the work of
-any stage whose message never reached a worker; and moves on audits whose stage finished but whose join never fired. Needed in
-embedded mode (the filesystem broker does not redeliver) and a backstop under Redis."""
+any stage whose message never reached a worker; and moves on audits whose stage finished but whose join never
+fired. Needed in embedded mode (the filesystem broker does not redeliver) and a backstop under Redis."""
 from __future__ import annotations
 
 import datetime as dt

@@ -84,7 +84,8 @@ def load_visualizations(session: Session, audit_id: int, classes: set[str] | Non
     (one per stream) and their ``.npy`` tensors."""
     import numpy as np
 
-    from workers.audit.pipeline import ObjectiveKey, Visualization as Vis
+    from workers.audit.pipeline import ObjectiveKey
+    from workers.audit.pipeline import Visualization as Vis
 
     stmt = select(Visualization).where(Visualization.audit_id == audit_id)
     if classes is not None:
@@ -321,9 +322,9 @@ def render_report(self, audit_id: int, reaped: bool = False) -> str:  # type: ig
     def body(session: Session, _item: WorkItem) -> None:
         import json
 
-        from workers.audit.report_rows import build_report as rows_report
-        from workers.audit.report_html import write_report
         from workers.audit.pipeline import build_report, render_class_artifacts
+        from workers.audit.report_html import write_report
+        from workers.audit.report_rows import build_report as rows_report
 
         audit = session.get(Audit, audit_id)
         manifest, cm, options = audit_inputs(audit)
@@ -332,7 +333,8 @@ def render_report(self, audit_id: int, reaped: bool = False) -> str:  # type: ig
         with tempfile.TemporaryDirectory() as tmp:
             clips = render_class_artifacts(manifest, vis, Path(tmp))
             for pair in audit.pairs:
-                pair.artifacts = {**(pair.artifacts or {}), "clips": {c: clips.get(c, {}) for c in (pair.class_a, pair.class_b)}}
+                pair.artifacts = {**(pair.artifacts or {}),
+                                  "clips": {c: clips.get(c, {}) for c in (pair.class_a, pair.class_b)}}
             session.flush()
             timings = item_timings(session, audit_id)
             audit.timings = {**(audit.timings or {}), **timings}

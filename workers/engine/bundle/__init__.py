@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from workers.engine.bundle.export import export_from_spec, write_bundle
     from workers.engine.bundle.loader import LoadedModel, load_bundle
 
-__all__ = sorted(_LAZY)
+__all__ = ["DEFAULT_MAX_UNCOMPRESSED_BYTES", "LoadedModel", "MODEL_FILES", "export_from_spec", "load_bundle",
+           "write_bundle"]  # sorted(_LAZY), spelled out so that linters see the re-exports
 
 
 def __getattr__(name: str) -> Any:

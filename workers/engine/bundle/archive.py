@@ -21,7 +21,8 @@ from workers.engine.manifest import Manifest, parse_manifest
 DEFAULT_MAX_UNCOMPRESSED_BYTES = 2 * 1024**3
 MAX_MANIFEST_BYTES = 1024 * 1024
 MODEL_FILES = {"onnx": "model.onnx", "safetensors": "weights.safetensors", "torch.export": "model.pt2"}
-FORMAT_KINDS = {"onnx": "an ONNX protobuf", "safetensors": "a safetensors file", "torch.export": "a torch.export archive"}
+FORMAT_KINDS = {"onnx": "an ONNX protobuf", "safetensors": "a safetensors file",
+                "torch.export": "a torch.export archive"}
 EXPORT_HINT = "export the model to ONNX (`quirkscope export`) or to safetensors with a registered architecture"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".jit", ".torchscript")
 _IGNORED_PREFIXES = ("__MACOSX/",)

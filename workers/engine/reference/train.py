@@ -37,8 +37,8 @@ def reference_manifest(head: str = "flatten", seed: int = 0, version: str | None
         format="safetensors", architecture=ARCHITECTURE,
         architecture_kwargs={"frames": data.FRAMES, "size": data.SIZE, "head": head},
         inputs=[
-            {"name": "appearance", "modality": "rgb", "layout": "NCTHW", "shape": [3, data.FRAMES, data.SIZE, data.SIZE],
-             "mean": data.RGB_MEAN, "std": data.RGB_STD},
+            {"name": "appearance", "modality": "rgb", "layout": "NCTHW",
+             "shape": [3, data.FRAMES, data.SIZE, data.SIZE], "mean": data.RGB_MEAN, "std": data.RGB_STD},
             {"name": "motion", "modality": "flow", "layout": "NCTHW", "shape": [2, data.FRAMES, data.SIZE, data.SIZE],
              "scale": data.FLOW_SCALE},
         ],
