@@ -259,6 +259,24 @@ def test_audit_leanings_gather_each_classs_own_median_once_and_leave_the_pair_ou
     assert np.isclose(per_stream["motion"]["median"], 0.2) and static == {"median": 0.3, "classes": 1}
 
 
+def test_audit_leanings_read_back_from_their_json_give_every_pair_the_same_baselines():
+    # the service's score stage gathers them once per audit and stores them (workers.tasks.stages.stored_leanings)
+    import json
+
+    from workers.audit.analysis import AuditLeanings
+    change = {"margin": 2.0, "delta": 1.5, "share": 0.75, "scale": 3.0}
+    factors = {"appearance": {"colour": {"holder": "A", "classes": {"A": change, "B": {**change, "delta": 0.3}}}}}
+    pairs = [_pair({"A": _baseline(0.1), "B": _baseline(0.2)}, {"A": {"partner": 0.9, "others_median": 0.6,
+                                                                      "others": 4}}, factors),
+             _pair({"D": _baseline(0.7), "C": _baseline(0.9)}, None, factors),
+             _pair({"E": _baseline(0.4), "F": _baseline(0.5)}, None, factors)]
+    leanings = AuditLeanings.gather(pairs)
+    back = AuditLeanings.from_json(json.loads(json.dumps(leanings.to_json(), allow_nan=False)))
+    assert back == leanings and back.factors["appearance"]["colour"][("C", "D")] == 0.5
+    for pair in (("A", "B"), ("C", "D"), ("X", "Y")):
+        assert back.baseline_for(pair) == leanings.baseline_for(pair)
+
+
 def test_a_class_learnt_by_its_cue_is_judged_against_the_audits_other_classes_not_its_own_baseline():
     # A is told from B and from every other class by its motion alone: its own baseline leans on motion as much as
     # its margin over B does (the cue is how the model tells A from everything), which hides the shortcut

@@ -340,6 +340,20 @@ class AuditLeanings:
                         factors.setdefault(name, {}).setdefault(factor, {})[pair_key(pair.a, pair.b)] = effect
         return cls(stream=stream, static=static, factors=factors)
 
+    def to_json(self) -> dict:
+        """Plain JSON (a pair key as a two-item list)."""
+        return plain_json({"stream": self.stream, "static": self.static,
+                           "factors": {name: {factor: [[*key, effect] for key, effect in effects.items()]
+                                              for factor, effects in tests.items()}
+                                       for name, tests in self.factors.items()}})
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AuditLeanings":
+        return cls(stream=data["stream"], static=data["static"],
+                   factors={name: {factor: {pair_key(a, b): effect for a, b, effect in effects}
+                                   for factor, effects in tests.items()}
+                            for name, tests in data["factors"].items()})
+
     def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float],
                                                            dict[str, dict[str, dict[str, float]]]]:
         """(stream -> baseline, static baseline, stream -> factor -> baseline) for one pair, from the classes and

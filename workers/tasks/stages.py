@@ -6,12 +6,13 @@ are imported inside the task bodies only."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import shared_task
 from sqlalchemy import delete, select, update
@@ -23,6 +24,10 @@ from workers.tasks import metrics
 from workers.tasks.chunking import gpu_memory_probe, planned_chunk_size
 from workers.tasks.flow import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
 from workers.tasks.runner import run_item
+
+if TYPE_CHECKING:
+    from workers.audit.analysis import AuditLeanings
+    from workers.audit.evidence import PairEvidence
 
 log = logging.getLogger(__name__)
 CHORD_MEMBER = {**TASK_OPTIONS, "ignore_result": False}
@@ -222,8 +227,6 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
     right after the visualisations; stores the evidence (plain numbers) for ``score_pair``, keyed by the pair."""
 
     def body(session: Session, item: WorkItem) -> None:
-        import json
-
         from workers.audit.pipeline import measure_pair
         from workers.engine.optimise import resolve_device
 
@@ -248,26 +251,20 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
 def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
     """Scores and flags of one pair from its stored evidence and visualisations (``pipeline.judge_pair``: pure
     maths, no model), its difference maps rendered, stored keyed by the pair (flags keep their ids, and so their
-    reviews, on a re-run). Every pair's evidence is stored before this stage starts (the evaluate stage's chord),
-    and all of it is read: the one-stream flags compare the pair with the audit's other classes, and
-    ``GLOBAL_APPEARANCE_CUE`` with its other pairs (``pipeline.audit_leanings``)."""
+    reviews, on a re-run). The one-stream flags compare the pair with the audit's other classes, and
+    ``GLOBAL_APPEARANCE_CUE`` with its other pairs: the audit's leanings, gathered once from every pair's evidence,
+    all of it stored before this stage starts (the evaluate stage's chord; ``stored_leanings``)."""
 
     def body(session: Session, _item: WorkItem) -> None:
-        import json
-
-        from workers.audit.evidence import PairEvidence
-        from workers.audit.pipeline import audit_leanings, judge_pair, pair_entry, render_pair_artifacts
+        from workers.audit.pipeline import judge_pair, pair_entry, render_pair_artifacts
 
         audit = session.get(Audit, audit_id)
         manifest, _, options = audit_inputs(audit)
-        store = runtime.current().artifacts
-        evidence = {pair.rank: PairEvidence.from_json(json.loads(store.open(evidence_key(audit_id, pair)).read()))
-                    for pair in audit.pairs}
         row = pair_by_rank(session, audit_id, rank)
+        leanings = stored_leanings(audit)
         vis = load_visualizations(session, audit_id, {row.class_a, row.class_b})
         end_snapshot(session)
-        result = judge_pair(manifest, ranked_pair(row), evidence[rank], vis, options,
-                            audit_leanings(list(evidence.values())))
+        result = judge_pair(manifest, ranked_pair(row), read_evidence(audit_id, row), vis, options, leanings)
         with tempfile.TemporaryDirectory() as tmp:
             difference = render_pair_artifacts(manifest, result, vis, Path(tmp))
             upload_tree(audit_id, Path(tmp))
@@ -278,6 +275,33 @@ def score_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str:  # 
     outcome = run_item(self, audit_id, "score", rank, body)
     _after_reaped(audit_id, reaped)
     return outcome
+
+
+def leanings_key(audit_id: int) -> str:
+    return f"audits/{audit_id}/leanings.json"
+
+
+def read_evidence(audit_id: int, row: ClassPair) -> PairEvidence:
+    """A pair's stored evidence (``evaluate_pair``)."""
+    from workers.audit.evidence import PairEvidence
+
+    return PairEvidence.from_json(json.loads(runtime.current().artifacts.open(evidence_key(audit_id, row)).read()))
+
+
+def stored_leanings(audit: Audit) -> AuditLeanings:
+    """The audit's leanings (``pipeline.audit_leanings``) from every pair's evidence, gathered by the first score
+    task that needs them and stored for the others (``leanings_key``): each task reading every pair's evidence
+    read N^2 files an audit. All evidence is stored before the score stage starts and not changed after, so
+    tasks that race to store them store the same."""
+    from workers.audit.analysis import AuditLeanings
+    from workers.audit.pipeline import audit_leanings
+
+    store, key = runtime.current().artifacts, leanings_key(audit.id)
+    if store.exists(key):
+        return AuditLeanings.from_json(json.loads(store.open(key).read()))
+    leanings = audit_leanings([read_evidence(audit.id, pair) for pair in audit.pairs])
+    store.put_bytes(key, json.dumps(leanings.to_json()).encode())
+    return leanings
 
 
 def store_pair_result(session: Session, row: ClassPair, entry: dict[str, Any]) -> None:
@@ -320,8 +344,6 @@ def render_report(self, audit_id: int, reaped: bool = False) -> str:  # type: ig
     (``pipeline.build_report``) and its HTML page into ``audits/<id>/``."""
 
     def body(session: Session, _item: WorkItem) -> None:
-        import json
-
         from workers.audit.pipeline import build_report, render_class_artifacts
         from workers.audit.report_html import write_report
         from workers.audit.report_rows import build_report as rows_report
