@@ -63,3 +63,27 @@ def test_a_body_cut_short_or_a_garbled_head_is_no_answer() -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert parse_answer(chunked + b"4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n", 0.1).body == b"abcdef"
     assert parse_answer(chunked + b"4\r\nabcd\r\n", 0.1).status == 0
+
+
+def test_the_floor_benchmark_serves_both_do_nothing_apps_under_gunicorn(tmp_path) -> None:
+    # tests/benchmarks/http_floor.py: the same bursts against gunicorn serving apps that do no work; each app must
+    # answer every request with its fixed body, or the floor it prints would not be a floor of a read
+    pytest.importorskip("gunicorn")
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "floor.json"
+    script = str(repo / "tests/benchmarks/http_floor.py")
+    run = subprocess.run([sys.executable, script, "--reads", "20", "--bursts", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    apps = json.loads(out.read_text())["apps"]
+    assert set(apps) == {"plain WSGI", "Flask, one route"}
+    for bursts in apps.values():
+        assert [(b["requests"], b["errors"]) for b in bursts] == [(20, 0)]
+    bad = subprocess.run([sys.executable, script, "--reads", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("http_floor: error [--reads"), bad.stderr
