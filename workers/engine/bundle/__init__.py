@@ -17,13 +17,12 @@ _LAZY = {
     "load_bundle": "loader",
 }
 
-if TYPE_CHECKING:
-    from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, MODEL_FILES
-    from workers.engine.bundle.export import export_from_spec, write_bundle
-    from workers.engine.bundle.loader import LoadedModel, load_bundle
+if TYPE_CHECKING:  # for type checkers only; ``__getattr__`` loads them (``__all__`` is computed, so: noqa)
+    from workers.engine.bundle.archive import DEFAULT_MAX_UNCOMPRESSED_BYTES, MODEL_FILES  # noqa: F401
+    from workers.engine.bundle.export import export_from_spec, write_bundle  # noqa: F401
+    from workers.engine.bundle.loader import LoadedModel, load_bundle  # noqa: F401
 
-__all__ = ["DEFAULT_MAX_UNCOMPRESSED_BYTES", "LoadedModel", "MODEL_FILES", "export_from_spec", "load_bundle",
-           "write_bundle"]  # sorted(_LAZY), spelled out so that linters see the re-exports
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
