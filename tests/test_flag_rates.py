@@ -57,3 +57,33 @@ def test_the_interval_is_wilsons_and_widens_with_fewer_trials():
     wide, narrow = proportion_interval(1, 2), proportion_interval(50, 100)
     assert wide[1] - wide[0] > narrow[1] - narrow[0]
     assert proportion_interval(0, 0) is None and proportion_interval(0, 4)[0] == 0.0
+
+
+def test_the_shipped_file_holds_each_codes_intervals_and_the_web_side_reads_them_without_scipy():
+    # the benchmark writes the Wilson intervals beside the counts (planted_cases.write_rates), so the API process
+    # builds its flags' rates from numbers: scipy (about 1.3 s of CPU to import) stays out of the web process
+    import subprocess
+    import sys
+
+    from workers.audit.flag_rates import RATES_PATH
+    rates = load_flag_rates(RATES_PATH)
+    assert rates is not None and rates.codes
+    for code, rate in rates.codes.items():
+        got = code_rate(code, rates)
+        assert got["precision_interval"] == (list(proportion_interval(rate.correct, rate.fired))
+                                             if rate.fired else None), code
+        assert got["recall_interval"] == (list(proportion_interval(rate.found, rate.expected))
+                                          if rate.expected else None), code
+    probe = ("import sys\nfrom workers.audit.flag_rates import code_rate, load_flag_rates, warm_flag_rates\n"
+             "warm_flag_rates()\nrates = load_flag_rates()\n"
+             "assert all(code_rate(c, rates)['precision_interval'] is not None or not rates.codes[c].fired "
+             "for c in rates.codes)\nprint('scipy' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_a_file_without_intervals_gets_them_computed(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(RATES))       # written before the benchmark stored intervals
+    rate = code_rate("LOCALIZED_CUE", load_flag_rates(path))
+    assert rate["precision_interval"] == list(proportion_interval(9, 10))

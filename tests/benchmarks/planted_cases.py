@@ -28,7 +28,7 @@ import torch
 
 from workers.audit.analysis import AuditLeanings, PairScores, PairShares, with_audit_baseline
 from workers.audit.confusion import parse_confusion
-from workers.audit.flag_rates import proportion_interval
+from workers.audit.flag_rates import proportion_interval, rate_intervals
 from workers.audit.flags import FlagThresholds, derive_flags
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pairs, plan_audit, visualise
@@ -311,7 +311,8 @@ def write_rates(path: Path | None, split: str, n_cases: int, steps: int, summary
     """The per-code precision and recall of ``summary`` as the JSON ``workers/audit/flag_rates.py`` reads."""
     if path is None:
         return
-    rates = {code: {k: r[k] for k in ("precision", "recall", "fired", "correct", "expected", "found")}
+    rates = {code: {**{k: r[k] for k in ("precision", "recall", "fired", "correct", "expected", "found")},
+                    **rate_intervals(r["correct"], r["fired"], r["found"], r["expected"])}
              for code, r in summary["rates"].items()}
     path.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                                 "split": split, "cases": n_cases, "steps": steps, "codes": rates}, indent=1))

@@ -2,7 +2,8 @@
 ``tests/benchmarks/planted_cases.py --write-rates`` writes (``flag_rates.json`` beside this module), shown next to
 every flag in the report and the API. No file, no figures: nothing is made up for a code the benchmark did not
 measure. Each rate comes with its 95% Wilson interval (``proportion_interval``): a precision measured on 5 fired
-flags says little, and the reader must see how little."""
+flags says little, and the reader must see how little. The benchmark writes the intervals into the file, so the web
+process reads numbers and never imports scipy; a file without them has them computed on first use."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,9 @@ class CodeRate(BaseModel):
     correct: int = Field(ge=0)
     expected: int = Field(ge=0)
     found: int | None = Field(None, ge=0)               # the cues it found (recall = found / expected)
+    # 95% Wilson intervals of precision and recall, as the benchmark wrote them (``rate_intervals``)
+    precision_interval: tuple[float, float] | None = None
+    recall_interval: tuple[float, float] | None = None
 
 
 class FlagRates(BaseModel):
@@ -63,23 +67,33 @@ def proportion_interval(successes: int, trials: int, confidence: float = 0.95) -
     return float(ci.low), float(ci.high)
 
 
+def rate_intervals(correct: int, fired: int, found: int | None, expected: int) -> dict[str, list[float] | None]:
+    """The 95% Wilson intervals of a code's precision (correct / fired) and recall (found / expected): what the
+    benchmark writes beside the rates. Pure."""
+    intervals = {"precision_interval": proportion_interval(correct, fired),
+                 "recall_interval": proportion_interval(found, expected) if found is not None else None}
+    return {k: list(v) if v else None for k, v in intervals.items()}
+
+
 def code_rate(code: str, rates: FlagRates | None) -> dict | None:
     """Plain JSON for one flag code (with the split and case count it was measured on, and each rate's 95%
-    interval), or None. Pure."""
+    interval: the file's, else computed), or None. Pure."""
     if rates is None or code not in rates.codes:
         return None
     rate = rates.codes[code]
-    intervals = {"precision_interval": proportion_interval(rate.correct, rate.fired),
-                 "recall_interval": proportion_interval(rate.found, rate.expected) if rate.found is not None
-                 else None}
-    return {**rate.model_dump(), **{k: list(v) if v else None for k, v in intervals.items()}, "split": rates.split,
-            "cases": rates.cases, "generated": rates.generated}
+    out = rate.model_dump()
+    if "precision_interval" in rate.model_fields_set and "recall_interval" in rate.model_fields_set:
+        out.update({k: list(out[k]) if out[k] else None for k in ("precision_interval", "recall_interval")})
+    else:
+        out.update(rate_intervals(rate.correct, rate.fired, rate.found, rate.expected))
+    return {**out, "split": rates.split, "cases": rates.cases, "generated": rates.generated}
 
 
 def warm_flag_rates() -> None:
-    """Read the rates and compute every code's intervals now. ``proportion_interval`` imports scipy (about 1.3 s of
-    CPU); a process that forks workers after building the app (gunicorn's ``preload_app``) then does it once for all
-    of them, instead of each worker on its first report read."""
+    """Read the rates and give every code its intervals now. A file the benchmark wrote holds them; an older one
+    has them computed here, and ``proportion_interval`` imports scipy (about 1.3 s of CPU): a process that forks
+    workers after building the app (gunicorn's ``preload_app``) then does it once for all of them, instead of each
+    worker on its first report read."""
     rates = load_flag_rates()
     for code in rates.codes if rates else ():
         code_rate(code, rates)
