@@ -25,17 +25,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.benchmarks.http_burst import build_request  # noqa: E402  (after the path is set)
 from tests.benchmarks.load import measured_burst  # noqa: E402
+from tests.service.servers import free_port  # noqa: E402
 
 APPS = {"plain WSGI": "tests.benchmarks.floor_apps:bare", "Flask, one route": "tests.benchmarks.floor_apps:flask_app"}
 PATH = "/api/v1/audits/1/report"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve(app: str, port: int, log: Path, workers: int = 2, threads: int = 8) -> subprocess.Popen:
