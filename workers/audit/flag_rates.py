@@ -10,12 +10,16 @@ import json
 import logging
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
 
 RATES_PATH = Path(__file__).with_name("flag_rates.json")
+
+
+Interval = Annotated[list[float], Field(min_length=2, max_length=2)]    # [low, high], as JSON writes it
 
 
 class CodeRate(BaseModel):
@@ -28,8 +32,8 @@ class CodeRate(BaseModel):
     expected: int = Field(ge=0)
     found: int | None = Field(None, ge=0)               # the cues it found (recall = found / expected)
     # 95% Wilson intervals of precision and recall, as the benchmark wrote them (``rate_intervals``)
-    precision_interval: tuple[float, float] | None = None
-    recall_interval: tuple[float, float] | None = None
+    precision_interval: Interval | None = None
+    recall_interval: Interval | None = None
 
 
 class FlagRates(BaseModel):
@@ -81,12 +85,10 @@ def code_rate(code: str, rates: FlagRates | None) -> dict | None:
     if rates is None or code not in rates.codes:
         return None
     rate = rates.codes[code]
-    out = rate.model_dump()
-    if "precision_interval" in rate.model_fields_set and "recall_interval" in rate.model_fields_set:
-        out.update({k: list(out[k]) if out[k] else None for k in ("precision_interval", "recall_interval")})
-    else:
-        out.update(rate_intervals(rate.correct, rate.fired, rate.found, rate.expected))
-    return {**out, "split": rates.split, "cases": rates.cases, "generated": rates.generated}
+    stored = {"precision_interval", "recall_interval"} <= rate.model_fields_set
+    intervals = {} if stored else rate_intervals(rate.correct, rate.fired, rate.found, rate.expected)
+    return {**rate.model_dump(), **intervals, "split": rates.split, "cases": rates.cases,
+            "generated": rates.generated}
 
 
 def warm_flag_rates() -> None:
