@@ -16,8 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.benchmarks.http_burst import build_request  # noqa: E402  (after the path is set)
 from tests.benchmarks.load import measured_burst  # noqa: E402
-from tests.service.servers import free_port  # noqa: E402
+from tests.service.servers import free_port, port_open, wait_until  # noqa: E402
 
 APPS = {"plain WSGI": "tests.benchmarks.floor_apps:bare", "Flask, one route": "tests.benchmarks.floor_apps:flask_app"}
 PATH = "/api/v1/audits/1/report"
@@ -36,18 +34,18 @@ def serve(app: str, port: int, log: Path, workers: int = 2, threads: int = 8) ->
            "QUIRKSCOPE_WEB_THREADS": str(threads), "QUIRKSCOPE_ACCESS_LOG": "off", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "deploy" / "gunicorn.conf.py"), app],
                             cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{PATH}",
-                                                               headers={"Authorization": "Bearer x"}), timeout=2):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"gunicorn did not serve {app} (log: {log})")
+
+    def up() -> bool:       # the app is preloaded before gunicorn binds: an open port is a served app
+        if proc.poll() is not None:
+            raise SystemExit(f"gunicorn exited serving {app} (log: {log})")
+        return port_open(port)
+
+    try:
+        wait_until(up, 60, f"gunicorn serving {app}")
+    except AssertionError as exc:
+        proc.kill()
+        raise SystemExit(f"{exc} (log: {log})") from None
+    return proc
 
 
 def measure(app: str, reads: int, bursts: int, log: Path, workers: int = 2, threads: int = 8) -> list[dict]:
