@@ -78,16 +78,8 @@ def claim(session: Session, audit_id: int, kind: str, key: int, *, max_attempts:
         reason = (f"{kind} {key} gave up after {item.attempts} attempts: the worker running it died or the "
                   f"task failed each time (last worker {item.worker or '?'})"
                   + (f"; last error: {item.error}" if item.error else ""))
-        done = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == seen[0],
-                                                      WorkItem.attempts == seen[1])
-                               .values(status="failed", error=reason, finished_at=utcnow()))
-        if not done.rowcount:
-            session.commit()
-            return Claim("skip", item.id, item.attempts, reason)
-        # the item and its audit fail in one commit: a process that dies in between would leave an audit running
-        # whose only unfinished item is failed, which nothing then looks at again
-        fail_audit(session, audit_id, reason, "too_many_attempts")
-        return Claim("give_up", item.id, item.attempts, reason)
+        given_up = give_up_item(session, item.id, audit_id, seen, reason)
+        return Claim("give_up" if given_up else "skip", item.id, item.attempts, reason)
     now = utcnow()
     won = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == seen[0],
                                                  WorkItem.attempts == seen[1])
@@ -116,6 +108,22 @@ def release(session: Session, item_id: int, error: str, *, worker: str | None = 
                                            WorkItem.status == "running")
                     .values(status="queued", error=error[:4000], heartbeat_at=None))
     session.commit()
+
+
+def give_up_item(session: Session, item_id: int, audit_id: int, seen: tuple[str, int], reason: str,
+                 now: dt.datetime | None = None) -> bool:
+    """Fail a work item that used up its attempts, if it is still as ``seen`` (status, attempts), and its audit
+    (``too_many_attempts``) in the same commit: a process that died between two commits would leave an audit
+    running whose only unfinished item is failed, which nothing then looks at again. False, with nothing failed,
+    when another process moved the item first (the claim and the reaper both give up)."""
+    done = session.execute(update(WorkItem).where(WorkItem.id == item_id, WorkItem.status == seen[0],
+                                                  WorkItem.attempts == seen[1])
+                           .values(status="failed", error=reason, finished_at=now or utcnow()))
+    if not done.rowcount:
+        session.commit()
+        return False
+    fail_audit(session, audit_id, reason, "too_many_attempts")
+    return True
 
 
 def fail_item_and_audit(session: Session, item_id: int, audit_id: int, message: str, code: str) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Audit, WorkItem, utcnow
 from db.session import as_utc
-from workers.tasks.claims import fail_audit, holder_alive, stage_counts
+from workers.tasks.claims import give_up_item, holder_alive, stage_counts
 
 log = logging.getLogger(__name__)
 ADVANCE_TASK = "workers.tasks.advance_audit"
@@ -64,14 +64,8 @@ def reap_once(session: Session, celery: Celery, *, max_attempts: int, stale_afte
         if item.attempts >= max_attempts:
             reason = (f"{item.kind} {item.key} gave up after {item.attempts} attempts: its worker died each time "
                       f"(last worker {item.worker or '?'})")
-            done = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == "running",
-                                                          WorkItem.attempts == item.attempts)
-                                   .values(status="failed", error=reason, finished_at=now))
-            if done.rowcount:   # the item and its audit fail in one commit (``fail_audit`` commits both)
-                fail_audit(session, item.audit_id, reason, "too_many_attempts")
+            if give_up_item(session, item.id, item.audit_id, ("running", item.attempts), reason, now):
                 report.failed.append(item.id)
-            else:
-                session.commit()
             continue
         done = session.execute(update(WorkItem).where(WorkItem.id == item.id, WorkItem.status == "running",
                                                       WorkItem.attempts == item.attempts,
