@@ -179,11 +179,12 @@ def test_the_api_stores_bundles_in_s3_and_serves_audit_artifacts_through_itself(
         token = issue_token(s3_app.extensions["quirkscope_db"].sessionmaker(), "alpha", "submit,read")
         other = issue_token(s3_app.extensions["quirkscope_db"].sessionmaker(), "beta", "read")
     client = s3_app.test_client()
-    resp = upload(client, token, bundle_bytes())
+    bundle = bundle_bytes()  # built once: a zip member's time stamp changes every two seconds
+    resp = upload(client, token, bundle)
     assert resp.status_code == 201, resp.get_json()
     store = s3_app.extensions["quirkscope_artifacts"]
     model_key = f"models/{resp.get_json()['sha256']}.zip"
-    assert store.open(model_key).read() == bundle_bytes()
+    assert store.open(model_key).read() == bundle
     assert store.client.head_object(Bucket=bucket, Key=f"deploy-a/{model_key}")
     with s3_app.extensions["quirkscope_db"].sessionmaker() as session:
         model = session.get(ModelBundle, resp.get_json()["id"])
