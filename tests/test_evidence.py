@@ -100,3 +100,31 @@ def test_peak_consistency_counts_the_samples_where_the_peak_beats_everything_els
     wins, n, p = peak_consistency(per_sample, boxes, side, peak=0)
     assert (wins, n) == (7, 9) and np.isclose(p, (36 + 9 + 1) / 512)
     assert peak_consistency(np.zeros((len(boxes), 9)), boxes, side, peak=0)[2] == 1.0
+
+
+def test_null_pairs_are_scanned_like_the_pair_and_kept_with_its_evidence():
+    """The model's own null of LOCALIZED_CUE: the same scan on (a, c), a class the pair's ``a`` is not audited
+    with; its patch lies where class a's unit reads, so the null scan finds it too, and class a's cue raises the
+    null pair's separation as it raises the pair's (why the null of a pair leaves out scans touching its
+    classes)."""
+    rng = np.random.default_rng(2)
+    vis_a = rng.normal(0, 0.05, size=(4, 3, 2, 16, 16)).astype(np.float32)
+    vis_a[:, 0, :, 2:6, 10:14] += 2.0
+    vis_b = rng.normal(0, 0.05, size=(4, 3, 2, 16, 16)).astype(np.float32) + 0.3
+    vis_c = rng.normal(0, 0.05, size=(4, 3, 2, 16, 16)).astype(np.float32) + 0.3
+    model = nn.Sequential(PatchModel(), nn.Linear(2, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.9]]))
+        model[1].bias.zero_()
+    evidence = measure_pair_evidence(model, [SPEC], ["a", "b", "c"], "a", "b", {"appearance": vis_a},
+                                     {"appearance": vis_b}, device="cpu", null_pairs=[("a", "c")],
+                                     null_vis={"c": {"appearance": vis_c}})
+    [scan] = evidence.null_localisation
+    assert (scan["a"], scan["b"]) == ("a", "c")
+    null = scan["streams"]["appearance"]
+    assert null["peak_separation"] is None or null["peak_separation"] > 3
+    again = PairEvidence.from_json(json.loads(json.dumps(evidence.to_json(), allow_nan=False)))
+    assert again.null_localisation == evidence.null_localisation
+    with pytest.raises(KeyError, match="'c'"):
+        measure_pair_evidence(model, [SPEC], ["a", "b", "c"], "a", "b", {"appearance": vis_a},
+                              {"appearance": vis_b}, device="cpu", null_pairs=[("a", "c")])

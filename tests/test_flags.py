@@ -1,5 +1,7 @@
 """Flag rules on hand-made scores: each fires on its own evidence and nothing else, and a pair never carries two
 flags with the same (code, stream), the key a review is stored under."""
+import json
+
 import numpy as np
 import pytest
 
@@ -325,3 +327,44 @@ def test_the_audit_baseline_comes_back_from_the_scores_json():
                                               "B": {"appearance": 5.0, "motion": 5.0}}, stream_share=share), leanings)
     back = PairScores.from_json(s.to_json(), "A", "B")
     assert back.audit_stream_share == s.audit_stream_share and len(derive_flags(back, SPECS)) == 1
+
+
+def test_localized_cue_is_judged_against_the_models_own_null_when_the_audit_has_one():
+    from dataclasses import replace
+
+    from workers.audit.flags import empirical_p_value
+
+    th = FlagThresholds()
+    assert empirical_p_value(5.0, [1.0, 2.0, 6.0, None]) == 3 / 5      # 6.0 and the infinite draw reach it
+    assert empirical_p_value(5.0, []) == 1.0
+    quiet = [1.1, 1.3, 1.2, 1.5, 1.4, 1.6, 1.2, 1.3, 1.1, 1.4]          # a model whose scans rarely stand out
+    busy = [3.5, 4.0, 6.0, 5.0, 2.5, 8.0, 3.0, 4.5, 7.0, 5.5]          # one whose honest evidence is compact
+    pair = _scores(app=_loc(separation=2.5, peak=0.1, xy=(0.1, 0.1)))
+    assert derive_flags(pair, SPECS) == []                             # no null: the fixed cut (3x)
+    flagged = derive_flags(replace(pair, audit_localisation_null={"appearance": quiet}), SPECS)
+    assert _codes(flagged) == [("LOCALIZED_CUE", "appearance")]
+    assert "more than in 10 of the 10 scans" in flagged[0].message and "p = 0.09" in flagged[0].message
+    strong = _scores(app=_loc(separation=5.0, peak=0.1, xy=(0.1, 0.1)))
+    assert _codes(derive_flags(strong, SPECS)) == [("LOCALIZED_CUE", "appearance")]
+    assert derive_flags(replace(strong, audit_localisation_null={"appearance": busy}), SPECS) == []
+    too_few = replace(pair, audit_localisation_null={"appearance": quiet[:th.localized_null_min_scans - 1]})
+    assert derive_flags(too_few, SPECS) == []                          # too few scans: the fixed cut again
+    faint = _scores(app=_loc(separation=th.localized_null_min_separation * 0.9, peak=0.1))
+    assert derive_flags(replace(faint, audit_localisation_null={"appearance": [1.0] * 20}), SPECS) == []
+
+
+def test_the_localisation_null_of_a_pair_leaves_out_scans_that_touch_its_classes():
+    from workers.audit.analysis import AuditLeanings, PairShares
+
+    def scan(a, b, sep):
+        return {"a": a, "b": b, "streams": {"appearance": {"peak_separation": sep, "peak_drop": 0.1,
+                                                           "whole_stream_drop": 0.5}}}
+
+    leanings = AuditLeanings.gather([PairShares("A", "B", {}, {}, {}, [scan("A", "C", 9.0), scan("B", "D", 2.0)]),
+                                     PairShares("C", "D", {}, {}, {}, [scan("C", "A", 9.0), scan("D", "E", None)]),
+                                     PairShares("E", "F", {}, {}, {}, [scan("E", "B", 1.5)])])
+    assert sorted(leanings.localisation_null["appearance"].values(), key=str) == [1.5, 2.0, 9.0, None]
+    assert leanings.localisation_null_for(("A", "B")) == {"appearance": [None]}         # only (D, E)
+    assert sorted(leanings.localisation_null_for(("E", "F"))["appearance"]) == [2.0, 9.0]
+    again = AuditLeanings.from_json(json.loads(json.dumps(leanings.to_json())))
+    assert again.localisation_null_for(("C", "D")) == leanings.localisation_null_for(("C", "D"))

@@ -264,3 +264,19 @@ def test_cleanlab_lists_pairs_without_confusion_and_ours_does_not():
     assert len(theirs) == 6  # every unordered pair of 4 classes
     assert sum(1 for _, count, _ in theirs if count == 0) == 4
     assert len(rank_confused_pairs(TIED)) == 2
+
+
+def test_null_pairs_join_each_class_to_audited_classes_it_is_not_audited_with():
+    from workers.audit.ranking import null_pairs
+
+    pairs = [("A", "B"), ("C", "D"), ("E", "F"), ("A", "C")]
+    for i in range(len(pairs)):
+        got = null_pairs(pairs, i, per_class=2)
+        a, b = pairs[i]
+        assert 1 <= len(got) <= 4
+        assert all(x in (a, b) and c not in (a, b) for x, c in got)
+        assert not {frozenset(p) for p in got} & {frozenset(p) for p in pairs}     # never an audited pair
+        assert len({frozenset(p) for p in got}) == len(got)
+    assert null_pairs(pairs, 0, per_class=2) != null_pairs(pairs, 2, per_class=2)
+    assert {c for x, c in null_pairs(pairs, 0, per_class=1) if x == "A"} <= {"D", "E", "F"}   # C is A's partner too
+    assert null_pairs([("A", "B")], 0, per_class=2) == []       # one pair: no other class to scan against

@@ -62,15 +62,21 @@ def main() -> None:
         print(f"\n{name}: visualising a pair = {rows} rows x {args.steps} steps -> {visualise_fe:,} "
               f"forward-equivalents (counted {probe.gradient_rows} gradient rows at {probe_steps} steps)")
         for mode in args.localisation:
+            config = EvidenceConfig(localisation=mode)
             vis_a, vis_b = sample_set(specs, per_class, 1), sample_set(specs, per_class, 2)
-            t0 = time.perf_counter()
-            evidence = measure_pair_evidence(model, specs, classes, "c0", "c1", vis_a, vis_b, device="cpu",
-                                             config=EvidenceConfig(localisation=mode))
-            seconds = time.perf_counter() - t0
-            c = evidence.cost
-            print(f"  scoring ({mode}): {c['evaluations']:,} evaluations ({c['forward_rows']:,} forward, "
-                  f"{c['gradient_rows']:,} with input gradient) = {c['forward_equivalents']:,} forward-equivalents "
-                  f"= {c['forward_equivalents'] / visualise_fe:.3f}x visualising; {seconds:.1f}s on this CPU")
+            # the pair's null scans (``ranking.null_pairs``): each class against ``null_partners`` other classes
+            nulls = [(x, f"c{2 + 2 * j + k}") for j, x in enumerate(("c0", "c1")) for k in range(config.null_partners)]
+            null_vis = {c: sample_set(specs, per_class, 3 + i) for i, (_, c) in enumerate(nulls)}
+            for label, pairs in (("without its null", []), (f"with {len(nulls)} null scans", nulls)):
+                t0 = time.perf_counter()
+                evidence = measure_pair_evidence(model, specs, classes, "c0", "c1", vis_a, vis_b, device="cpu",
+                                                 config=config, null_pairs=pairs, null_vis=null_vis)
+                seconds = time.perf_counter() - t0
+                c = evidence.cost
+                print(f"  scoring ({mode}, {label}): {c['evaluations']:,} evaluations ({c['forward_rows']:,} forward, "
+                      f"{c['gradient_rows']:,} with input gradient) = {c['forward_equivalents']:,} "
+                      f"forward-equivalents = {c['forward_equivalents'] / visualise_fe:.3f}x visualising; "
+                      f"{seconds:.1f}s on this CPU")
 
 
 if __name__ == "__main__":

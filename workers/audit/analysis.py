@@ -142,6 +142,11 @@ class PairScores:
     audit_static_share: dict[str, float] = field(default_factory=dict)
     # stream -> global factor -> the median of its swap effect over the audit's other pairs (``factor_baseline``)
     audit_factor_effect: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # the occlusion scans of this pair's null pairs (``evidence.PairEvidence.null_localisation``), and stream -> the
+    # peak separations of the audit's null pairs outside this pair (``AuditLeanings.localisation_null_for``; None:
+    # infinite), the model's own null of LOCALIZED_CUE; empty for older evidence or without the rest of the audit
+    null_localisation: list[dict] = field(default_factory=list)
+    audit_localisation_null: dict[str, list[float | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
@@ -161,6 +166,8 @@ class PairScores:
             "audit_stream_share": self.audit_stream_share,
             "audit_static_share": self.audit_static_share,
             "audit_factor_effect": self.audit_factor_effect,
+            "null_localisation": self.null_localisation,
+            "audit_localisation_null": self.audit_localisation_null,
         })
 
     @classmethod
@@ -191,7 +198,9 @@ class PairScores:
                    decisiveness=data.get("decisiveness", {}),
                    audit_stream_share=data.get("audit_stream_share", {}),
                    audit_static_share=data.get("audit_static_share", {}),
-                   audit_factor_effect=data.get("audit_factor_effect", {}))
+                   audit_factor_effect=data.get("audit_factor_effect", {}),
+                   null_localisation=data.get("null_localisation", []),
+                   audit_localisation_null=data.get("audit_localisation_null", {}))
 
 
 def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
@@ -294,6 +303,7 @@ class PairShares(NamedTuple):
     stream_share: dict[str, dict[str, dict]]
     static_share: dict[str, dict]
     global_factors: dict[str, dict[str, dict]]
+    null_localisation: Sequence[dict] = ()
 
 
 def share_baselines(evidence: Any) -> PairShares:
@@ -305,7 +315,7 @@ def share_baselines(evidence: Any) -> PairShares:
                        for cls, per in evidence.stream_margins.items() if len(per) > 1},
                       {cls: static_share_baseline(m["full"], m["static"], b if cls == a else a)
                        for cls, m in evidence.motion_margins.items()},
-                      evidence.global_factors)
+                      evidence.global_factors, evidence.null_localisation)
 
 
 @dataclass(frozen=True)
@@ -318,6 +328,8 @@ class AuditLeanings:
     static: dict[str, float]                # class -> median share kept without motion
     # stream -> factor -> pair (``pair_key``) -> its effect (``global_factors.pair_effect``)
     factors: dict[str, dict[str, dict[tuple[str, str], float]]] = field(default_factory=dict)
+    # stream -> null pair (``pair_key``) -> the peak separation of its occlusion scan (None: infinite)
+    localisation_null: dict[str, dict[tuple[str, str], float | None]] = field(default_factory=dict)
 
     @classmethod
     def gather(cls, pairs: Sequence[PairShares]) -> "AuditLeanings":
@@ -326,7 +338,11 @@ class AuditLeanings:
         stream: dict[str, dict[str, float]] = {}
         static: dict[str, float] = {}
         factors: dict[str, dict[str, dict[tuple[str, str], float]]] = {}
+        null: dict[str, dict[tuple[str, str], float | None]] = {}
         for pair in pairs:
+            for scan in pair.null_localisation:
+                for name, loc in scan["streams"].items():
+                    null.setdefault(name, {}).setdefault(pair_key(scan["a"], scan["b"]), loc["peak_separation"])
             for name_cls, per in pair.stream_share.items():
                 for name, base in per.items():
                     if base.get("others_median") is not None:
@@ -338,21 +354,31 @@ class AuditLeanings:
                 for factor, test in tests.items():
                     if (effect := global_factors.pair_effect(test)) is not None:
                         factors.setdefault(name, {}).setdefault(factor, {})[pair_key(pair.a, pair.b)] = effect
-        return cls(stream=stream, static=static, factors=factors)
+        return cls(stream=stream, static=static, factors=factors, localisation_null=null)
 
     def to_json(self) -> dict:
         """Plain JSON (a pair key as a two-item list)."""
         return plain_json({"stream": self.stream, "static": self.static,
                            "factors": {name: {factor: [[*key, effect] for key, effect in effects.items()]
                                               for factor, effects in tests.items()}
-                                       for name, tests in self.factors.items()}})
+                                       for name, tests in self.factors.items()},
+                           "localisation_null": {name: [[*key, sep] for key, sep in scans.items()]
+                                                 for name, scans in self.localisation_null.items()}})
 
     @classmethod
     def from_json(cls, data: dict) -> "AuditLeanings":
         return cls(stream=data["stream"], static=data["static"],
                    factors={name: {factor: {pair_key(a, b): effect for a, b, effect in effects}
                                    for factor, effects in tests.items()}
-                            for name, tests in data["factors"].items()})
+                            for name, tests in data["factors"].items()},
+                   localisation_null={name: {pair_key(a, b): sep for a, b, sep in scans}
+                                      for name, scans in data.get("localisation_null", {}).items()})
+
+    def localisation_null_for(self, pair: tuple[str, str]) -> dict[str, list[float | None]]:
+        """stream -> the peak separations of the audit's null pairs that share no class with ``pair`` (a null pair
+        holding one of its classes holds that class's cue, if it has one). Pure."""
+        return {name: [sep for key, sep in scans.items() if not set(key) & set(pair)]
+                for name, scans in self.localisation_null.items()}
 
     def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float],
                                                            dict[str, dict[str, dict[str, float]]]]:
@@ -399,7 +425,8 @@ def with_audit_baseline(s: PairScores, leanings: AuditLeanings | None) -> PairSc
     if leanings is None:
         return s
     per_stream, static, per_factor = leanings.baseline_for((s.a, s.b))
-    return replace(s, audit_stream_share=per_stream, audit_static_share=static, audit_factor_effect=per_factor)
+    return replace(s, audit_stream_share=per_stream, audit_static_share=static, audit_factor_effect=per_factor,
+                   audit_localisation_null=leanings.localisation_null_for((s.a, s.b)))
 
 
 def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: SampleSet, vis_b: SampleSet,
@@ -436,6 +463,6 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       overall_feature_similarity=evidence.overall_feature_similarity,
                       target_softmax=evidence.target_softmax,
                       stream_share=shares.stream_share, static_share=shares.static_share,
-                      global_factors=evidence.global_factors,
+                      global_factors=evidence.global_factors, null_localisation=list(evidence.null_localisation),
                       decisiveness={cls: decisiveness(m["full"], b if cls == a else a)
                                     for cls, m in evidence.motion_margins.items()})

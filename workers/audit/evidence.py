@@ -56,6 +56,8 @@ class EvidenceConfig:
     elsewhere_estimated: int = 6
     elsewhere_sampled: int = 2
     window_fraction: float = 0.125
+    null_partners: int = 2       # per class of a pair: audited classes it is not confused with, whose scans with
+    #                              it give the model's own null of LOCALIZED_CUE (``ranking.null_pairs``)
     batch: int = 256             # rows per forward on the CPU; on CUDA ``cuda_batch``
     cuda_batch: int = 1024
 
@@ -289,6 +291,10 @@ class PairEvidence:
     # stream -> global factor -> the factor's swap test (``measure_global_factors``); empty for evidence stored
     # before it existed
     global_factors: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # the same occlusion scan on class pairs of the audit the model is not confused on (``ranking.null_pairs``):
+    # [{"a", "b", "streams": {stream: {"peak_separation" (None: infinite), "peak_drop", "whole_stream_drop"}}}],
+    # the model's own null of ``LOCALIZED_CUE``; empty for evidence stored before it existed
+    null_localisation: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -342,9 +348,12 @@ def _relative_drop(full: np.ndarray, reduced: np.ndarray, baseline: float) -> fl
 
 def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str,
                           vis_a: SampleSet, vis_b: SampleSet, *, device: torch.device | str | None = None,
-                          config: EvidenceConfig | None = None) -> PairEvidence:
+                          config: EvidenceConfig | None = None, null_pairs: Sequence[tuple[str, str]] = (),
+                          null_vis: dict[str, SampleSet] | None = None) -> PairEvidence:
     """Every model evaluation of one pair, in named parts: how each class reads on the other, what each stream
-    holds on its own and what the class loses without it, what motion adds, and where the separation sits."""
+    holds on its own and what the class loses without it, what motion adds, and where the separation sits; and
+    the same localisation on ``null_pairs`` (each (``a`` or ``b``, another class whose visualisations
+    ``null_vis`` holds)), the model's own null for ``LOCALIZED_CUE``."""
     evaluator = PairEvaluator(model, specs, device=device, config=config)
     ia, ib = classes.index(a), classes.index(b)
     with cost_mod.count_evaluations() as spent:
@@ -363,10 +372,28 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
                                    "static": _margins_over_others(still, idx, classes)}
         located = _localise(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b)
         factors = measure_global_factors(evaluator, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib, a, b)
+        own = {a: (vis_a, full_a), b: (vis_b, full_b)}
+        null = [_null_scan(evaluator, classes, x, c, own[x], null_vis or {}) for x, c in null_pairs]
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
                         stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json(),
-                        stream_margins=margins, motion_margins=motion_margins, global_factors=factors)
+                        stream_margins=margins, motion_margins=motion_margins, global_factors=factors,
+                        null_localisation=null)
+
+
+def _null_scan(evaluator: PairEvaluator, classes: Sequence[str], x: str, c: str,
+               own: tuple[SampleSet, Evaluation], null_vis: dict[str, SampleSet]) -> dict:
+    """The pair's occlusion scan (``_localise``) run on the null pair (x, c), reduced to what the null needs."""
+    vis_x, full_x = own
+    if c not in null_vis:
+        raise KeyError(f"no visualisations of class {c!r} for the null pair ({x}, {c})")
+    vis_c = null_vis[c]
+    located = _localise(evaluator, vis_x, vis_c, full_x, evaluator.evaluate(vis_c), classes.index(x),
+                        classes.index(c), x, c)
+    return {"a": x, "b": c, "streams": {
+        name: {"peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
+               "peak_drop": loc.peak_drop, "whole_stream_drop": loc.whole_stream_drop}
+        for name, loc in located.items()}}
 
 
 def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, a: str, b: str,

@@ -22,7 +22,7 @@ from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_ev
 from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.audit.options import AuditOptions
-from workers.audit.ranking import RankedPair, select_audit_pairs
+from workers.audit.ranking import RankedPair, null_pairs, select_audit_pairs
 from workers.engine import render
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
@@ -112,13 +112,24 @@ def sample_set(visualizations: Sequence[Visualization], class_name: str) -> tupl
     return {s: np.stack([v.tensors[s] for v in own]) for s in streams}, [v.key.level for v in own]
 
 
+def pair_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, config: EvidenceConfig | None = None
+                    ) -> list[tuple[str, str]]:
+    """The null pairs ``pair``'s evidence scans (``ranking.null_pairs``) among the audit's ``pairs``. Pure."""
+    names = [(p.a, p.b) for p in sorted(pairs, key=lambda p: p.rank)]
+    return null_pairs(names, names.index((pair.a, pair.b)), (config or EvidenceConfig()).null_partners)
+
+
 def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization], *,
-                 device: torch.device | str | None = None, config: EvidenceConfig | None = None) -> PairEvidence:
-    """Every model evaluation of one pair (runs where the model is loaded: the GPU worker)."""
+                 device: torch.device | str | None = None, config: EvidenceConfig | None = None,
+                 nulls: Sequence[tuple[str, str]] = ()) -> PairEvidence:
+    """Every model evaluation of one pair (runs where the model is loaded: the GPU worker), with the scans of
+    its null pairs ``nulls`` (``pair_null_pairs``; their classes' visualisations must be among
+    ``visualizations``)."""
     vis_a, _ = sample_set(visualizations, pair.a)
     vis_b, _ = sample_set(visualizations, pair.b)
+    null_vis = {c: sample_set(visualizations, c)[0] for _, c in nulls}
     return measure_pair_evidence(model.module, model.manifest.inputs, model.manifest.classes, pair.a, pair.b,
-                                 vis_a, vis_b, device=device, config=config)
+                                 vis_a, vis_b, device=device, config=config, null_pairs=nulls, null_vis=null_vis)
 
 
 def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, visualizations: Sequence[Visualization],
@@ -147,7 +158,8 @@ def analyse_pairs(model: LoadedModel, pairs: Sequence[RankedPair], visualization
     process. ``progress`` gets the fraction of pairs measured."""
     evidence = []
     for i, pair in enumerate(pairs):
-        evidence.append(measure_pair(model, pair, visualizations, device=device, config=config))
+        evidence.append(measure_pair(model, pair, visualizations, device=device, config=config,
+                                     nulls=pair_null_pairs(pairs, pair, config)))
         if progress:
             progress((i + 1) / len(pairs))
     leanings = audit_leanings(evidence)

@@ -181,3 +181,26 @@ def parse_pairs_option(text: str) -> list[tuple[str, str]]:
             raise InvalidInput(f"pair {position} pairs class {parts[0]!r} with itself", field=field)
         pairs.append((parts[0], parts[1]))
     return pairs
+
+
+def null_pairs(pairs: Sequence[tuple[str, str]], index: int, per_class: int) -> list[tuple[str, str]]:
+    """The class pairs whose occlusion scans give the model's own null for ``LOCALIZED_CUE`` (DESIGN 4.4),
+    measured with pair ``pairs[index]``'s evidence: for each of its two classes, ``per_class`` other audited
+    classes it is *not* audited with (the audit's pairs are the model's most confused ones, so these are pairs it
+    tells apart by whatever honestly sets classes apart). Candidates are taken in order of first appearance in
+    ``pairs``, starting at an offset that moves with ``index``, so that the audit's pairs scan different null
+    pairs between them. Each pair comes once, as (audited class, other class). Pure."""
+    a, b = pairs[index]
+    classes = list(dict.fromkeys(c for p in pairs for c in p))
+    audited = {frozenset(p) for p in pairs}
+    out: list[tuple[str, str]] = []
+    for j, x in enumerate((a, b)):
+        candidates = [c for c in classes if c not in (a, b) and frozenset((x, c)) not in audited]
+        if not candidates:
+            continue
+        start = (2 * index + j) * per_class
+        for k in range(min(per_class, len(candidates))):
+            c = candidates[(start + k) % len(candidates)]
+            if all(frozenset((x, c)) != frozenset(p) for p in out):
+                out.append((x, c))
+    return out
