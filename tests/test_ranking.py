@@ -280,3 +280,13 @@ def test_null_pairs_join_each_class_to_audited_classes_it_is_not_audited_with():
     assert null_pairs(pairs, 0, per_class=2) != null_pairs(pairs, 2, per_class=2)
     assert {c for x, c in null_pairs(pairs, 0, per_class=1) if x == "A"} <= {"D", "E", "F"}   # C is A's partner too
     assert null_pairs([("A", "B")], 0, per_class=2) == []       # one pair: no other class to scan against
+
+
+def test_an_audit_too_small_for_the_localisation_null_scans_none():
+    from workers.audit.ranking import audit_null_pairs, null_pairs
+
+    three = [("A", "B"), ("C", "D"), ("E", "F")]          # at most 4 scans share no class with a pair
+    assert audit_null_pairs(three, per_class=2, min_scans=5) == [[], [], []]
+    assert audit_null_pairs(three, per_class=2, min_scans=3)[0] == null_pairs(three, 0, per_class=2)
+    five = [*three, ("G", "H"), ("I", "J")]
+    assert audit_null_pairs(five, per_class=2, min_scans=5) == [null_pairs(five, i, 2) for i in range(5)]

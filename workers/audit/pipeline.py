@@ -22,7 +22,7 @@ from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_ev
 from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.audit.options import AuditOptions
-from workers.audit.ranking import RankedPair, null_pairs, select_audit_pairs
+from workers.audit.ranking import RankedPair, audit_null_pairs, select_audit_pairs
 from workers.engine import render
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
@@ -112,11 +112,14 @@ def sample_set(visualizations: Sequence[Visualization], class_name: str) -> tupl
     return {s: np.stack([v.tensors[s] for v in own]) for s in streams}, [v.key.level for v in own]
 
 
-def pair_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, config: EvidenceConfig | None = None
-                    ) -> list[tuple[str, str]]:
-    """The null pairs ``pair``'s evidence scans (``ranking.null_pairs``) among the audit's ``pairs``. Pure."""
+def pair_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, options: AuditOptions,
+                    config: EvidenceConfig | None = None) -> list[tuple[str, str]]:
+    """The null pairs ``pair``'s evidence scans among the audit's ``pairs`` (``ranking.audit_null_pairs``: none when
+    the audit is too small for ``LOCALIZED_CUE`` to use them). Pure."""
     names = [(p.a, p.b) for p in sorted(pairs, key=lambda p: p.rank)]
-    return null_pairs(names, names.index((pair.a, pair.b)), (config or EvidenceConfig()).null_partners)
+    plan = audit_null_pairs(names, (config or EvidenceConfig()).null_partners,
+                            options.thresholds.localized_null_min_scans)
+    return plan[names.index((pair.a, pair.b))]
 
 
 def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization], *,
@@ -159,7 +162,7 @@ def analyse_pairs(model: LoadedModel, pairs: Sequence[RankedPair], visualization
     evidence = []
     for i, pair in enumerate(pairs):
         evidence.append(measure_pair(model, pair, visualizations, device=device, config=config,
-                                     nulls=pair_null_pairs(pairs, pair, config)))
+                                     nulls=pair_null_pairs(pairs, pair, options, config)))
         if progress:
             progress((i + 1) / len(pairs))
     leanings = audit_leanings(evidence)

@@ -232,9 +232,10 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
 
         audit = session.get(Audit, audit_id)
         model = load_model(session, audit)
+        _, _, options = audit_inputs(audit)
         row = pair_by_rank(session, audit_id, rank)
         pair = ranked_pair(row)
-        nulls = pair_null_pairs([ranked_pair(r) for r in audit.pairs], pair)
+        nulls = pair_null_pairs([ranked_pair(r) for r in audit.pairs], pair, options)
         vis = load_visualizations(session, audit_id, {row.class_a, row.class_b, *(c for _, c in nulls)})
         end_snapshot(session)
         t0 = time.perf_counter()
