@@ -14,7 +14,7 @@ pairs of the audit the model is not confused on (each class of each pair against
 ``ranking.null_pairs``; the scans touching the pair's own classes left out, since a class's cue stands out against
 every class). The flag fires when the empirical p-value of the pair's separation against those scans is <= 0.2
 (it beats at least ~80% of them) and the separation is >= 2x; an audit with fewer than 5 such scans (too few
-classes) falls back to the fixed cut of 3x, calibrated on seeds 0-2 of the reference benchmark (planted windows
+classes; it then makes none, ``ranking.audit_null_pairs``) falls back to the fixed cut of 3x, calibrated on seeds 0-2 of the reference benchmark (planted windows
 stood out by 3.6-8.2x, no window of a pair without a planted shortcut by more than 2.5x; docs/planted_benchmark.md).
 On the cases' calibration split (40 cases, re-audited with the null scans) the null rule gave 15 of 26 local cues
 localised and 5 of 80 clean pairs flagged, as the fixed 3x did (p <= 0.1: 5 of 26; p <= 0.3: 16 of 26 for 7 of
