@@ -6,22 +6,22 @@ benchmarks, where the planted pairs must be flagged and clean pairs must not: th
 the held-out split of the cases is only ever measured (docs/planted_cases.md), and its per-code precision and
 recall are shown next to each flag (``flag_rates``).
 
-LOCALIZED_CUE reads the occlusion scan of ``analysis.localise``: the stream must matter (swapping it whole loses
->= 15% of the pair's margin), swapping one window (an eighth of the frame's side) of one class's visualisations
-must cost >= 2% of that class's margin, and the peak window must stand out from the strongest window elsewhere in the
+LOCALIZED_CUE reads the occlusion scan of ``analysis.localise``: the stream must matter (swapping it whole loses >=
+15% of the pair's margin), swapping one window (an eighth of the frame's side) of one class's visualisations must
+cost >= 2% of that class's margin, and the peak window must stand out from the strongest window elsewhere in the
 frame *more than it does for this model's honest class differences*. The model's own null: the same scan on class
 pairs of the audit the model is not confused on (each class of each pair against 2 other audited classes,
 ``ranking.null_pairs``; the scans touching the pair's own classes left out, since a class's cue stands out against
-every class). The flag fires when the empirical p-value of the pair's separation against those scans is <= 0.2
-(it beats at least ~80% of them) and the separation is >= 2x; an audit with fewer than 5 such scans (too few
-classes; it then makes none, ``ranking.audit_null_pairs``) falls back to the fixed cut of 3x, calibrated on seeds 0-2 of the reference benchmark (planted windows
-stood out by 3.6-8.2x, no window of a pair without a planted shortcut by more than 2.5x; docs/planted_benchmark.md).
-On the cases' calibration split (40 cases, re-audited with the null scans) the null rule gave 15 of 26 local cues
-localised and 5 of 80 clean pairs flagged, as the fixed 3x did (p <= 0.1: 5 of 26; p <= 0.3: 16 of 26 for 7 of
-80); the null scans cost about 3x the pair's own scoring (``tests/benchmarks/scoring_cost.py``). The flag also
-states in how many of the class's visualisations the peak window beats every window elsewhere, with a sign-test
-p-value (``analysis.peak_consistency``); a cut on it (``localized_max_p_value``) changed no flag on the calibration
-split, so it is off by default.
+every class). The flag fires when the empirical p-value of the pair's separation against those scans is <= 0.2 (it
+beats at least ~80% of them) and the separation is >= 2x; an audit with fewer than 5 such scans (too few classes; it
+then makes none, ``ranking.audit_null_pairs``) falls back to the fixed cut of 3x, calibrated on seeds 0-2 of the
+reference benchmark (planted windows stood out by 3.6-8.2x, no window of a pair without a planted shortcut by more
+than 2.5x; docs/planted_benchmark.md). On the cases' calibration split (40 cases, re-audited with the null scans)
+the null rule gave 15 of 26 local cues localised and 5 of 80 clean pairs flagged, as the fixed 3x did (p <= 0.1: 5
+of 26; p <= 0.3: 16 of 26 for 7 of 80); the null scans cost about 3x the pair's own scoring
+(``tests/benchmarks/scoring_cost.py``). The flag also states in how many of the class's visualisations the peak
+window beats every window elsewhere, with a sign-test p-value (``analysis.peak_consistency``); a cut on it
+(``localized_max_p_value``) changed no flag on the calibration split, so it is off by default.
 
 APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class, need no position, and are relative to the
 model: each stream alone (the others neutral) is run on the class's visualisations, which gives the class's margin
