@@ -128,3 +128,20 @@ def test_null_pairs_are_scanned_like_the_pair_and_kept_with_its_evidence():
     with pytest.raises(KeyError, match="'c'"):
         measure_pair_evidence(model, [SPEC], ["a", "b", "c"], "a", "b", {"appearance": vis_a},
                               {"appearance": vis_b}, device="cpu", null_pairs=[("a", "c")])
+
+
+def test_a_class_in_two_null_pairs_is_evaluated_once():
+    """The null partner's visualisations are read once, however many of the pair's null scans hold it: the
+    second scan with the same partner costs only its scan, the first one its scan and the partner's evaluation."""
+    rng = np.random.default_rng(3)
+    vis = {name: {"appearance": rng.normal(0, 0.05, size=(4, 3, 2, 16, 16)).astype(np.float32)}
+           for name in "abc"}
+    model = nn.Sequential(PatchModel(), nn.Linear(2, 3))
+
+    def rows(null_pairs):
+        evidence = measure_pair_evidence(model, [SPEC], ["a", "b", "c"], "a", "b", vis["a"], vis["b"],
+                                         device="cpu", null_pairs=null_pairs, null_vis={"c": vis["c"]})
+        return evidence.cost["forward_rows"]
+
+    none, one, two = rows([]), rows([("a", "c")]), rows([("a", "c"), ("b", "c")])
+    assert one - none == two - one + 4           # the 4 rows of class c's visualisations, read once

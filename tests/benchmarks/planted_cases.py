@@ -175,9 +175,7 @@ def stored_scores(rows: list[dict]) -> list[PairScores]:
     by_case: dict[str, list[PairScores]] = {}
     for r, s in zip(rows, scores):
         by_case.setdefault(r["case_id"], []).append(s)
-    leanings = {case: AuditLeanings.gather([PairShares(s.a, s.b, s.stream_share, s.static_share, s.global_factors,
-                                                       s.null_localisation)
-                                            for s in case_scores])
+    leanings = {case: AuditLeanings.gather([PairShares.of_scores(s) for s in case_scores])
                 for case, case_scores in by_case.items()}
     return [with_audit_baseline(s, leanings[r["case_id"]]) for r, s in zip(rows, scores)]
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from workers.audit import global_factors, scores
+from workers.audit.ranking import disjoint
 from workers.engine.manifest import InputSpec
 
 SampleSet = dict[str, np.ndarray]
@@ -305,6 +306,11 @@ class PairShares(NamedTuple):
     global_factors: dict[str, dict[str, dict]]
     null_localisation: Sequence[dict] = ()
 
+    @classmethod
+    def of_scores(cls, s: "PairScores") -> "PairShares":
+        """What a pair's stored scores give the audit's baselines (they keep the shares they were derived with)."""
+        return cls(s.a, s.b, s.stream_share, s.static_share, s.global_factors, s.null_localisation)
+
 
 def share_baselines(evidence: Any) -> PairShares:
     """A pair's shares and global-factor tests from its model evidence alone (no visualisations), so that every
@@ -377,7 +383,7 @@ class AuditLeanings:
     def localisation_null_for(self, pair: tuple[str, str]) -> dict[str, list[float | None]]:
         """stream -> the peak separations of the audit's null pairs that share no class with ``pair`` (a null pair
         holding one of its classes holds that class's cue, if it has one). Pure."""
-        return {name: [sep for key, sep in scans.items() if not set(key) & set(pair)]
+        return {name: [sep for key, sep in scans.items() if disjoint(key, pair)]
                 for name, scans in self.localisation_null.items()}
 
     def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float],

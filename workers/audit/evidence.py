@@ -373,7 +373,7 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
         located = _localise(evaluator, vis_a, vis_b, full_a, full_b, ia, ib, a, b)
         factors = measure_global_factors(evaluator, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib, a, b)
         own = {a: (vis_a, full_a), b: (vis_b, full_b)}
-        null = [_null_scan(evaluator, classes, x, c, own[x], null_vis or {}) for x, c in null_pairs]
+        null = _null_scans(evaluator, classes, null_pairs, own, null_vis or {})
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
                         stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json(),
@@ -381,19 +381,25 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
                         null_localisation=null)
 
 
-def _null_scan(evaluator: PairEvaluator, classes: Sequence[str], x: str, c: str,
-               own: tuple[SampleSet, Evaluation], null_vis: dict[str, SampleSet]) -> dict:
-    """The pair's occlusion scan (``_localise``) run on the null pair (x, c), reduced to what the null needs."""
-    vis_x, full_x = own
-    if c not in null_vis:
-        raise KeyError(f"no visualisations of class {c!r} for the null pair ({x}, {c})")
-    vis_c = null_vis[c]
-    located = _localise(evaluator, vis_x, vis_c, full_x, evaluator.evaluate(vis_c), classes.index(x),
-                        classes.index(c), x, c)
-    return {"a": x, "b": c, "streams": {
-        name: {"peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
-               "peak_drop": loc.peak_drop, "whole_stream_drop": loc.whole_stream_drop}
-        for name, loc in located.items()}}
+def _null_scans(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Sequence[tuple[str, str]],
+                own: dict[str, tuple[SampleSet, Evaluation]], null_vis: dict[str, SampleSet]) -> list[dict]:
+    """The pair's occlusion scan (``_localise``) run on each null pair (x, c), reduced to what the null needs.
+    Each other class is evaluated once however many null pairs hold it; a class ``null_vis`` lacks raises
+    KeyError before any scan is spent."""
+    missing = [c for _, c in null_pairs if c not in null_vis]
+    if missing:
+        raise KeyError(f"no visualisations of class {missing[0]!r} for the null pair with it")
+    partners = {c: evaluator.evaluate(null_vis[c]) for c in dict.fromkeys(c for _, c in null_pairs)}
+    out = []
+    for x, c in null_pairs:
+        vis_x, full_x = own[x]
+        located = _localise(evaluator, vis_x, null_vis[c], full_x, partners[c], classes.index(x),
+                            classes.index(c), x, c)
+        out.append({"a": x, "b": c, "streams": {
+            name: {"peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
+                   "peak_drop": loc.peak_drop, "whole_stream_drop": loc.whole_stream_drop}
+            for name, loc in located.items()}})
+    return out
 
 
 def _cross_activation(full_a: Evaluation, full_b: Evaluation, ia: int, ib: int, a: str, b: str,

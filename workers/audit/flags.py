@@ -209,11 +209,15 @@ def _consistency(loc) -> str:
             f"p = {loc.p_value:.3f})")
 
 
+def null_reaching(observed: float, null: Sequence[float | None]) -> int:
+    """How many draws of the null (None: infinite) reach ``observed``. Pure."""
+    return sum(1 for v in null if v is None or v >= observed)
+
+
 def empirical_p_value(observed: float, null: Sequence[float | None]) -> float:
     """The empirical p-value of ``observed`` against draws of the same statistic under the null (None: infinite):
     (1 + how many draws reach it) / (1 + draws), never 0 however few draws there are. Pure."""
-    reached = sum(1 for v in null if v is None or v >= observed)
-    return (1 + reached) / (1 + len(null))
+    return (1 + null_reaching(observed, null)) / (1 + len(null))
 
 
 def stands_out(separation: float, null: Sequence[float | None] | None, th: FlagThresholds) -> tuple[bool, str]:
@@ -224,7 +228,7 @@ def stands_out(separation: float, null: Sequence[float | None] | None, th: FlagT
     ``localized_separation``. Pure."""
     if null is not None and len(null) >= th.localized_null_min_scans:
         p = empirical_p_value(separation, null)
-        beaten = sum(1 for v in null if v is not None and v < separation)
+        beaten = len(null) - null_reaching(separation, null)
         return (p <= th.localized_null_alpha and separation >= th.localized_null_min_separation,
                 f"; it stands out more than in {beaten} of the {len(null)} scans of class pairs of this model the "
                 f"audit does not confuse (empirical p = {p:.2f})")

@@ -206,12 +206,18 @@ def null_pairs(pairs: Sequence[tuple[str, str]], index: int, per_class: int) -> 
     return out
 
 
+def disjoint(pair: Sequence[str], other: Sequence[str]) -> bool:
+    """Whether two class pairs share no class: the null scans a pair's ``LOCALIZED_CUE`` is judged against are
+    the ones disjoint from it (a scan holding one of its classes holds that class's cue, if it has one). Pure."""
+    return not set(pair) & set(other)
+
+
 def audit_null_pairs(pairs: Sequence[tuple[str, str]], per_class: int, min_scans: int) -> list[list[tuple[str, str]]]:
     """Each pair's ``null_pairs``, or none at all when no pair of the audit would have ``min_scans`` distinct null
     scans sharing no class with it (the ones its ``LOCALIZED_CUE`` is judged against): an audit of 3 pairs has at
     most 4, and scanning them would cost without deciding anything. Pure."""
     per_pair = [null_pairs(pairs, i, per_class) for i in range(len(pairs))]
     scans = {frozenset(p) for got in per_pair for p in got}
-    if not any(sum(1 for key in scans if not key & set(pair)) >= min_scans for pair in pairs):
+    if not any(sum(1 for key in scans if disjoint(key, pair)) >= min_scans for pair in pairs):
         return [[] for _ in pairs]
     return per_pair
