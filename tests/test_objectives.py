@@ -37,6 +37,24 @@ def test_contrast_one_is_log_odds():
     assert value == pytest.approx(2.0 - torch.logsumexp(torch.tensor([0.0, 0.0]), 0).item())
 
 
+def test_partner_contrast_subtracts_the_partners_log_sum_exp_from_rows_that_have_partners():
+    logits = [[2.0, 1.0, 0.5, 3.0], [2.0, 1.0, 0.5, 3.0]]
+    plain = obj.class_logit([0, 0], contrast=0.5)(ctx(logits))
+    paired = obj.class_logit([0, 0], contrast=0.5, partners=[(1, 3), ()], partner_contrast=2.0)(ctx(logits))
+    partners = torch.logsumexp(torch.tensor([1.0, 3.0]), 0).item()
+    assert paired[0].item() == pytest.approx(plain[0].item() - 2.0 * partners)
+    assert paired[1].item() == pytest.approx(plain[1].item())          # no partners: the plain unit
+    unweighted = obj.class_logit([0, 0], partners=[(1,), (2,)], partner_contrast=0.0)(ctx(logits))
+    assert unweighted.tolist() == [2.0, 2.0]
+
+
+def test_partner_contrast_refuses_a_class_as_its_own_partner_or_lists_that_do_not_match_the_rows():
+    with pytest.raises(ValueError, match="own partner"):
+        obj.class_logit([1], partners=[(1, 2)], partner_contrast=1.0)
+    with pytest.raises(ValueError, match="2 partner lists for 1 targets"):
+        obj.class_logit([1], partners=[(0,), (2,)], partner_contrast=1.0)
+
+
 def test_channel_objective_reads_the_hooked_layer_and_hooks_are_removed():
     model = nn.Sequential(nn.Conv3d(1, 4, 1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
     x = torch.randn(2, 1, 2, 3, 3)

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from workers.audit.confusion import ConfusionMatrix
-from workers.audit.ranking import RankedPair, parse_pairs_option, rank_confused_pairs, select_audit_pairs
+from workers.audit.ranking import (
+    RankedPair,
+    audited_partners,
+    disjoint,
+    parse_pairs_option,
+    rank_confused_pairs,
+    select_audit_pairs,
+)
 from workers.engine.errors import InvalidInput
 
 # Equal supports (100 each). Rates: a->b .15, b->a .10, b->c .05, c->b .08, a->c .05, c->a .02.
@@ -290,3 +297,13 @@ def test_an_audit_too_small_for_the_localisation_null_scans_none():
     assert audit_null_pairs(three, per_class=2, min_scans=3)[0] == null_pairs(three, 0, per_class=2)
     five = [*three, ("G", "H"), ("I", "J")]
     assert audit_null_pairs(five, per_class=2, min_scans=5) == [null_pairs(five, i, 2) for i in range(5)]
+
+
+def test_each_class_is_set_apart_from_the_classes_it_is_audited_with_once_each_in_pair_order():
+    assert audited_partners([("A", "B"), ("C", "A"), ("B", "A"), ("D", "E")]) == {
+        "A": ["B", "C"], "B": ["A"], "C": ["A"], "D": ["E"], "E": ["D"]}
+    assert audited_partners([]) == {}
+
+
+def test_pairs_are_disjoint_when_they_share_no_class():
+    assert disjoint(("A", "B"), ("C", "D")) and not disjoint(("A", "B"), ("B", "C"))

@@ -74,14 +74,15 @@ def print_learning(per_case: list[dict]) -> None:
           + f"; all {sum(p['learned'] for p in planted)}/{len(planted)}")
 
 
-def cached_visualise(model: LoadedModel, keys: list, options: AuditOptions, cache: Path | None) -> list:
+def cached_visualise(model: LoadedModel, keys: list, partners: dict[str, list[str]], options: AuditOptions,
+                     cache: Path | None) -> list:
     """``pipeline.visualise`` on the CPU, or its result read back from ``cache`` (one .npz of arrays and one .json of
-    the rest per case, keyed by the case, the objective keys and the engine configuration), so that scoring can be
-    iterated on without optimising again. Nothing is unpickled."""
+    the rest per case, keyed by the case, the objective keys, each class's partners and the engine configuration),
+    so that scoring can be iterated on without optimising again. Nothing is unpickled."""
     if cache is None:
-        return visualise(model, keys, options, device="cpu")
+        return visualise(model, keys, options, partners=partners, device="cpu")
     config = options.engine_config()
-    key = hashlib.sha256(json.dumps([model.sha256, [list(astuple(k)) for k in keys],
+    key = hashlib.sha256(json.dumps([model.sha256, [list(astuple(k)) for k in keys], partners,
                                      config.model_dump(mode="json")], default=str).encode()).hexdigest()[:24]
     arrays_path, meta_path = cache / f"{key}.npz", cache / f"{key}.json"
     if arrays_path.is_file() and meta_path.is_file():
@@ -90,7 +91,7 @@ def cached_visualise(model: LoadedModel, keys: list, options: AuditOptions, cach
             return [Visualization(key=ObjectiveKey(*m["key"]), kappa=m["kappa"], logit=m["logit"],
                                   probability=m["probability"], config=m["config"],
                                   tensors={s: arrays[f"{i}/{s}"] for s in m["streams"]}) for i, m in enumerate(meta)]
-    vis = visualise(model, keys, options, device="cpu")
+    vis = visualise(model, keys, options, partners=partners, device="cpu")
     cache.mkdir(parents=True, exist_ok=True)
     np.savez(arrays_path, **{f"{i}/{s}": t for i, v in enumerate(vis) for s, t in v.tensors.items()})
     meta_path.write_text(json.dumps([{"key": list(astuple(v.key)), "kappa": v.kappa, "logit": float(v.logit),
@@ -110,7 +111,7 @@ def audit_case(case: cases.TrainedCase, steps: int,
     options = AuditOptions(top_k=3, pairs=[*spec.planted_pairs, *spec.clean_pairs], steps=steps)
     t0 = time.perf_counter()
     plan = plan_audit(model.manifest, confusion, options)
-    vis = cached_visualise(model, plan.keys, options, vis_cache)
+    vis = cached_visualise(model, plan.keys, plan.partners, options, vis_cache)
     t1 = time.perf_counter()
     rows, scored = [], {}
     for pair in plan.pairs:

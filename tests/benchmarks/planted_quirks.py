@@ -47,7 +47,7 @@ def audit_seed(seed: int, head: str, steps: int, modes: list[str], settings: lis
         visualization = VisualizationConfig.model_validate({**VisualizationConfig().model_dump(), **update})
         options = AuditOptions(top_k=3, pairs=CLEAN_PAIRS + planted_pairs, steps=steps, visualization=visualization)
         plan = plan_audit(model.manifest, confusion, options)
-        vis = visualise(model, plan.keys, options, device="cpu")
+        vis = visualise(model, plan.keys, options, partners=plan.partners, device="cpu")
         rows += [{**row, "setting": k} for mode in modes for row in score_seed(seed, model, plan, vis, options, mode)]
     return rows
 

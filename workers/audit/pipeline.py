@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_ev
 from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.audit.options import AuditOptions
-from workers.audit.ranking import RankedPair, audit_null_pairs, select_audit_pairs
+from workers.audit.ranking import RankedPair, audit_null_pairs, audited_partners, select_audit_pairs
 from workers.engine import render
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
@@ -59,6 +59,10 @@ class AuditPlan:
     def classes(self) -> list[str]:
         return sorted({k.class_name for k in self.keys})
 
+    @property
+    def partners(self) -> dict[str, list[str]]:
+        return audited_partners([(p.a, p.b) for p in self.pairs])
+
 
 @dataclass
 class PairResult:
@@ -83,13 +87,18 @@ def plan_audit(manifest: Manifest, confusion: ConfusionMatrix, options: AuditOpt
 
 
 def visualise(model: LoadedModel, keys: Sequence[ObjectiveKey], options: AuditOptions, *,
-              device: torch.device | str | None = None,
+              partners: Mapping[str, Sequence[str]] | None = None, device: torch.device | str | None = None,
               progress: Callable[[int, int], None] | None = None) -> list[Visualization]:
-    """Optimise the objectives ``keys`` as rows of one batched run (chunked by the engine)."""
+    """Optimise the objectives ``keys`` as rows of one batched run (chunked by the engine); a class with
+    ``partners`` (``audited_partners``: the classes it is audited with) is also set apart from them
+    (``VisualizationConfig.partner_contrast``)."""
     config = options.engine_config()
     kappas = config.kappa_levels
     classes = model.manifest.classes
-    requests = [UnitRequest(target=classes.index(k.class_name), kappa=kappas[k.level], seed=k.seed) for k in keys]
+    partners = partners or {}
+    requests = [UnitRequest(target=classes.index(k.class_name), kappa=kappas[k.level], seed=k.seed,
+                            partners=tuple(classes.index(c) for c in partners.get(k.class_name, ())))
+                for k in keys]
     results = visualize(model.module, model.manifest.inputs, requests, config, device=device,
                         num_classes=len(classes), progress=progress)
     for k, r in zip(keys, results):
@@ -251,7 +260,7 @@ def run_local_audit(model: LoadedModel, confusion: ConfusionMatrix, options: Aud
     plan = plan_audit(model.manifest, confusion, options)
     log.info("audit %s: %d pairs, %d objectives", audit_id, len(plan.pairs), len(plan.keys))
     with count_evaluations() as visualise_cost:
-        visualizations = visualise(model, plan.keys, options, device=device,
+        visualizations = visualise(model, plan.keys, options, partners=plan.partners, device=device,
                                    progress=(lambda d, n: progress("visualise", d / n)) if progress else None)
     timings["visualise_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -206,6 +206,17 @@ def null_pairs(pairs: Sequence[tuple[str, str]], index: int, per_class: int) -> 
     return out
 
 
+def audited_partners(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """class -> the classes it is audited with, in the order of ``pairs``: what its visualisations are set apart
+    from (``VisualizationConfig.partner_contrast``). Pure."""
+    out: dict[str, list[str]] = {}
+    for a, b in pairs:
+        for x, y in ((a, b), (b, a)):
+            if y not in out.setdefault(x, []):
+                out[x].append(y)
+    return out
+
+
 def disjoint(pair: Sequence[str], other: Sequence[str]) -> bool:
     """Whether two class pairs share no class: the null scans a pair's ``LOCALIZED_CUE`` is judged against are
     the ones disjoint from it (a scan holding one of its classes holds that class's cue, if it has one). Pure."""

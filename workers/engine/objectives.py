@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -80,11 +80,26 @@ def _scaled(weight: Weight, value: torch.Tensor) -> torch.Tensor:
     return weight * value
 
 
-def class_logit(targets: torch.Tensor | list[int], contrast: float = 0.0) -> Objective:
+def class_logit(targets: torch.Tensor | list[int], contrast: float = 0.0,
+                partners: Sequence[Sequence[int]] | None = None, partner_contrast: float = 0.0) -> Objective:
     """The pre-softmax logit of class ``targets[n]`` in row n, minus ``contrast`` times the log-sum-exp of the
     other logits. ``contrast = 0`` is the paper's objective (all evidence for the class, shared or not);
-    ``contrast = 1`` is the log-odds of the class (only what sets it apart from the rest)."""
+    ``contrast = 1`` is the log-odds of the class (only what sets it apart from the rest). With ``partners[n]``
+    (the classes row n's class is compared with, e.g. those it is confused with), also minus ``partner_contrast``
+    times the log-sum-exp of those classes' logits: what sets the class apart from *them*. A row without
+    partners gets no such term."""
     idx = torch.as_tensor(targets, dtype=torch.long)
+    rows = len(idx)
+    mask = torch.zeros(rows, 0, dtype=torch.bool)
+    if partners is not None and partner_contrast:
+        if len(partners) != rows:
+            raise ValueError(f"{len(partners)} partner lists for {rows} targets")
+        width = max((max(p) + 1 for p in partners if len(p)), default=0)
+        mask = torch.zeros(rows, width, dtype=torch.bool)
+        for n, row in enumerate(partners):
+            if idx[n].item() in row:
+                raise ValueError(f"row {n}: class {idx[n].item()} is its own partner")
+            mask[n, list(row)] = True
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         logits = ctx.logits.float()
@@ -93,9 +108,16 @@ def class_logit(targets: torch.Tensor | list[int], contrast: float = 0.0) -> Obj
         if contrast:
             others = logits.scatter(1, col, float("-inf"))
             value = value - contrast * torch.logsumexp(others, dim=1)
+        if mask.any():
+            wide = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+            wide[:, :mask.shape[1]] = mask.to(logits.device)
+            near = torch.logsumexp(logits.masked_fill(~wide, float("-inf")), dim=1)
+            value = value - partner_contrast * torch.where(wide.any(dim=1), near, torch.zeros_like(near))
         return value
 
     name = "class_logit" if not contrast else f"class_logit(contrast={contrast:g})"
+    if mask.any():
+        name += f" - {partner_contrast:g} lse(partners)"
     return Objective(fn, name)
 
 

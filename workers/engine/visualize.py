@@ -35,12 +35,13 @@ float additions)."""
 @dataclass(frozen=True)
 class UnitRequest:
     """One objective: maximise class logit ``target`` (or channel ``target`` of ``layer``) under temporal weight
-    ``kappa``, starting from the noise of ``seed``."""
+    ``kappa``, starting from the noise of ``seed``; a class logit also against the classes ``partners``."""
 
     target: int
     kappa: float
     seed: int
     layer: str | None = None
+    partners: tuple[int, ...] = ()     # classes the target is set apart from (``VisualizationConfig.partner_contrast``)
 
 
 @dataclass
@@ -71,13 +72,16 @@ def regulariser_penalty(specs: Sequence[InputSpec], kappas: torch.Tensor,
     return total
 
 
-def unit_objective(requests: Sequence[UnitRequest], contrast: float = 0.0) -> obj.Objective:
+def unit_objective(requests: Sequence[UnitRequest], contrast: float = 0.0,
+                   partner_contrast: float = 0.0) -> obj.Objective:
     layers = {r.layer for r in requests}
     if len(layers) != 1:
         raise InvalidInput("requests in one call must all target the same layer (or all class logits)", field="layer")
     layer = layers.pop()
     targets = [r.target for r in requests]
-    return obj.class_logit(targets, contrast) if layer is None else obj.channel(layer, targets)
+    if layer is not None:
+        return obj.channel(layer, targets)
+    return obj.class_logit(targets, contrast, [r.partners for r in requests], partner_contrast)
 
 
 def estimate_chunk_size(model: nn.Module, specs: Sequence[InputSpec], config: VisualizationConfig,
@@ -116,7 +120,7 @@ def visualize(model: nn.Module, specs: Sequence[InputSpec], requests: Sequence[U
     if dev.type == "cpu":
         keep_freed_blocks_in_heap()
     if num_classes is not None:
-        bad = [r.target for r in requests if r.layer is None and not 0 <= r.target < num_classes]
+        bad = [c for r in requests if r.layer is None for c in (r.target, *r.partners) if not 0 <= c < num_classes]
         if bad:
             raise InvalidInput(f"class index {bad[0]} is outside 0..{num_classes - 1}", field="classes")
     chunk = estimate_chunk_size(model, specs, config, dev)
@@ -144,7 +148,7 @@ def _optimise_rows(model: nn.Module, specs: Sequence[InputSpec], requests: list[
     for start in range(0, len(requests), chunk):
         part = list(requests[start:start + chunk])
         kappas = torch.tensor([r.kappa for r in part], dtype=torch.float32, device=dev)
-        unit = unit_objective(part, config.contrast)
+        unit = unit_objective(part, config.contrast, config.partner_contrast)
         seeds = [r.seed for r in part]
         out = optimise(model, specs, unit, regulariser_penalty(specs, kappas, config), seeds, config,
                        device=dev, init=initial_inputs(specs, seeds, config.init_scale))
@@ -158,7 +162,8 @@ def _optimise_rows(model: nn.Module, specs: Sequence[InputSpec], requests: list[
                 penalty=float(out.penalty[i]),
                 probability=float(probs[i, req.target]) if req.layer is None else None,
                 history=[float(v) for v in out.history[:, i]],
-                config={**recorded, "seed": req.seed, "kappa": req.kappa, "target": req.target, "layer": req.layer},
+                config={**recorded, "seed": req.seed, "kappa": req.kappa, "target": req.target, "layer": req.layer,
+                        "partners": list(req.partners)},
             ))
         if progress is not None:
             progress(len(results), len(requests))

@@ -164,13 +164,15 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
 
 @shared_task(name="workers.tasks.visualise_chunk", queue="gpu", **CHORD_MEMBER)
 def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
-    """Optimise one chunk of objectives as one batch (``pipeline.visualise``); store each result's tensors
+    """Optimise one chunk of objectives as one batch (``pipeline.visualise``, each class set apart from the
+    classes the audit pairs it with); store each result's tensors
     and one ``Visualization`` row per stream, keyed by (audit, class, stream, level, seed)."""
 
     def body(session: Session, item: WorkItem) -> None:
         import numpy as np
 
         from workers.audit.pipeline import ObjectiveKey, visualise
+        from workers.audit.ranking import audited_partners
         from workers.engine.cost import count_evaluations
         from workers.engine.optimise import resolve_device
 
@@ -178,11 +180,12 @@ def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> st
         _, _, options = audit_inputs(audit)
         model = load_model(session, audit)
         keys = [ObjectiveKey(c, int(level), int(seed)) for c, level, seed in item.payload["keys"]]
+        partners = audited_partners([(p.class_a, p.class_b) for p in audit.pairs])
         end_snapshot(session)
         memory = gpu_memory_probe()
         t0 = time.perf_counter()
         with count_evaluations() as spent:
-            results = visualise(model, keys, options)
+            results = visualise(model, keys, options, partners=partners)
         elapsed = time.perf_counter() - t0
         metrics.visualisation_finished(len(keys), options.steps, elapsed, resolve_device(None).type)
         store = runtime.current().artifacts
