@@ -21,13 +21,14 @@ Where the defaults come from:
   (``head="gap"``) half is not enough for some classes (softmax 0.00 for all 9 visualisations of one class), so
   rows that end below ``retry_below_probability`` are optimised again at ``retry_contrast = 1`` (the full
   log-odds, i.e. log-softmax) and the better result is kept; its recorded config says which contrast made it.
-- ``partner_contrast = 1``: a class audited with partners (the classes it is confused with) is also contrasted
-  with them: its unit loses the log-sum-exp of the partners' logits once more (``objectives.class_logit``), so the
-  picture shows what sets the class apart from *its partners*, which is where a shortcut sits, and not only what sets
-  it apart from the model's classes at large. On the planted cases' calibration split (cases 0-19, 49 cues, 40 clean
-  pairs; docs/planted_cases.md round 7) it found 27 cues instead of 22 for the same 3 clean pairs flagged (with the
-  decisiveness gate at 0.8 instead of 0.5), motion cues most: flicker, speed and blink visualisations of the cue
-  class had barely beaten the partner before. Without partners (a class visualised alone) it adds nothing.
+- ``partner_contrast = 0`` (off): when > 0, a class audited with partners (the classes it is confused with) is
+  also contrasted with them: its unit loses ``partner_contrast`` times the log-sum-exp of the partners' logits
+  (``objectives.class_logit``), so the picture shows what sets the class apart from *its partners* rather than from
+  the model's classes at large. A reviewer may ask for it to see that difference; it is off by default because the
+  flags do not gain from it. On the planted cases' calibration split (docs/planted_cases.md round 7) at 1, with the
+  decisiveness gate at 0.8 (the pictures beat the partner more easily), cases 0-19 found 27 of 49 cues instead of 22
+  for the same 3 of 40 clean pairs flagged; cases 20-39, not used to choose, did not repeat it: 19 of 54 instead of
+  21 for 11 of 40 clean pairs flagged instead of 5. Without partners (a class visualised alone) it adds nothing.
 - ``init_scale = 0.01``: "small white noise" (DESIGN 4.1).
 - ``parameterization`` (``parameterization.py``): ``"fourier"`` is a per-frame spatial spectrum scaled by
   1/f^``fourier_decay`` with Lucid's colour decorrelation for RGB (``decorrelate_colour``); ``fourier_decay = 1`` and
@@ -89,7 +90,7 @@ class VisualizationConfig(BaseModel):
     contrast: float = Field(0.5, ge=0, le=1)
     retry_below_probability: float = Field(0.5, ge=0, le=1)
     retry_contrast: float = Field(1.0, ge=0, le=1)
-    partner_contrast: float = Field(1.0, ge=0, le=4)
+    partner_contrast: float = Field(0.0, ge=0, le=4)
     lr: float = Field(0.05, gt=0)
     alpha: float = Field(6.0, gt=0)
     beta: float = Field(2.0, gt=0)
