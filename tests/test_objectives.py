@@ -48,6 +48,15 @@ def test_partner_contrast_subtracts_the_partners_log_sum_exp_from_rows_that_have
     assert unweighted.tolist() == [2.0, 2.0]
 
 
+def test_partner_contrast_leaves_a_finite_gradient_on_rows_without_partners():
+    logits = torch.tensor([[2.0, 1.0, 0.5], [0.3, 1.0, 0.5]], requires_grad=True)
+    value = obj.class_logit([0, 0], partners=[(1,), ()], partner_contrast=1.0)(
+        obj.ObjectiveContext(inputs={}, logits=logits))
+    value.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad[1].tolist() == [1.0, 0.0, 0.0] and logits.grad[0].tolist() == [1.0, -1.0, 0.0]
+
+
 def test_partner_contrast_refuses_a_class_as_its_own_partner_or_lists_that_do_not_match_the_rows():
     with pytest.raises(ValueError, match="own partner"):
         obj.class_logit([1], partners=[(1, 2)], partner_contrast=1.0)
