@@ -159,6 +159,8 @@ def test_localized_cue_found_from_the_partners_side_names_the_class_that_holds_t
     [flag] = derive_flags(scores, SPECS)
     assert flag.class_name == "A"
     assert "check whether A's training clips" in flag.message and "that B's lack" in flag.message
+    # the cost is B's, found on B's side: the message says whose margin over whom
+    assert "costs B 20% of its margin over A" in flag.message
 
 
 def test_cue_class_is_the_class_whose_visualisations_stand_out_in_the_window():

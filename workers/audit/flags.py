@@ -252,7 +252,8 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
         flags.append(Flag(
             "LOCALIZED_CUE", name, severity,
             f"A small region of the {name} input at {_where(loc.peak_xy)} tells {owner} from {other}: swapping that "
-            f"region alone costs {loc.peak_drop:.0%} of {loc.favours}'s margin, {loc.peak_separation:.1f}x any region "
+            f"region alone between the two classes' visualisations costs {loc.favours} {loc.peak_drop:.0%} of its "
+            f"margin over {s.b if loc.favours == s.a else s.a}, {loc.peak_separation:.1f}x any region "
             f"elsewhere{_consistency(loc)}{against_null}, and {owner}'s visualisations hold something there; check "
             "whether "
             f"{owner}'s training clips carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
