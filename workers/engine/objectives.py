@@ -100,6 +100,13 @@ def class_logit(targets: torch.Tensor | list[int], contrast: float = 0.0,
             if idx[n].item() in row:
                 raise ValueError(f"row {n}: class {idx[n].item()} is its own partner")
             mask[n, list(row)] = True
+    on_devices: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def partner_mask(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The partner mask and its rows that hold a partner, moved to ``device`` once, not at every step."""
+        if device not in on_devices:
+            on_devices[device] = (mask.to(device), mask.any(dim=1).to(device))
+        return on_devices[device]
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         logits = ctx.logits.float()
@@ -109,10 +116,9 @@ def class_logit(targets: torch.Tensor | list[int], contrast: float = 0.0,
             others = logits.scatter(1, col, float("-inf"))
             value = value - contrast * torch.logsumexp(others, dim=1)
         if mask.any():
-            wide = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
-            wide[:, :mask.shape[1]] = mask.to(logits.device)
-            near = torch.logsumexp(logits.masked_fill(~wide, float("-inf")), dim=1)
-            value = value - partner_contrast * torch.where(wide.any(dim=1), near, torch.zeros_like(near))
+            on_device, has = partner_mask(logits.device)
+            near = torch.logsumexp(logits[:, :mask.shape[1]].masked_fill(~on_device, float("-inf")), dim=1)
+            value = value - partner_contrast * torch.where(has, near, torch.zeros_like(near))
         return value
 
     name = "class_logit" if not contrast else f"class_logit(contrast={contrast:g})"
