@@ -149,6 +149,10 @@ class PairScores:
     null_localisation: list[dict] = field(default_factory=list)
     audit_localisation_null: dict[str, list[float | None]] = field(default_factory=dict)
 
+    def partner_of(self, cls: str) -> str:
+        """The pair's other class than ``cls``."""
+        return self.b if cls == self.a else self.a
+
     def to_json(self) -> dict:
         """Plain JSON types only (numpy scalars become floats), ready for a DB JSON column."""
         return plain_json({

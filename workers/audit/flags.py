@@ -245,7 +245,7 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
                 and standing_out and (not loc.samples or loc.p_value <= th.localized_max_p_value)):
             continue
         owner = st.cue_class or loc.favours  # the class whose visualisations hold something there
-        other = s.b if owner == s.a else s.a
+        other = s.partner_of(owner)
         what = "something static such as a logo, watermark or overlay" if modality[name] == "rgb" \
             else "a local movement such as a flicker, a camera artefact or a moving overlay"
         severity = "high" if loc.peak_separation >= 2 * th.localized_separation else "medium"
@@ -253,7 +253,7 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
             "LOCALIZED_CUE", name, severity,
             f"A small region of the {name} input at {_where(loc.peak_xy)} tells {owner} from {other}: swapping that "
             f"region alone between the two classes' visualisations costs {loc.favours} {loc.peak_drop:.0%} of its "
-            f"margin over {s.b if loc.favours == s.a else s.a}, {loc.peak_separation:.1f}x any region "
+            f"margin over {s.partner_of(loc.favours)}, {loc.peak_separation:.1f}x any region "
             f"elsewhere{_consistency(loc)}{against_null}, and {owner}'s visualisations hold something there; check "
             "whether "
             f"{owner}'s training clips carry {what} there that {other}'s lack.", loc.peak_xy, class_name=owner))
@@ -286,7 +286,7 @@ def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
             continue
         parts = []
         for effect, factor, owner, loser, change, usual in sorted(found, key=lambda f: -f[0]):
-            partner, versus = (s.b if owner == s.a else s.a), (s.b if loser == s.a else s.a)
+            partner, versus = s.partner_of(owner), s.partner_of(loser)
             against = f"; the audit's other {usual['pairs']} pairs: {usual['median']:.0%} (median)" if usual else ""
             parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
                          f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
@@ -336,7 +336,7 @@ def one_stream_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds
         kind = "APPEARANCE_ONLY_SEPARATION" if modality[name] == "rgb" else "MOTION_ONLY_SEPARATION"
         parts = []
         for cls, share, context, _ in hits:
-            other = s.b if cls == s.a else s.a
+            other = s.partner_of(cls)
             against = [n for n, v in s.stream_evidence[cls].items() if n != name and v < 0]
             tail = f"; its {', '.join(against)} alone even reads as {other}" if against else ""
             parts.append(f"{cls} is told from {other} by its {name} ({share:.0%} of what each stream alone "
@@ -370,7 +370,7 @@ def static_or_moving_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagTh
             code, verdict = "MOTION_ONLY_SEPARATION", "only its motion tells it apart"
         else:
             continue
-        other = s.b if cls == s.a else s.a
+        other = s.partner_of(cls)
         measured = (f"{cls} keeps {share:.0%} of its margin over {other} with motion removed, while {usual[1]}: "
                     f"{verdict}")
         found.setdefault(code, []).append((cls, measured))
