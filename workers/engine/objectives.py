@@ -100,29 +100,30 @@ def class_logit(targets: torch.Tensor | list[int], contrast: float = 0.0,
             if idx[n].item() in row:
                 raise ValueError(f"row {n}: class {idx[n].item()} is its own partner")
             mask[n, list(row)] = True
-    on_devices: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    on_devices: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    with_partners = bool(mask.any())
 
-    def partner_mask(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The partner mask and its rows that hold a partner, moved to ``device`` once, not at every step."""
+    def on_device(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The target column, the partner mask and its rows that hold a partner, moved to ``device`` once, not at
+        every step (a copy from the host to a GPU can wait for the kernels queued before it)."""
         if device not in on_devices:
-            on_devices[device] = (mask.to(device), mask.any(dim=1).to(device))
+            on_devices[device] = (idx.to(device).view(-1, 1), mask.to(device), mask.any(dim=1).to(device))
         return on_devices[device]
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         logits = ctx.logits.float()
-        col = idx.to(logits.device).view(-1, 1)
+        col, partner_mask, has = on_device(logits.device)
         value = logits.gather(1, col).squeeze(1)
         if contrast:
             others = logits.scatter(1, col, float("-inf"))
             value = value - contrast * torch.logsumexp(others, dim=1)
-        if mask.any():
-            on_device, has = partner_mask(logits.device)
-            near = torch.logsumexp(logits[:, :mask.shape[1]].masked_fill(~on_device, float("-inf")), dim=1)
+        if with_partners:
+            near = torch.logsumexp(logits[:, :mask.shape[1]].masked_fill(~partner_mask, float("-inf")), dim=1)
             value = value - partner_contrast * torch.where(has, near, torch.zeros_like(near))
         return value
 
     name = "class_logit" if not contrast else f"class_logit(contrast={contrast:g})"
-    if mask.any():
+    if with_partners:
         name += f" - {partner_contrast:g} lse(partners)"
     return Objective(fn, name)
 

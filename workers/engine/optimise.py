@@ -23,7 +23,14 @@ from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import InputSpec
 from workers.engine.objectives import Objective, ObjectiveContext, capture_activations
 from workers.engine.parameterization import parameterize
-from workers.engine.transforms import affine_matrices, affine_rows, draw_affine_table, draw_jitter_table, roll_rows
+from workers.engine.transforms import (
+    affine_matrices,
+    affine_rows,
+    draw_affine_table,
+    draw_jitter_table,
+    is_identity,
+    roll_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +144,16 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
     vectors = {spec.name: spec.modality == "flow" for spec in specs}
     max_px = max(int(round(config.jitter_fraction * min(s.height, s.width))) for s in specs)
     max_frames = config.jitter_frames if max(s.num_frames for s in specs) > 1 else 0
-    table = torch.stack([draw_jitter_table(s, config.steps, max_px, max_frames) for s in seeds]).to(dev)  # (N,S,3)
+    # the draws stay on the host too, for what the loop decides from them: on a GPU, reading a device tensor to
+    # decide waits for every kernel queued before it, and the GPU then idles while the next ones are queued
+    host_table = torch.stack([draw_jitter_table(s, config.steps, max_px, max_frames) for s in seeds])  # (N, S, 3)
+    table = host_table.to(dev)
+    moved = host_table.ne(0).any(dim=0).tolist()  # (S, 3): whether any row shifts along t, y, x at that step
     scale_jitter, rotation_degrees = config.affine_ranges(streams_mod.shortest_side(specs))
-    affine = torch.stack([draw_affine_table(s, config.steps, scale_jitter, rotation_degrees)
-                          for s in seeds]).to(dev)  # (N, S, 2)
+    host_affine = torch.stack([draw_affine_table(s, config.steps, scale_jitter, rotation_degrees)
+                               for s in seeds])  # (N, S, 2)
+    affine = host_affine.to(dev)
+    identity = [is_identity(affine_matrices(host_affine[:, k, 0], host_affine[:, k, 1])) for k in range(config.steps)]
     opt = torch.optim.Adam([{"params": p.variables, "lr": config.learning_rate(p.kind)} for p in params.values()])
     names = list(params)
     sizes = {k: math.prod(start[k].shape[1:]) for k in names}
@@ -158,7 +171,8 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
                 # the model's graph and the parameterisation's are kept apart: the ascent is formed in unit space
                 inputs = {k: v.detach().requires_grad_(True) for k, v in mapped.items()}
                 mats = affine_matrices(affine[:, step, 0], affine[:, step, 1])
-                shown = {k: affine_rows(roll_rows(v, table[:, step]), mats, vectors=vectors[k])
+                shown = {k: affine_rows(roll_rows(v, table[:, step], moved[step]), mats, vectors=vectors[k],
+                                        identity=identity[step])
                          for k, v in inputs.items()}
                 logits = forward_model(runner, specs, shown, bf16=bf16, channels_last=channels_last)
                 value = unit(ObjectiveContext(inputs=inputs, logits=logits, activations=acts))
@@ -173,7 +187,7 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
                 torch.autograd.backward([mapped[k] for k in names], [-a for a in ascent])
                 opt.step()
                 if step % config.record_every == 0 or step == config.steps - 1:
-                    history.append(value.detach().float().cpu())
+                    history.append(value.detach().float())  # to the host once, at the end
                 if on_step is not None:
                     on_step(step)
             with torch.no_grad():
@@ -190,4 +204,5 @@ def optimise(model: nn.Module, specs: Sequence[InputSpec], unit: Objective, pena
     }
     log.debug("optimised %d rows x %d steps in %.2fs", n, config.steps, seconds)
     return OptimisationResult(inputs=model_space, unit=final.float().cpu(), penalty=final_pen.float().cpu(),
-                              logits=logits.detach().float().cpu(), history=torch.stack(history), seconds=seconds)
+                              logits=logits.detach().float().cpu(), history=torch.stack(history).cpu(),
+                              seconds=seconds)

@@ -8,6 +8,7 @@ stack of L flow frames with 2L channels (x0, y0, x1, y1, ...) is (2, L).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -33,15 +34,24 @@ def natural_half_range(spec: InputSpec) -> torch.Tensor:
     return torch.ones(2)
 
 
+@functools.lru_cache(maxsize=64)
+def _on_device(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 1, 1, 1) ``values`` on ``device``, copied there once per device: the engine converts at every step,
+    and a copy from the host to a GPU waits for every kernel queued before it. Never written to."""
+    return torch.tensor(values, dtype=torch.float32).to(device=device, dtype=dtype).view(1, -1, 1, 1, 1)
+
+
+def _half_range(spec: InputSpec, like: torch.Tensor) -> torch.Tensor:
+    return _on_device(tuple(natural_half_range(spec).tolist()), like.device, like.dtype)
+
+
 def unit_to_model_space(u: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """u (N,C,T,H,W) in unit space -> x in model space, same shape."""
-    scale = natural_half_range(spec).to(device=u.device, dtype=u.dtype)
-    return u * scale.view(1, -1, 1, 1, 1)
+    return u * _half_range(spec, u)
 
 
 def model_to_unit_space(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    scale = natural_half_range(spec).to(device=x.device, dtype=x.dtype)
-    return x / scale.view(1, -1, 1, 1, 1)
+    return x / _half_range(spec, x)
 
 
 def to_model_layout(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:

@@ -1,0 +1,131 @@
+"""Where a batched step of the visualisation engine spends its time on a GPU (issue 2). Printed, never asserted.
+
+For each model, at the engine's batch: the model alone (forward + input gradient with frozen weights, bf16 autocast,
+channels_last; the ceiling no optimisation loop can pass), the whole engine step, the engine with its robustness
+transforms off (no jitter, scaling or rotation), the engine on the pixel parameterisation, and both at one row
+(what a step costs beyond the model when there is almost no arithmetic). Then the CUDA kernels of a few engine steps
+by self time (torch.profiler), and how much of the steps' wall time the GPU was busy.
+
+    python tests/benchmarks/engine_gpu_profile.py [--only vgg,r21] [--batch 64] [--steps 20]
+``--device cpu --batch 2 --steps 1`` runs the same code on the CPU as a smoke test.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from workers.engine import streams
+from workers.engine.architectures import build_architecture
+from workers.engine.config import VisualizationConfig
+from workers.engine.manifest import InputSpec
+from workers.engine.optimise import to_channels_last
+from workers.engine.visualize import UnitRequest, visualize
+
+RGB = {"mean": [0.43, 0.39, 0.37], "std": [0.23, 0.22, 0.22]}
+NO_TRANSFORMS = {"jitter_fraction": 0.0, "jitter_frames": 0, "scale_jitter": 0.0, "rotation_degrees": 0.0}
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_alone(model: torch.nn.Module, specs: list[InputSpec], rows: int, iters: int, device: str) -> float:
+    """Sample-iterations/s of the model's forward and input gradient alone, bf16 autocast, channels_last."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}
+    xs = [streams.to_model_layout(torch.randn(rows, *streams.canonical_shape(s), device=device), s) for s in specs]
+    xs = [x.contiguous(memory_format=fmt[x.dim()]).requires_grad_(True) for x in xs]
+    targets = torch.arange(rows, device=device) % 10
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = model(*xs)
+        torch.autograd.grad(out.gather(1, targets[:, None]).sum(), xs)
+
+    step()
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        step()
+    synchronize(device)
+    return rows * iters / (time.perf_counter() - t0)
+
+
+def engine(model: torch.nn.Module, specs: list[InputSpec], rows: int, steps: int, device: str,
+           **overrides) -> float:
+    """Sample-iterations/s of ``visualize`` (bf16, channels_last, one chunk of ``rows``) with config overrides."""
+    config = VisualizationConfig(steps=steps, precision="bf16", chunk_size=rows, **overrides)
+    reqs = [UnitRequest(target=i % 10, kappa=1.0, seed=i) for i in range(rows)]
+    visualize(model, specs, reqs, config.model_copy(update={"steps": 2}), device=device)
+    synchronize(device)
+    t0 = time.perf_counter()
+    visualize(model, specs, reqs, config, device=device)
+    synchronize(device)
+    return rows * steps / (time.perf_counter() - t0)
+
+
+def kernels(model: torch.nn.Module, specs: list[InputSpec], rows: int, steps: int, device: str, top: int) -> None:
+    """The top kernels of ``steps`` engine steps by self device time, and the GPU's busy share of the wall time."""
+    config = VisualizationConfig(steps=steps, precision="bf16", chunk_size=rows)
+    reqs = [UnitRequest(target=i % 10, kappa=1.0, seed=i) for i in range(rows)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    synchronize(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        visualize(model, specs, reqs, config, device=device)
+        synchronize(device)
+    wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=key, row_limit=top, max_name_column_width=60), flush=True)
+    if device == "cuda":
+        busy = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6
+        print(f"{steps} steps: wall {wall:.3f} s (profiled), GPU busy {busy:.3f} s ({busy / wall:.0%})", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="vgg,r21")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--profile-steps", type=int, default=3)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("engine_gpu_profile.py needs CUDA; nothing measured")
+        return 1
+    torch.backends.cudnn.benchmark = True
+    models = {
+        "vgg": ("twostream_vgg16", lambda: build_architecture("quirkscope.twostream_vgg16", 101, flow_frames=10),
+                [InputSpec(name="appearance", modality="rgb", layout="NCHW", shape=[3, 224, 224], **RGB),
+                 InputSpec(name="motion", modality="flow", layout="NCHW", shape=[20, 224, 224], frames=10,
+                           scale=20.0)]),
+        "r21": ("r2plus1d_18", lambda: build_architecture("torchvision.r2plus1d_18", 400),
+                [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 16, 112, 112], **RGB)]),
+    }
+    for short in args.only.split(","):
+        name, build, specs = models[short]
+        model = build().to(args.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        to_channels_last(model)
+        n, s, dev = args.batch, args.steps, args.device
+        print(f"{name}, {n} rows, {s} steps (sample-iterations/s):", flush=True)
+        print(f"  model alone              {model_alone(model, specs, n, s, dev):9.1f}", flush=True)
+        print(f"  engine                   {engine(model, specs, n, s, dev):9.1f}", flush=True)
+        print(f"  engine, no transforms    {engine(model, specs, n, s, dev, **NO_TRANSFORMS):9.1f}", flush=True)
+        print(f"  engine, pixel            {engine(model, specs, n, s, dev, parameterization='pixel'):9.1f}",
+              flush=True)
+        print(f"  model alone, 1 row       {model_alone(model, specs, 1, s, dev):9.1f}", flush=True)
+        print(f"  engine, 1 row            {engine(model, specs, 1, s, dev):9.1f}", flush=True)
+        kernels(model, specs, n, args.profile_steps, dev, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
