@@ -6,12 +6,16 @@ workers/engine/reference/scoring.py (definitions there). Printed, never asserted
 
     python tests/benchmarks/planted_cases.py --split calibration|heldout [--cases 20] [--steps 128] [--json OUT]
                                              [--first 0] [--write-rates PATH] [--build-only] [--cache DIR] [--threads 1]
-                                             [--vis-cache DIR]
+                                             [--vis-cache DIR] [--partner-contrast 1]
     python tests/benchmarks/planted_cases.py --split SPLIT --rescore ROWS.json [ROWS.json ...] [--write-rates PATH]
+                                             [--replicated-by CONTRASTED.json ...]
 
 Calibrate flag thresholds on ``--split calibration`` and report on ``--split heldout``: the held-out split has other
 seeds and cue designs (cases.py's docstring). ``--build-only`` trains and caches the cases and prints each one's
-accuracy and planted-vs-clean confusion, without auditing.
+accuracy and planted-vs-clean confusion, without auditing. ``--partner-contrast 1`` audits with each class's pictures
+set apart from the classes it is audited with (``VisualizationConfig.partner_contrast``); ``--replicated-by`` then
+re-scores a run of today's pictures keeping only the flags that such a run of the same cases repeats
+(``flags.replicated``).
 """
 from __future__ import annotations
 
@@ -29,10 +33,11 @@ import torch
 from workers.audit.analysis import AuditLeanings, PairScores, PairShares, with_audit_baseline
 from workers.audit.confusion import parse_confusion
 from workers.audit.flag_rates import proportion_interval, rate_intervals
-from workers.audit.flags import FlagThresholds, derive_flags
+from workers.audit.flags import FlagThresholds, derive_flags, replicated
 from workers.audit.options import AuditOptions
 from workers.audit.pipeline import ObjectiveKey, Visualization, analyse_pairs, plan_audit, visualise
 from workers.engine.bundle import LoadedModel
+from workers.engine.config import VisualizationConfig
 from workers.engine.reference import cases, scoring
 
 
@@ -100,15 +105,16 @@ def cached_visualise(model: LoadedModel, keys: list, partners: dict[str, list[st
     return vis
 
 
-def audit_case(case: cases.TrainedCase, steps: int,
-               vis_cache: Path | None = None) -> tuple[list[dict], dict[str, float]]:
+def audit_case(case: cases.TrainedCase, steps: int, vis_cache: Path | None = None,
+               partner_contrast: float = 0.0) -> tuple[list[dict], dict[str, float]]:
     """Rows (one per planted or clean pair) and the seconds each stage took."""
     spec = case.spec
     model = LoadedModel(module=case.module, manifest=case.manifest, sha256=spec.key())
     confusion = parse_confusion(case.confusion, case.manifest.classes)
     wanted = {frozenset(p): cue for cue in spec.cues for p in [(cue.class_name, cue.partner)]}
     wanted.update({frozenset(p): None for p in spec.clean_pairs})
-    options = AuditOptions(top_k=3, pairs=[*spec.planted_pairs, *spec.clean_pairs], steps=steps)
+    options = AuditOptions(top_k=3, pairs=[*spec.planted_pairs, *spec.clean_pairs], steps=steps,
+                           visualization=VisualizationConfig(partner_contrast=partner_contrast))
     t0 = time.perf_counter()
     plan = plan_audit(model.manifest, confusion, options)
     vis = cached_visualise(model, plan.keys, plan.partners, options, vis_cache)
@@ -181,12 +187,25 @@ def stored_scores(rows: list[dict]) -> list[PairScores]:
     return [with_audit_baseline(s, leanings[r["case_id"]]) for r, s in zip(rows, scores)]
 
 
-def rescored_outcomes(rows: list[dict], th: FlagThresholds) -> list[scoring.PairOutcome]:
-    """The outcomes of stored rows with each pair's flags derived again from its stored scores under ``th`` (the
-    rules as they are now), without auditing again."""
+def rescored_flags(rows: list[dict], th: FlagThresholds) -> list[list]:
+    """Each stored row's flags derived again from its stored scores under ``th`` (the rules as they are now)."""
     specs = case_inputs(rows)
-    return [scoring.outcome_of_row(r, derive_flags(s, specs[r["case_id"]], th))
-            for r, s in zip(rows, stored_scores(rows))]
+    return [derive_flags(s, specs[r["case_id"]], th) for r, s in zip(rows, stored_scores(rows))]
+
+
+def rescored_outcomes(rows: list[dict], th: FlagThresholds,
+                      contrasted: list[dict] | None = None) -> list[scoring.PairOutcome]:
+    """The outcomes of stored rows with each pair's flags derived again under ``th``, without auditing again; with
+    ``contrasted`` (the rows of the same cases audited with ``--partner-contrast``), only the flags those rows'
+    flags repeat (``flags.replicated``). ValueError when a pair has no contrasted row."""
+    flags = rescored_flags(rows, th)
+    if contrasted is not None:
+        other = {(r["case_id"], r["a"], r["b"]): f for r, f in zip(contrasted, rescored_flags(contrasted, th))}
+        missing = [(r["case_id"], r["a"], r["b"]) for r in rows if (r["case_id"], r["a"], r["b"]) not in other]
+        if missing:
+            raise ValueError(f"no contrasted row for {len(missing)} pairs, e.g. {missing[0]}")
+        flags = [replicated(f, other[(r["case_id"], r["a"], r["b"])]) for r, f in zip(rows, flags)]
+    return [scoring.outcome_of_row(r, f) for r, f in zip(rows, flags)]
 
 
 def interval_text(successes: int, trials: int) -> str:
@@ -250,17 +269,24 @@ def main() -> None:
                              "default thresholds, and print the summary")
     parser.add_argument("--vis-cache", type=Path, default=None,
                         help="keep each case's visualisations here and reuse them (iterating on the scoring)")
+    parser.add_argument("--partner-contrast", type=float, default=0.0,
+                        help="audit with each class's pictures set apart from the classes it is audited with")
+    parser.add_argument("--replicated-by", type=Path, nargs="+", metavar="CONTRASTED.json",
+                        help="with --rescore: keep only the flags that rows of the same cases audited with "
+                             "--partner-contrast repeat (same code, stream and class)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rescore:
         try:
             rows, steps = load_rows(args.rescore, args.split)
+            contrasted = load_rows(args.replicated_by, args.split)[0] if args.replicated_by else None
+            outcomes = rescored_outcomes(rows, FlagThresholds(), contrasted)
         except ValueError as exc:
             parser.error(f"--rescore: {exc}")
         print(f"split={args.split}: {len(rows)} stored rows of {len({r['case_id'] for r in rows})} cases, flags "
-              "derived again under the current rules")
-        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), steps,
-                    print_summary(rescored_outcomes(rows, FlagThresholds())))
+              "derived again under the current rules"
+              + (", kept where the contrasted pictures repeat them" if contrasted is not None else ""))
+        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), steps, print_summary(outcomes))
         return
     if args.first < 0 or args.cases < 1:
         parser.error("--first must be >= 0 and --cases >= 1")
@@ -277,7 +303,7 @@ def main() -> None:
             print(case_line(case, origin), flush=True)
             per_case.append(case_confusion_row(case, build_s))
             continue
-        case_rows, timings = audit_case(case, args.steps, args.vis_cache)
+        case_rows, timings = audit_case(case, args.steps, args.vis_cache, args.partner_contrast)
         rows += case_rows
         total_s = time.perf_counter() - t0
         found = sum(bool(r["found"]) for r in case_rows if r["kind"] == "planted")
@@ -300,7 +326,8 @@ def main() -> None:
               f"{len(learned)}, found as expected {sum(r['found_as_expected'] for r in learned)}/{len(learned)}")
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "first": args.first,
-                                         "steps": args.steps, "generator": cases.GENERATOR_VERSION,
+                                         "steps": args.steps, "partner_contrast": args.partner_contrast,
+                                         "generator": cases.GENERATOR_VERSION,
                                          "per_case": per_case, "rows": rows, "summary": summary},
                                         indent=1, default=list))
     if not args.build_only:
