@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workers.audit.analysis import Localisation, PairScores, StreamScores
-from workers.audit.flags import Flag, FlagThresholds, derive_flags, one_stream_classes, replicated
+from workers.audit.flags import FlagThresholds, derive_flags, one_stream_classes
 from workers.engine.manifest import InputSpec
 
 SPECS = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 8, 32, 32]),
@@ -371,13 +371,3 @@ def test_the_localisation_null_of_a_pair_leaves_out_scans_that_touch_its_classes
     again = AuditLeanings.from_json(json.loads(json.dumps(leanings.to_json())))
     assert again.localisation_null_for(("C", "D")) == leanings.localisation_null_for(("C", "D"))
 
-
-def test_replicated_keeps_the_flags_the_second_pictures_repeat_by_code_stream_and_class():
-    cue = Flag("LOCALIZED_CUE", "appearance", "medium", "m", (0.1, 0.2), class_name="A")
-    other_class = Flag("LOCALIZED_CUE", "appearance", "high", "other figures", (0.5, 0.5), class_name="B")
-    motion = Flag("MOTION_ONLY_SEPARATION", "motion", "medium", "m", class_name="A")
-    weak = Flag("WEAK_VISUALISATION", None, "medium", "m", class_name="A")
-    second = [Flag("LOCALIZED_CUE", "appearance", "high", "its own figures", (0.9, 0.9), class_name="A"),
-              Flag("MOTION_ONLY_SEPARATION", "appearance", "medium", "m", class_name="A")]
-    assert replicated([cue, other_class, motion, weak], second) == [cue, weak]   # the first set's figures are kept
-    assert replicated([cue, motion], []) == []

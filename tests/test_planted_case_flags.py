@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from workers.audit.analysis import PairScores
-from workers.audit.flags import derive_flags
+from workers.audit.flags import Flag, derive_flags
 from workers.engine.manifest import InputSpec
 from workers.engine.reference import cases, scoring
 
@@ -53,3 +53,16 @@ def test_stored_rows_get_the_audit_baseline_of_their_own_case_only():
     assert all(s.audit_stream_share["motion"]["classes"] == 4 for s in together)
     apart = stored_scores([{**rows[0], "case_id": "calibration-099"}, *rows[1:]])
     assert apart[0].audit_stream_share == {} and apart[1].audit_stream_share["motion"]["classes"] == 2
+
+
+def test_replicated_keeps_the_flags_the_second_pictures_repeat_by_code_stream_and_class():
+    from tests.benchmarks.planted_cases import replicated
+
+    cue = Flag("LOCALIZED_CUE", "appearance", "medium", "m", (0.1, 0.2), class_name="A")
+    other_class = Flag("LOCALIZED_CUE", "appearance", "high", "other figures", (0.5, 0.5), class_name="B")
+    motion = Flag("MOTION_ONLY_SEPARATION", "motion", "medium", "m", class_name="A")
+    weak = Flag("WEAK_VISUALISATION", None, "medium", "m", class_name="A")
+    second = [Flag("LOCALIZED_CUE", "appearance", "high", "its own figures", (0.9, 0.9), class_name="A"),
+              Flag("MOTION_ONLY_SEPARATION", "appearance", "medium", "m", class_name="A")]
+    assert replicated([cue, other_class, motion, weak], second) == [cue, weak]   # the first set's figures are kept
+    assert replicated([cue, motion], []) == []

@@ -178,27 +178,6 @@ def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds |
             *[f for f in context_cue_flags(s, specs, th) if decisive(s, f.class_name, th)]]
 
 
-def flag_key(flag: Flag) -> tuple[str, str | None, str | None]:
-    """What a finding says, apart from its figures: code, stream and the class it is about. Pure."""
-    return flag.code, flag.stream, flag.class_name
-
-
-def replicated(flags: Sequence[Flag], other: Sequence[Flag]) -> list[Flag]:
-    """The flags of ``flags`` that a second, independent set of visualisations of the same pair also raised
-    (``other``: the same code, on the same stream, about the same class), and every WEAK_VISUALISATION, which
-    describes the pictures, not the model. Pure.
-
-    The second set is the pictures of each class set apart from the classes it is audited with
-    (``VisualizationConfig.partner_contrast`` 1). Tried on the planted cases' calibration split (docs/planted_cases.md
-    round 8): the flags of today's pictures that the contrasted pictures repeat. On cases 0-19 and 20-39 alike, 1 of 40
-    and 0 of 40 clean pairs kept a flag, where today's flags alone flag 3 and 5 of them. 16 of 49 and 16 of 54 cues were
-    still found, against 22 and 21. Raising the decisiveness gate instead buys the same few clean pairs with far more
-    cues: at a gate of 0.9, 9 of 49 and 12 of 54 found, for 1 and 2 clean pairs. It costs a second set of
-    visualisations."""
-    seen = {flag_key(f) for f in other}
-    return [f for f in flags if f.code == "WEAK_VISUALISATION" or flag_key(f) in seen]
-
-
 def decisive(s: PairScores, class_name: str | None, th: FlagThresholds) -> bool:
     """The gate of every flag that points at a cue: the class it is about (either class, for a flag about both)
     beats its partner by >= ``min_decisiveness`` of its usual margin over the model's other classes
