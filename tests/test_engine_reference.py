@@ -166,3 +166,40 @@ def test_an_extra_shortcut_is_planted_in_its_class_training_clips_only_and_chang
 def test_an_extra_shortcut_must_be_a_known_kind_on_a_confusable_class(text: str) -> None:
     with pytest.raises(ValueError):
         data.extra_shortcut(text)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (waiting for the GPU is a GPU matter)")
+@pytest.mark.parametrize("size", [16, 64])   # the pixel and the Fourier parameterisation
+def test_cuda_optimisation_steps_never_wait_for_the_gpu(size):
+    """Inside the loop nothing reads a device tensor or copies from the host (docs/engine_gpu.md): steps 1 and 2 run
+    with synchronising calls raising; the end of the run copies the results back, as it must."""
+    _optimise_a_few_rows(size, "cuda", sync_check=True)
+
+
+def test_the_sync_check_runs_the_same_loop_on_the_cpu():
+    _optimise_a_few_rows(16, "cpu", sync_check=False)
+
+
+def _optimise_a_few_rows(size: int, device: str, sync_check: bool) -> None:
+    from workers.engine.manifest import InputSpec
+    from workers.engine.optimise import optimise
+    from workers.engine.visualize import regulariser_penalty, unit_objective
+
+    model = TinyTwoStream(num_classes=3, frames=4, size=size)
+    specs = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 4, size, size]),
+             InputSpec(name="motion", modality="flow", layout="NCTHW", shape=[2, 4, size, size])]
+    requests = [UnitRequest(i % 3, 1.0, i, partners=((i + 1) % 3,)) for i in range(4)]
+    config = VisualizationConfig(steps=4, scale_jitter=0.1, rotation_degrees=10.0, partner_contrast=1.0)
+
+    def on_step(step: int) -> None:
+        if sync_check and step in (0, 2):
+            torch.cuda.set_sync_debug_mode("error" if step == 0 else "default")
+
+    try:
+        out = optimise(model, specs, unit_objective(requests, config.contrast, config.partner_contrast),
+                       regulariser_penalty(specs, torch.ones(len(requests), device=device), config),
+                       [r.seed for r in requests], config, device=device, on_step=on_step)
+    finally:
+        if sync_check:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(out.unit).all() and out.history.shape[1] == len(requests)
