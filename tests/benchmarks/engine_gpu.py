@@ -31,6 +31,15 @@ from workers.engine.visualize import UnitRequest, visualize
 
 PEAK = {"bf16": 989e12, "fp32": 67e12}
 RGB = {"mean": [0.43, 0.39, 0.37], "std": [0.23, 0.22, 0.22]}
+# short name -> (printed name, builder, input specs, classes): the models of issue 2 (also engine_gpu_profile.py's)
+MODELS = {
+    "vgg": ("twostream_vgg16", lambda: build_architecture("quirkscope.twostream_vgg16", 101, flow_frames=10),
+            [InputSpec(name="appearance", modality="rgb", layout="NCHW", shape=[3, 224, 224], **RGB),
+             InputSpec(name="motion", modality="flow", layout="NCHW", shape=[20, 224, 224], frames=10, scale=20.0)],
+            101),
+    "r21": ("r2plus1d_18", lambda: build_architecture("torchvision.r2plus1d_18", 400),
+            [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 16, 112, 112], **RGB)], 400),
+}
 
 
 def synchronize(device: str) -> None:
@@ -101,8 +110,7 @@ def efficientnet_lite0(steps: int, device: str, compile_: bool) -> None:
     synchronize(device)
     rate = len(requests) * steps / (time.perf_counter() - t0)
     print(f"EfficientNet-Lite0 16 units x {steps} steps{' compiled' if compile_ else ''}: {rate:.1f} sample-it/s; "
-          f"min target softmax "
-          f"{min(r.probability for r in out):.4f}", flush=True)
+          f"min target softmax {min(r.probability for r in out):.4f}", flush=True)
 
 
 def main() -> int:
@@ -122,15 +130,9 @@ def main() -> int:
         return 1
     print(torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU (smoke test)", torch.__version__,
           flush=True)
-    vgg_specs = [InputSpec(name="appearance", modality="rgb", layout="NCHW", shape=[3, 224, 224], **RGB),
-                 InputSpec(name="motion", modality="flow", layout="NCHW", shape=[20, 224, 224], frames=10, scale=20.0)]
-    if "vgg" in only:
-        measure("twostream_vgg16", build_architecture("quirkscope.twostream_vgg16", 101, flow_frames=10), vgg_specs,
-                101, args.steps, args.batch, args.compile, args.device)
-    r21_specs = [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 16, 112, 112], **RGB)]
-    if "r21" in only:
-        measure("r2plus1d_18", build_architecture("torchvision.r2plus1d_18", 400), r21_specs, 400, args.steps,
-                args.batch, args.compile, args.device)
+    for short, (name, build, specs, classes) in MODELS.items():
+        if short in only:
+            measure(name, build(), specs, classes, args.steps, args.batch, args.compile, args.device)
     if "lite" in only:
         efficientnet_lite0(args.lite_steps, args.device, args.compile)
     return 0

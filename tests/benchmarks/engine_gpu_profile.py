@@ -16,22 +16,16 @@ import sys
 import time
 
 import torch
+from engine_gpu import MODELS, synchronize  # the sibling script (this directory is first on sys.path)
 from torch.profiler import ProfilerActivity, profile
 
 from workers.engine import streams
-from workers.engine.architectures import build_architecture
 from workers.engine.config import VisualizationConfig
 from workers.engine.manifest import InputSpec
 from workers.engine.optimise import to_channels_last
 from workers.engine.visualize import UnitRequest, visualize
 
-RGB = {"mean": [0.43, 0.39, 0.37], "std": [0.23, 0.22, 0.22]}
 NO_TRANSFORMS = {"jitter_fraction": 0.0, "jitter_frames": 0, "scale_jitter": 0.0, "rotation_degrees": 0.0}
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def model_alone(model: torch.nn.Module, specs: list[InputSpec], rows: int, iters: int, device: str) -> float:
@@ -55,13 +49,18 @@ def model_alone(model: torch.nn.Module, specs: list[InputSpec], rows: int, iters
     return rows * iters / (time.perf_counter() - t0)
 
 
-def engine(model: torch.nn.Module, specs: list[InputSpec], rows: int, steps: int, device: str,
-           **overrides) -> float:
-    """Sample-iterations/s of ``visualize`` (bf16, channels_last, one chunk of ``rows``) with config overrides."""
+def engine_run(rows: int, steps: int, **overrides) -> tuple[VisualizationConfig, list[UnitRequest]]:
+    """The config (bf16, channels_last, one chunk of ``rows``, with ``overrides``) and requests of an engine run."""
     # no retry pass (random weights leave most rows below softmax 0.5: they would run twice, counted once)
     config = VisualizationConfig(steps=steps, precision="bf16", chunk_size=rows, retry_below_probability=0.0,
                                  **overrides)
-    reqs = [UnitRequest(target=i % 10, kappa=1.0, seed=i) for i in range(rows)]
+    return config, [UnitRequest(target=i % 10, kappa=1.0, seed=i) for i in range(rows)]
+
+
+def engine(model: torch.nn.Module, specs: list[InputSpec], rows: int, steps: int, device: str,
+           **overrides) -> float:
+    """Sample-iterations/s of ``visualize`` (``engine_run``'s config and requests)."""
+    config, reqs = engine_run(rows, steps, **overrides)
     visualize(model, specs, reqs, config.model_copy(update={"steps": 2}), device=device)
     synchronize(device)
     t0 = time.perf_counter()
@@ -72,8 +71,7 @@ def engine(model: torch.nn.Module, specs: list[InputSpec], rows: int, steps: int
 
 def kernels(model: torch.nn.Module, specs: list[InputSpec], rows: int, steps: int, device: str, top: int) -> None:
     """The top kernels of ``steps`` engine steps by self device time, and the GPU's busy share of the wall time."""
-    config = VisualizationConfig(steps=steps, precision="bf16", chunk_size=rows, retry_below_probability=0.0)
-    reqs = [UnitRequest(target=i % 10, kappa=1.0, seed=i) for i in range(rows)]
+    config, reqs = engine_run(rows, steps)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     synchronize(device)
     t0 = time.perf_counter()
@@ -102,16 +100,8 @@ def main() -> int:
         print("engine_gpu_profile.py needs CUDA; nothing measured")
         return 1
     torch.backends.cudnn.benchmark = True
-    models = {
-        "vgg": ("twostream_vgg16", lambda: build_architecture("quirkscope.twostream_vgg16", 101, flow_frames=10),
-                [InputSpec(name="appearance", modality="rgb", layout="NCHW", shape=[3, 224, 224], **RGB),
-                 InputSpec(name="motion", modality="flow", layout="NCHW", shape=[20, 224, 224], frames=10,
-                           scale=20.0)]),
-        "r21": ("r2plus1d_18", lambda: build_architecture("torchvision.r2plus1d_18", 400),
-                [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 16, 112, 112], **RGB)]),
-    }
     for short in args.only.split(","):
-        name, build, specs = models[short]
+        name, build, specs, _ = MODELS[short]
         model = build().to(args.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)
