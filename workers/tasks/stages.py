@@ -164,9 +164,9 @@ def start_audit(self, audit_id: int, reaped: bool = False) -> str:  # type: igno
 
 @shared_task(name="workers.tasks.visualise_chunk", queue="gpu", **CHORD_MEMBER)
 def visualise_chunk(self, audit_id: int, chunk: int, reaped: bool = False) -> str:  # type: ignore[no-untyped-def]
-    """Optimise one chunk of objectives as one batch (``pipeline.visualise``, each class set apart from the
-    classes the audit pairs it with); store each result's tensors
-    and one ``Visualization`` row per stream, keyed by (audit, class, stream, level, seed)."""
+    """Optimise one chunk of objectives as one batch (``pipeline.visualise``; with ``partner_contrast`` on, each
+    class is set apart from the classes the audit pairs it with); store each result's tensors and one
+    ``Visualization`` row per stream, keyed by (audit, class, stream, level, seed)."""
 
     def body(session: Session, item: WorkItem) -> None:
         import numpy as np
