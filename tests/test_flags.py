@@ -370,4 +370,3 @@ def test_the_localisation_null_of_a_pair_leaves_out_scans_that_touch_its_classes
     assert sorted(leanings.localisation_null_for(("E", "F"))["appearance"]) == [2.0, 9.0]
     again = AuditLeanings.from_json(json.loads(json.dumps(leanings.to_json())))
     assert again.localisation_null_for(("C", "D")) == leanings.localisation_null_for(("C", "D"))
-
