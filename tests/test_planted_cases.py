@@ -300,11 +300,13 @@ def test_expected_codes_follow_the_table() -> None:
     assert scoring.expected_codes(LOGO, "twostream_flatten") == ["LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION"]
     assert scoring.expected_codes(LOGO, "twostream_gap") == ["APPEARANCE_ONLY_SEPARATION"]
     assert scoring.expected_codes(SHAKE, "c3d_single") == ["MOTION_ONLY_SEPARATION"]
-    assert scoring.expected_codes(SHAKE, "twostream_gap") == ["MOTION_ONLY_SEPARATION"]
+    assert scoring.expected_codes(SHAKE, "twostream_gap") == ["MOTION_ONLY_SEPARATION", "MOTION_FACTOR_CUE"]
     cast = dataclasses.replace(SHAKE, family="colour_cast", stream="clip")
-    assert scoring.expected_codes(cast, "c3d_single") == ["GLOBAL_APPEARANCE_CUE", "APPEARANCE_ONLY_SEPARATION"]
+    assert scoring.expected_codes(cast, "c3d_single") == ["GLOBAL_APPEARANCE_CUE", "APPEARANCE_ONLY_SEPARATION",
+                                                          "STATIC_FACTOR_CUE"]
     background = dataclasses.replace(SHAKE, family="background", stream="clip")
-    assert scoring.expected_codes(background, "c3d_single") == ["APPEARANCE_ONLY_SEPARATION", "CONTEXT_CUE"]
+    assert scoring.expected_codes(background, "c3d_single") == ["APPEARANCE_ONLY_SEPARATION", "CONTEXT_CUE",
+                                                                "STATIC_FACTOR_CUE"]
 
 
 def test_code_rates_count_fired_correct_expected_and_found_by_hand() -> None:
@@ -321,7 +323,10 @@ def test_code_rates_count_fired_correct_expected_and_found_by_hand() -> None:
             flag("WEAK_VISUALISATION", None))),
     ]
     rates = scoring.code_rates(outcomes)
-    assert set(rates) == {"LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE"}
+    assert set(rates) == {"LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE",
+                          "MOTION_FACTOR_CUE"}                         # expected of the shake, never fired
+    assert rates["MOTION_FACTOR_CUE"] == {"precision": None, "recall": 0.0, "fired": 0, "correct": 0, "expected": 1,
+                                          "found": 0}
     assert rates["LOCALIZED_CUE"] == {"precision": 1.0, "recall": 1.0, "fired": 1, "correct": 1, "expected": 1,
                                       "found": 1}
     assert rates["APPEARANCE_ONLY_SEPARATION"] == {"precision": 0.0, "recall": 0.0, "fired": 1, "correct": 0,

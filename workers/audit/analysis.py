@@ -148,6 +148,9 @@ class PairScores:
     # infinite), the model's own null of LOCALIZED_CUE; empty for older evidence or without the rest of the audit
     null_localisation: list[dict] = field(default_factory=list)
     audit_localisation_null: dict[str, list[float | None]] = field(default_factory=dict)
+    # stream -> factor probe -> its levers and null (``evidence.PairEvidence.factor_probes``); empty for older
+    # evidence
+    factor_probes: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     def partner_of(self, cls: str) -> str:
         """The pair's other class than ``cls``."""
@@ -173,6 +176,7 @@ class PairScores:
             "audit_factor_effect": self.audit_factor_effect,
             "null_localisation": self.null_localisation,
             "audit_localisation_null": self.audit_localisation_null,
+            "factor_probes": self.factor_probes,
         })
 
     @classmethod
@@ -205,7 +209,8 @@ class PairScores:
                    audit_static_share=data.get("audit_static_share", {}),
                    audit_factor_effect=data.get("audit_factor_effect", {}),
                    null_localisation=data.get("null_localisation", []),
-                   audit_localisation_null=data.get("audit_localisation_null", {}))
+                   audit_localisation_null=data.get("audit_localisation_null", {}),
+                   factor_probes=data.get("factor_probes", {}))
 
 
 def stream_shares(margin_by_stream: dict[str, float]) -> dict[str, float] | None:
@@ -474,5 +479,6 @@ def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: Sample
                       target_softmax=evidence.target_softmax,
                       stream_share=shares.stream_share, static_share=shares.static_share,
                       global_factors=evidence.global_factors, null_localisation=list(evidence.null_localisation),
+                      factor_probes=evidence.factor_probes,
                       decisiveness={cls: decisiveness(m["full"], b if cls == a else a)
                                     for cls, m in evidence.motion_margins.items()})

@@ -57,6 +57,16 @@ from ``global_min_other_pairs`` 3 other pairs; ``analysis.factor_baseline``), si
 answers every pair's colour swap. On the calibration split (40 cases) that ratio left found cues at 45 of 103 and
 took one of the two clean pairs with a GLOBAL_APPEARANCE_CUE off (ratios 1.5: the same; 2: 43 found).
 
+STATIC_FACTOR_CUE / MOTION_FACTOR_CUE read the factor probes (``factor_probes``), which ask the model directly:
+on an otherwise blank clip one factor alone (one colour over the clip, the frame border, a static background
+pattern; one displacement per frame of a flow input) is optimised to push the model from one class of the pair to
+the other. The flag fires when that push is >= 1.5x the median push of the pair's null pairs (up to 24 pairs of the
+model's classes sharing no class with it) and its empirical p-value against them is <= 0.15, from >= 6 null pairs.
+Chosen on the calibration split (cases 0-19 and 20-39 apart, an ad-hoc script on the same probes; round 9 of
+docs/planted_cases.md): added to the other flags, ratios 1.5-3 and p 0.1-0.2 flagged none of the 80 clean pairs
+(their largest ratio was 1.6x, at p >= 0.31) and found 9-19 of 49 and 5-12 of 54 cues, 8 and 6 of them not found
+otherwise at 1.5x, p <= 0.15. They are not gated by decisiveness: they do not read the visualisations.
+
 Every flag that points at a cue (LOCALIZED_CUE, GLOBAL_APPEARANCE_CUE, the one-stream flags, CONTEXT_CUE) passes one
 more gate, relative to the model (``decisive``): the class it is about beats its partner on its own visualisations
 by >= 0.5 of its median margin over the model's other classes (``analysis.decisiveness``). A shortcut is a strong
@@ -79,7 +89,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.audit import global_factors
+from workers.audit import factor_probes, global_factors
 from workers.audit.analysis import PairScores, stream_shares
 from workers.engine.manifest import InputSpec
 
@@ -108,6 +118,9 @@ class FlagThresholds(BaseModel):
     global_audit_ratio: float = Field(1.0, ge=0)
     global_min_other_pairs: int = Field(3, ge=1)
     weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
+    probe_min_ratio: float = Field(1.5, ge=0)
+    probe_alpha: float = Field(0.15, gt=0, le=1)
+    probe_min_null: int = Field(6, ge=1)
 
 
 @dataclass(frozen=True)
@@ -125,8 +138,10 @@ class Flag:
         return out
 
 
-FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE",
-              "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE", "CONTEXT_CUE")
+FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE", "STATIC_FACTOR_CUE",
+              "MOTION_FACTOR_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE",
+              "CONTEXT_CUE")
+PROBE_CODES = {"static": "STATIC_FACTOR_CUE", "motion": "MOTION_FACTOR_CUE"}
 FINGERPRINT_VERSION = "v1"
 
 
@@ -174,8 +189,39 @@ def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds |
     cues = [*localized_cue_flags(s, modality, th), *global_cue_flags(s, th), *one_stream_flags(s, modality, th),
             *static_or_moving_flags(s, specs, th)]
     return [*weak_visualisation_flags(s, th), *[f for f in cues if decisive(s, f.class_name, th)],
+            *factor_probe_flags(s, th),
             *shared_evidence_flags(s, th),
             *[f for f in context_cue_flags(s, specs, th) if decisive(s, f.class_name, th)]]
+
+
+def factor_probe_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
+    """STATIC_FACTOR_CUE / MOTION_FACTOR_CUE: one flag per stream and kind naming each factor probe
+    (``factor_probes``) whose lever towards one class is positive, >= ``probe_min_ratio`` times the median lever of
+    the pair's null pairs and has an empirical p-value <= ``probe_alpha`` against them, from >= ``probe_min_null``
+    null pairs. Not gated by decisiveness: probes ask the model, not the visualisations. Pure."""
+    flags = []
+    for name, tests in s.factor_probes.items():
+        by_kind: dict[str, list] = {}
+        for probe, test in tests.items():
+            out = factor_probes.probe_outcome(test, s.a, s.b)
+            if (out.lever > 0 and out.null_size >= th.probe_min_null and out.ratio >= th.probe_min_ratio
+                    and out.p_value <= th.probe_alpha):
+                by_kind.setdefault(factor_probes.KIND[probe], []).append((probe, out))
+        for kind, hits in by_kind.items():
+            hits.sort(key=lambda h: -h[1].ratio)
+            parts = [f"{factor_probes.DESCRIPTIONS[probe]} pushes the model from {s.partner_of(o.holder)} to "
+                     f"{o.holder} by {o.lever:.3g} logits, {_times(o.ratio)} the median over {o.null_size} pairs of "
+                     f"the model's other classes (empirical p = {o.p_value:.2f})" for probe, o in hits]
+            holders = sorted({o.holder for _, o in hits})
+            message = (f"On an otherwise blank clip (the {name} input), " + "; ".join(parts) + ". Check whether "
+                       f"{' and '.join(holders)}'s training clips differ from the partner's in that respect.")
+            flags.append(Flag(PROBE_CODES[kind], name, "medium", message,
+                              class_name=holders[0] if len(holders) == 1 else None))
+    return flags
+
+
+def _times(ratio: float) -> str:
+    return "far above" if ratio == float("inf") else f"{ratio:.1f}x"
 
 
 def decisive(s: PairScores, class_name: str | None, th: FlagThresholds) -> bool:

@@ -19,6 +19,11 @@ FLAG_DESCRIPTIONS = {
     "LOCALIZED_CUE": "The difference between two confused classes sits in a small region of one stream.",
     "GLOBAL_APPEARANCE_CUE": "A property of the whole frame (overall colour, the border) tells two confused "
                              "classes apart.",
+    "STATIC_FACTOR_CUE": "One static property of the whole clip alone (a colour, the border, a background "
+                         "pattern) moves the model from one confused class to the other far more than it moves "
+                         "the model's other class pairs.",
+    "MOTION_FACTOR_CUE": "Whole-frame motion alone (camera motion) moves the model from one confused class to the "
+                         "other far more than it moves the model's other class pairs.",
     "APPEARANCE_ONLY_SEPARATION": "A class is told from its partner by its appearance stream alone.",
     "MOTION_ONLY_SEPARATION": "A class is told from its partner by its motion stream alone.",
     "SHARED_EVIDENCE": "The model's evidence for two confused classes largely coincides.",
