@@ -9,6 +9,7 @@ from torch import nn
 
 from tests.test_flags import SPECS, _scores
 from workers.audit import factor_probes as fp
+from workers.audit import probe_outcomes
 from workers.audit.analysis import PairScores
 from workers.audit.flags import FlagThresholds, derive_flags
 from workers.engine.manifest import InputSpec
@@ -17,12 +18,12 @@ CLASSES = [f"C{i}" for i in range(8)]
 
 
 def test_null_pairs_share_no_class_with_the_pair_and_are_a_fixed_draw():
-    pairs = fp.null_class_pairs(CLASSES, "C0", "C1", limit=100)
+    pairs = probe_outcomes.null_class_pairs(CLASSES, "C0", "C1", limit=100)
     assert len(pairs) == 15 and all({"C0", "C1"}.isdisjoint(p) for p in pairs)          # C(6, 2)
-    few = fp.null_class_pairs(CLASSES, "C0", "C1", limit=5)
+    few = probe_outcomes.null_class_pairs(CLASSES, "C0", "C1", limit=5)
     assert len(few) == 5 and set(few) <= set(pairs)
-    assert few == fp.null_class_pairs(CLASSES, "C0", "C1", limit=5)
-    assert fp.null_class_pairs(CLASSES[:3], "C0", "C1", limit=5) == []
+    assert few == probe_outcomes.null_class_pairs(CLASSES, "C0", "C1", limit=5)
+    assert probe_outcomes.null_class_pairs(CLASSES[:3], "C0", "C1", limit=5) == []
 
 
 class TintNet(nn.Module):
@@ -50,18 +51,18 @@ def test_a_tinted_class_has_a_colour_lever_far_above_its_null():
     got = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=30, null_pairs=24,
                                    device=torch.device("cpu"))["clip"]
     assert set(got) == {"colour", "border", "texture"}
-    colour = fp.probe_outcome(got["colour"], "C0", "C1")
+    colour = probe_outcomes.probe_outcome(got["colour"], "C0", "C1")
     assert colour.holder == "C0" and colour.ratio > 5 and colour.p_value == pytest.approx(1 / 16)
-    border = fp.probe_outcome(got["border"], "C0", "C1")        # a red ring tints part of the frame: less lever
+    border = probe_outcomes.probe_outcome(got["border"], "C0", "C1")  # a red ring: less lever
     assert border.holder == "C0" and border.lever < 0.6 * colour.lever
 
 
 def test_probe_outcome_by_hand():
     test = {"a_over_b": 1.0, "b_over_a": 6.0, "null": [1.0, 2.0, 3.0, 7.0]}
-    out = fp.probe_outcome(test, "A", "B")
+    out = probe_outcomes.probe_outcome(test, "A", "B")
     assert out.holder == "B" and out.lever == 6.0 and out.ratio == pytest.approx(6.0 / 2.5)
     assert out.p_value == pytest.approx(2 / 5) and out.null_size == 4
-    assert fp.probe_outcome({**test, "null": [-1.0, 0.0]}, "A", "B").ratio == float("inf")
+    assert probe_outcomes.probe_outcome({**test, "null": [-1.0, 0.0]}, "A", "B").ratio == float("inf")
     with pytest.raises(ValueError):
         fp.probe_space("speed", SPECS[0])
 

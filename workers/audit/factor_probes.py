@@ -1,6 +1,6 @@
 """Factor probes: how far one kind of input alone moves the model from one class of a pair to the other, measured
-against how far the same kind moves the model's other class pairs (its own null). This module owns the probes,
-their optimisation on the model, and the pure read-out a flag rests on (``probe_outcome``).
+against how far the same kind moves the model's other class pairs (its own null). This module owns the probes'
+inputs and their optimisation on the model; the pure read-out a flag rests on is ``probe_outcomes``.
 
 A probe is an otherwise blank clip (every stream at its neutral input: the mean colour, no flow) of which only
 one factor may change, with few parameters and a bounded range:
@@ -20,7 +20,7 @@ tint of its training clips has a large colour lever over it; an honestly confuse
 or motion of its content, has none a blank clip can express. How large is large depends on the model (how it
 answers blank clips at all), so a pair's lever is judged against the levers of up to ``null_pairs`` class pairs
 that share no class with it (pairs the model was trained to tell apart by their content, which a cue of the pair's
-class does not touch): the empirical p-value and the ratio to their median (``probe_outcome``).
+class does not touch): the empirical p-value and the ratio to their median (``probe_outcomes.probe_outcome``).
 
 Unlike every other piece of evidence, probes do not read the visualisations: they ask the model directly, so
 they neither depend on what the visualisations happened to draw nor on the decisiveness gate. What they cannot
@@ -39,18 +39,11 @@ import torch
 from torch import nn
 
 from workers.audit.global_factors import border_mask
+from workers.audit.probe_outcomes import null_class_pairs, probes_of
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
 from workers.engine.optimise import forward_model, frozen
 
-PROBES = {"rgb": ("colour", "border", "texture"), "flow": ("camera",)}
-KIND = {"colour": "static", "border": "static", "texture": "static", "camera": "motion"}
-DESCRIPTIONS = {
-    "colour": "one colour over the whole clip (a tint, a colour cast, lighting or white balance)",
-    "border": "the border of the frame alone (letterbox or pillarbox bars, a frame, an overlay along the edges)",
-    "texture": "a static pattern over the whole frame (a background scene, a texture behind the action)",
-    "camera": "whole-frame motion alone (camera motion or shake)",
-}
 TEXTURE_AMPLITUDE = 0.3
 LEARNING_RATE = 0.1
 INIT_SCALE = 0.01
@@ -65,7 +58,8 @@ class ProbeSpace:
 
 
 def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
-    """``probe``'s parameter shape and renderer on a stream of ``spec``'s shape (``PROBES`` names which apply)."""
+    """``probe``'s parameter shape and renderer on a stream of ``spec``'s shape (``probe_outcomes.PROBES`` names
+    which probes apply to which modality)."""
     c, t, h, w = streams_mod.canonical_shape(spec)
     if probe == "colour":
         return ProbeSpace((c,), lambda p: torch.tanh(p).view(-1, c, 1, 1, 1).expand(-1, c, t, h, w))
@@ -79,22 +73,6 @@ def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
     if probe == "camera":
         return ProbeSpace((c, t), lambda p: torch.tanh(p).view(-1, c, t, 1, 1).expand(-1, c, t, h, w))
     raise ValueError(f"unknown probe {probe!r}")
-
-
-def probes_of(modality: str) -> tuple[str, ...]:
-    return PROBES.get(modality, ())
-
-
-def null_class_pairs(classes: Sequence[str], a: str, b: str, limit: int) -> list[tuple[str, str]]:
-    """Up to ``limit`` unordered pairs of the model's classes sharing no class with (a, b): all of them when there
-    are few, else a fixed draw (the same for the same classes and pair). Pure."""
-    others = [c for c in classes if c not in (a, b)]
-    pairs = [(x, y) for i, x in enumerate(others) for y in others[i + 1:]]
-    if len(pairs) <= limit:
-        return pairs
-    pick = np.random.default_rng([len(classes), classes.index(a), classes.index(b)]).choice(
-        len(pairs), size=limit, replace=False)
-    return [pairs[i] for i in sorted(pick)]
 
 
 def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, probe: str,
@@ -134,7 +112,8 @@ def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes:
                           steps: int, null_pairs: int, device: torch.device, bf16: bool = False,
                           channels_last: bool = False) -> dict[str, dict[str, dict]]:
     """stream -> probe -> {"a_over_b", "b_over_a": levers; "null": [each null pair's larger lever], "null_pairs"}
-    for every probe of every stream (``PROBES``); empty without null pairs (``null_pairs`` 0, or too few classes)."""
+    for every probe of every stream (``probe_outcomes.PROBES``); empty without null pairs (``null_pairs`` 0, or too
+    few classes)."""
     nulls = null_class_pairs(list(classes), a, b, null_pairs)
     if not nulls:
         return {}
@@ -151,23 +130,3 @@ def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes:
                 "a_over_b": float(lever[0]), "b_over_a": float(lever[1]), "null": [float(v) for v in null],
                 "null_pairs": [list(p) for p in nulls]}
     return out
-
-
-@dataclass(frozen=True)
-class ProbeOutcome:
-    holder: str          # the class the probe pushes the model towards
-    lever: float
-    ratio: float         # lever / median of the null pairs' levers (inf when that median is not positive)
-    p_value: float       # (1 + null levers >= lever) / (1 + null pairs)
-    null_size: int
-
-
-def probe_outcome(test: dict, a: str, b: str) -> ProbeOutcome:
-    """A pair's probe (``measure_factor_probes``' entry) read against its null: the direction with the larger lever,
-    its ratio to the null's median and its empirical p-value. Pure."""
-    a_over_b, b_over_a, null = test["a_over_b"], test["b_over_a"], test["null"]
-    holder, lever = (a, a_over_b) if a_over_b >= b_over_a else (b, b_over_a)
-    median = float(np.median(null)) if null else 0.0
-    ratio = lever / median if median > 0 else float("inf")
-    p_value = (1 + sum(v >= lever for v in null)) / (1 + len(null))
-    return ProbeOutcome(holder=holder, lever=lever, ratio=ratio, p_value=p_value, null_size=len(null))

@@ -89,7 +89,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.audit import factor_probes, global_factors
+from workers.audit import global_factors, probe_outcomes
 from workers.audit.analysis import PairScores, stream_shares
 from workers.engine.manifest import InputSpec
 
@@ -203,13 +203,13 @@ def factor_probe_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
     for name, tests in s.factor_probes.items():
         by_kind: dict[str, list] = {}
         for probe, test in tests.items():
-            out = factor_probes.probe_outcome(test, s.a, s.b)
+            out = probe_outcomes.probe_outcome(test, s.a, s.b)
             if (out.lever > 0 and out.null_size >= th.probe_min_null and out.ratio >= th.probe_min_ratio
                     and out.p_value <= th.probe_alpha):
-                by_kind.setdefault(factor_probes.KIND[probe], []).append((probe, out))
+                by_kind.setdefault(probe_outcomes.KIND[probe], []).append((probe, out))
         for kind, hits in by_kind.items():
             hits.sort(key=lambda h: -h[1].ratio)
-            parts = [f"{factor_probes.DESCRIPTIONS[probe]} pushes the model from {s.partner_of(o.holder)} to "
+            parts = [f"{probe_outcomes.DESCRIPTIONS[probe]} pushes the model from {s.partner_of(o.holder)} to "
                      f"{o.holder} by {o.lever:.3g} logits, {_times(o.ratio)} the median over {o.null_size} pairs of "
                      f"the model's other classes (empirical p = {o.p_value:.2f})" for probe, o in hits]
             holders = sorted({o.holder for _, o in hits})
