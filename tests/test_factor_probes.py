@@ -1,10 +1,13 @@
-"""Factor probes: the null pairs share no class with the pair, a model that tells one class by a tint has a colour
-lever towards it far above its other pairs' and no border lever beyond them, the read-out against the null is
-right by hand, and STATIC_FACTOR_CUE / MOTION_FACTOR_CUE fire on their own evidence only."""
+"""Factor probes: the sample holds the pair and a fixed draw of the other classes, a model that tells one class by a
+tint has a colour lever towards it far above its other pairs' and a pull towards the colour no other class has, the
+read-outs are right by hand, and STATIC_FACTOR_CUE / MOTION_FACTOR_CUE fire on their own evidence only, never for
+a class that merely pulls hardest among classes that all pull a lot."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 from tests.test_flags import SPECS, _scores
@@ -17,13 +20,13 @@ from workers.engine.manifest import InputSpec
 CLASSES = [f"C{i}" for i in range(8)]
 
 
-def test_null_pairs_share_no_class_with_the_pair_and_are_a_fixed_draw():
-    pairs = probe_outcomes.null_class_pairs(CLASSES, "C0", "C1", limit=100)
-    assert len(pairs) == 15 and all({"C0", "C1"}.isdisjoint(p) for p in pairs)          # C(6, 2)
-    few = probe_outcomes.null_class_pairs(CLASSES, "C0", "C1", limit=5)
-    assert len(few) == 5 and set(few) <= set(pairs)
-    assert few == probe_outcomes.null_class_pairs(CLASSES, "C0", "C1", limit=5)
-    assert probe_outcomes.null_class_pairs(CLASSES[:3], "C0", "C1", limit=5) == []
+def test_the_sample_is_the_pair_then_a_fixed_draw_of_the_other_classes():
+    assert probe_outcomes.probe_classes(CLASSES, "C3", "C1", limit=100) == ["C3", "C1", "C0", "C2", "C4", "C5",
+                                                                           "C6", "C7"]
+    few = probe_outcomes.probe_classes(CLASSES, "C3", "C1", limit=3)
+    assert few[:2] == ["C3", "C1"] and len(few) == 5 and len(set(few)) == 5
+    assert few == probe_outcomes.probe_classes(CLASSES, "C3", "C1", limit=3)
+    assert probe_outcomes.probe_classes(CLASSES, "C3", "C1", limit=0) == ["C3", "C1"]
 
 
 class TintNet(nn.Module):
@@ -48,43 +51,73 @@ class TintNet(nn.Module):
 
 def test_a_tinted_class_has_a_colour_lever_far_above_its_null():
     spec = InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 4, 16, 16])
-    got = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=30, null_pairs=24,
+    got = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=30, other_classes=10,
                                    device=torch.device("cpu"))["clip"]
-    assert set(got) == {"colour", "border", "texture"}
+    assert set(got) == {"colour", "border", "texture"} and got["colour"]["classes"][:2] == ["C0", "C1"]
+    assert [got["colour"]["levers"][i][i] for i in range(8)] == [None] * 8
     colour = probe_outcomes.probe_outcome(got["colour"], "C0", "C1")
     assert colour.holder == "C0" and colour.ratio > 5 and colour.p_value == pytest.approx(1 / 16)
+    assert colour.class_p_value < 0.01 and colour.classes_size == 8
     border = probe_outcomes.probe_outcome(got["border"], "C0", "C1")  # a red ring: less lever
     assert border.holder == "C0" and border.lever < 0.6 * colour.lever
+    assert fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=30, other_classes=0,
+                                    device=torch.device("cpu")) == {}
+
+
+def _matrix(pulls: dict[str, float], a_over_b: float | None = None) -> dict:
+    """Every class pulls its ``pulls`` value over every other; A over B is ``a_over_b`` where given."""
+    names = list(pulls)
+    levers = [[None if x == y else pulls[x] for y in names] for x in names]
+    if a_over_b is not None:
+        levers[0][1] = a_over_b
+    return {"classes": names, "levers": levers}
 
 
 def test_probe_outcome_by_hand():
-    test = {"a_over_b": 1.0, "b_over_a": 6.0, "null": [1.0, 2.0, 3.0, 7.0]}
+    test = _matrix({"A": 1.0, "B": 6.0, "C": 1.0, "D": 2.0, "E": 3.0, "F": 7.0})
     out = probe_outcomes.probe_outcome(test, "A", "B")
-    assert out.holder == "B" and out.lever == 6.0 and out.ratio == pytest.approx(6.0 / 2.5)
-    assert out.p_value == pytest.approx(2 / 5) and out.null_size == 4
-    assert probe_outcomes.probe_outcome({**test, "null": [-1.0, 0.0]}, "A", "B").ratio == float("inf")
+    # null pairs among C-F: their larger levers 2, 3, 7, 3, 7, 7: median 5
+    assert out.holder == "B" and out.lever == 6.0 and out.ratio == pytest.approx(6.0 / 5.0)
+    assert out.p_value == pytest.approx(4 / 7) and out.null_size == 6 and out.classes_size == 6
+    logs = np.log([1.0, 1.0, 2.0, 3.0, 7.0])
+    t = (np.log(6.0) - logs.mean()) / (logs.std(ddof=1) * np.sqrt(1 + 1 / 5))
+    assert out.class_p_value == pytest.approx(stats.t.sf(t, 4))
+    flat = probe_outcomes.probe_outcome(_matrix({"A": 0.0, "B": -1.0, "C": -1.0, "D": -2.0}), "A", "B")
+    assert flat.ratio == float("inf") and flat.class_p_value == 1.0          # no class pulls at all
+    assert probe_outcomes.affinity_p_value(np.array([5.0, 1.0, 1.0, 1.0]), 0) == 0.0
     with pytest.raises(ValueError):
         fp.probe_space("speed", SPECS[0])
 
 
-def _with_probe(s: PairScores, stream="appearance", probe="colour", lever=8.0, back=0.5, null=None) -> PairScores:
-    test = {"a_over_b": lever, "b_over_a": back, "null": null if null is not None else [1.0] * 9 + [2.0] * 11}
-    return dataclasses.replace(s, factor_probes={stream: {probe: test}})
+OUTLIER = {"A": 8.0, "B": 0.5, **{f"C{i}": 1.0 + 0.1 * (i % 3) for i in range(6)}}
+TOP_OF_A_SPREAD = {"A": 8.0, "B": 0.1, "C0": 6.0, "C1": 3.0, "C2": 1.5, "C3": 0.8, "C4": 0.4, "C5": 0.2}
+
+
+def _with_probe(s: PairScores, stream="appearance", probe="colour", pulls=None, a_over_b=None) -> PairScores:
+    return dataclasses.replace(s, factor_probes={stream: {probe: _matrix(pulls or OUTLIER, a_over_b)}})
 
 
 def test_factor_cue_flags_fire_on_a_lever_that_stands_out_only():
     [flag] = derive_flags(_with_probe(_scores()), SPECS)
     assert (flag.code, flag.stream, flag.class_name, flag.severity) == ("STATIC_FACTOR_CUE", "appearance", "A",
                                                                          "medium")
-    assert "from B to A" in flag.message and "20 pairs" in flag.message and "p = 0.05" in flag.message
+    assert "from B to A" in flag.message and "15 pairs" in flag.message and "p = 0.06" in flag.message
+    assert "over 8)" in flag.message
     [motion] = derive_flags(_with_probe(_scores(), stream="motion", probe="camera"), SPECS)
     assert (motion.code, motion.stream) == ("MOTION_FACTOR_CUE", "motion")
-    assert derive_flags(_with_probe(_scores(), lever=2.5), SPECS) == []                 # 1.25x, p = 0.05
-    assert derive_flags(_with_probe(_scores(), null=[1.0] * 5), SPECS) == []            # 5 null pairs < 6
-    assert derive_flags(_with_probe(_scores(), lever=-1.0, back=-1.5, null=[-2.0] * 9),
-                        SPECS) == []                                                   # no push at all
+    assert derive_flags(_with_probe(_scores(), a_over_b=1.5), SPECS) == []               # 1.25x the null median
+    few = {k: v for k, v in OUTLIER.items() if k not in ("C3", "C4", "C5")}
+    assert derive_flags(_with_probe(_scores(), pulls=few), SPECS) == []                  # 3 null pairs < 6
+    assert derive_flags(_with_probe(_scores(), pulls={k: -v for k, v in OUTLIER.items()}), SPECS) == []
     th = FlagThresholds(probe_min_ratio=10.0)
-    assert derive_flags(_with_probe(_scores()), SPECS, th) == []                        # 4.3x < 10x
+    assert derive_flags(_with_probe(_scores()), SPECS, th) == []                         # 6.7x < 10x
+
+
+def test_no_factor_cue_flag_for_the_class_that_merely_pulls_hardest():
+    out = probe_outcomes.probe_outcome(_matrix(TOP_OF_A_SPREAD), "A", "B")
+    assert out.ratio > 1.5 and out.p_value < 0.1 and 0.05 < out.class_p_value < 0.2   # stands out among pairs only
+    assert derive_flags(_with_probe(_scores(), pulls=TOP_OF_A_SPREAD), SPECS) == []
+    assert derive_flags(_with_probe(_scores(), pulls=TOP_OF_A_SPREAD), SPECS, FlagThresholds(probe_class_alpha=0.2))
 
 
 def test_factor_probes_survive_the_scores_json():

@@ -1,9 +1,11 @@
 """What scoring a pair costs next to visualising it, in model evaluations (issue 9). Printed, never asserted.
 
-For each model: the scoring of one pair is run for real on random sample sets (S = levels x seeds per class) and
-its evaluations counted (``workers.engine.cost``); the visualisation of the pair's two classes is counted on a
-short run and scaled to the audit's steps (every step evaluates each row once with an input gradient; rows that
-end below softmax 0.5 and are retried would add to it, and are left out, as in the issue's figure).
+For each model: the scoring of one pair is run for real on random sample sets (S = levels x seeds per class),
+without and with the factor probes (whose cost grows with the square of the classes they sample,
+``EvidenceConfig.probe_other_classes``), and its evaluations counted (``workers.engine.cost``); the
+visualisation of the pair's two classes is counted on a short run and scaled to the audit's steps (every step
+evaluates each row once with an input gradient; rows that end below softmax 0.5 and are retried would add to it,
+and are left out, as in the issue's figure).
 
     python tests/benchmarks/scoring_cost.py [--steps 128] [--levels 3] [--seeds 3] [--localisation attribution]
 
@@ -63,14 +65,17 @@ def main() -> None:
               f"forward-equivalents (counted {probe.gradient_rows} gradient rows at {probe_steps} steps)")
         for mode in args.localisation:
             config = EvidenceConfig(localisation=mode)
+            no_probes = EvidenceConfig(localisation=mode, probe_other_classes=0)
             vis_a, vis_b = sample_set(specs, per_class, 1), sample_set(specs, per_class, 2)
             # the pair's null scans (``ranking.null_pairs``): each class against ``null_partners`` other classes
             nulls = [(x, f"c{2 + 2 * j + k}") for j, x in enumerate(("c0", "c1")) for k in range(config.null_partners)]
             null_vis = {c: sample_set(specs, per_class, 3 + i) for i, (_, c) in enumerate(nulls)}
-            for label, pairs in (("without its null", []), (f"with {len(nulls)} null scans", nulls)):
+            for label, pairs, cfg in (("without its null or factor probes", [], no_probes),
+                                      ("without its null", [], config),
+                                      (f"with {len(nulls)} null scans", nulls, config)):
                 t0 = time.perf_counter()
                 evidence = measure_pair_evidence(model, specs, classes, "c0", "c1", vis_a, vis_b, device="cpu",
-                                                 config=config, null_pairs=pairs, null_vis=null_vis)
+                                                 config=cfg, null_pairs=pairs, null_vis=null_vis)
                 seconds = time.perf_counter() - t0
                 c = evidence.cost
                 print(f"  scoring ({mode}, {label}): {c['evaluations']:,} evaluations ({c['forward_rows']:,} forward, "

@@ -58,8 +58,8 @@ class EvidenceConfig:
     window_fraction: float = 0.125
     null_partners: int = 2       # per class of a pair: audited classes it is not confused with, whose scans with
     #                              it give the model's own null of LOCALIZED_CUE (``ranking.null_pairs``)
-    probe_null_pairs: int = 24   # class pairs sharing no class with the pair whose factor probes are its null
-    #                              (``factor_probes``); 0: no probes
+    probe_other_classes: int = 10   # classes besides the pair whose factor probes are the pair's null
+    #                                 (``factor_probes``); 0: no probes
     probe_steps: int = 60        # Adam steps of each factor probe
     batch: int = 256             # rows per forward on the CPU; on CUDA ``cuda_batch``
     cuda_batch: int = 1024
@@ -298,7 +298,7 @@ class PairEvidence:
     # [{"a", "b", "streams": {stream: {"peak_separation" (None: infinite), "peak_drop", "whole_stream_drop"}}}],
     # the model's own null of ``LOCALIZED_CUE``; empty for evidence stored before it existed
     null_localisation: list[dict] = field(default_factory=list)
-    # stream -> factor probe -> {"a_over_b", "b_over_a", "null", "null_pairs"} (``factor_probes``); empty for
+    # stream -> factor probe -> {"classes", "levers"} (``factor_probes``); empty for
     # evidence stored before it existed or measured without probes
     factor_probes: dict[str, dict[str, dict]] = field(default_factory=dict)
 
@@ -359,8 +359,8 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
     """Every model evaluation of one pair, in named parts: how each class reads on the other, what each stream
     holds on its own and what the class loses without it, what motion adds, and where the separation sits; and
     the same localisation on ``null_pairs`` (each (``a`` or ``b``, another class whose visualisations
-    ``null_vis`` holds)), the model's own null for ``LOCALIZED_CUE``; and the factor probes of the pair against
-    pairs of the model's classes that share no class with it (``factor_probes``)."""
+    ``null_vis`` holds)), the model's own null for ``LOCALIZED_CUE``; and the factor probes of the pair and of
+    a sample of the model's other classes (``factor_probes``)."""
     evaluator = PairEvaluator(model, specs, device=device, config=config)
     ia, ib = classes.index(a), classes.index(b)
     with cost_mod.count_evaluations() as spent:
@@ -383,7 +383,7 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
         null = _null_scans(evaluator, classes, null_pairs, own, null_vis or {})
         probes = factor_probes.measure_factor_probes(
             model, specs, classes, a, b, steps=evaluator.config.probe_steps,
-            null_pairs=evaluator.config.probe_null_pairs, device=evaluator.device, bf16=evaluator.bf16,
+            other_classes=evaluator.config.probe_other_classes, device=evaluator.device, bf16=evaluator.bf16,
             channels_last=evaluator.channels_last)
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,

@@ -1,6 +1,6 @@
-"""Factor probes: how far one kind of input alone moves the model from one class of a pair to the other, measured
-against how far the same kind moves the model's other class pairs (its own null). This module owns the probes'
-inputs and their optimisation on the model; the pure read-out a flag rests on is ``probe_outcomes``.
+"""Factor probes: how far one kind of input alone moves the model from one class of a pair to the other, and towards
+each class of a sample of the model's classes (its own null). This module owns the probes' inputs and their
+optimisation on the model; how a measured probe is read, and which classes are sampled, is ``probe_outcomes``.
 
 A probe is an otherwise blank clip (every stream at its neutral input: the mean colour, no flow) of which only
 one factor may change, with few parameters and a bounded range:
@@ -18,16 +18,16 @@ For a directed pair (x over y) the probe's parameters are optimised (Adam, ``ste
 the *lever* is how much that margin rose above the blank clip's. A class the model tells from its partner by a
 tint of its training clips has a large colour lever over it; an honestly confused pair, told apart by the shape
 or motion of its content, has none a blank clip can express. How large is large depends on the model (how it
-answers blank clips at all), so a pair's lever is judged against the levers of up to ``null_pairs`` class pairs
-that share no class with it (pairs the model was trained to tell apart by their content, which a cue of the pair's
-class does not touch): the empirical p-value and the ratio to their median (``probe_outcomes.probe_outcome``).
+answers blank clips at all), so every directed lever among the pair and up to ``other_classes`` other classes is
+measured (one batch per probe), and ``probe_outcomes`` reads the pair's against the other pairs' and the holder's
+pull towards the factor against the other classes'.
 
 Unlike every other piece of evidence, probes do not read the visualisations: they ask the model directly, so
 they neither depend on what the visualisations happened to draw nor on the decisiveness gate. What they cannot
 see: cues that need the clip's content (a local patch on the moving object, a speed difference), and, on a model
 whose only input is a clip of frames, motion (no probe moves frames yet).
 
-Measured on the calibration split of the planted cases (docs/planted_cases.md, round 9).
+Measured on the calibration split of the planted cases (docs/planted_cases.md, rounds 9 and 10).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from workers.audit.global_factors import border_mask
-from workers.audit.probe_outcomes import null_class_pairs, probes_of
+from workers.audit.probe_outcomes import probe_classes, probes_of
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
 from workers.engine.optimise import forward_model, frozen
@@ -47,6 +47,7 @@ from workers.engine.optimise import forward_model, frozen
 TEXTURE_AMPLITUDE = 0.3
 LEARNING_RATE = 0.1
 INIT_SCALE = 0.01
+ROW_SEED = 1_000_003   # each row (x, y) starts from its own draw, seeded ROW_SEED * x + y: the same in any batch
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
     iy = torch.tensor([r[1] for r in rows], device=device)
     at = torch.arange(n, device=device)
     blank = {s.name: torch.zeros((n, *streams_mod.canonical_shape(s)), device=device) for s in specs}
-    generator = torch.Generator().manual_seed(0)
-    params = (INIT_SCALE * torch.randn((n, *space.shape), generator=generator)).to(device).requires_grad_(True)
+    params = torch.stack([INIT_SCALE * torch.randn(space.shape, generator=torch.Generator().manual_seed(
+        ROW_SEED * x + y)) for x, y in rows]).to(device).requires_grad_(True)
     optimiser = torch.optim.Adam([params], lr=LEARNING_RATE)
 
     def margins(p: torch.Tensor | None) -> torch.Tensor:
@@ -109,24 +110,24 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
 
 
 def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str, *,
-                          steps: int, null_pairs: int, device: torch.device, bf16: bool = False,
+                          steps: int, other_classes: int, device: torch.device, bf16: bool = False,
                           channels_last: bool = False) -> dict[str, dict[str, dict]]:
-    """stream -> probe -> {"a_over_b", "b_over_a": levers; "null": [each null pair's larger lever], "null_pairs"}
-    for every probe of every stream (``probe_outcomes.PROBES``); empty without null pairs (``null_pairs`` 0, or too
-    few classes)."""
-    nulls = null_class_pairs(list(classes), a, b, null_pairs)
-    if not nulls:
+    """stream -> probe -> {"classes": the pair and up to ``other_classes`` others (``probe_classes``), "levers":
+    [x][y] the directed lever of x over y, None on the diagonal} for every probe of every stream
+    (``probe_outcomes.PROBES``); empty without other classes (``other_classes`` 0, or a model of two classes)."""
+    sample = probe_classes(list(classes), a, b, other_classes)
+    if len(sample) < 3:
         return {}
     index = {c: i for i, c in enumerate(classes)}
-    ia, ib = index[a], index[b]
-    rows = [(ia, ib), (ib, ia)] + [r for x, y in nulls for r in ((index[x], index[y]), (index[y], index[x]))]
+    cells = [(x, y) for x in range(len(sample)) for y in range(len(sample)) if x != y]
+    rows = [(index[sample[x]], index[sample[y]]) for x, y in cells]
     out: dict[str, dict[str, dict]] = {}
     for spec in specs:
         for probe in probes_of(spec.modality):
             lever = directed_levers(model, specs, spec.name, probe, rows, steps=steps, device=device, bf16=bf16,
                                     channels_last=channels_last)
-            null = np.maximum(lever[2::2], lever[3::2])
-            out.setdefault(spec.name, {})[probe] = {
-                "a_over_b": float(lever[0]), "b_over_a": float(lever[1]), "null": [float(v) for v in null],
-                "null_pairs": [list(p) for p in nulls]}
+            matrix: list[list[float | None]] = [[None] * len(sample) for _ in sample]
+            for (x, y), v in zip(cells, lever):
+                matrix[x][y] = float(v)
+            out.setdefault(spec.name, {})[probe] = {"classes": sample, "levers": matrix}
     return out

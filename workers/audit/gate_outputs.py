@@ -21,9 +21,11 @@ FLAG_DESCRIPTIONS = {
                              "classes apart.",
     "STATIC_FACTOR_CUE": "One static property of the whole clip alone (a colour, the border, a background "
                          "pattern) moves the model from one confused class to the other far more than it moves "
-                         "the model's other class pairs.",
+                         "the model's other class pairs, and pulls towards that class more than towards the "
+                         "model's other classes.",
     "MOTION_FACTOR_CUE": "Whole-frame motion alone (camera motion) moves the model from one confused class to the "
-                         "other far more than it moves the model's other class pairs.",
+                         "other far more than it moves the model's other class pairs, and pulls towards that class "
+                         "more than towards the model's other classes.",
     "APPEARANCE_ONLY_SEPARATION": "A class is told from its partner by its appearance stream alone.",
     "MOTION_ONLY_SEPARATION": "A class is told from its partner by its motion stream alone.",
     "SHARED_EVIDENCE": "The model's evidence for two confused classes largely coincides.",
