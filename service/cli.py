@@ -111,7 +111,7 @@ def _audit_options(args: argparse.Namespace):
 
     return parse_audit_options({"top_k": args.top_k, "min_support": args.min_support, "min_rate": args.min_rate,
                                 "pairs": args.pairs or [], "levels": args.levels, "seeds": args.seeds,
-                                "steps": args.steps})
+                                "steps": args.steps, "factor_probes": args.factor_probes})
 
 
 def run_audit_to_disk(model_path: Path, confusion_path: Path, options, report_dir: Path | None,
@@ -182,7 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     trained = train_reference(args.seed)
     bundle, confusion = write_reference(trained, args.out / "model")
     print(f"trained the reference model in {trained.seconds:.1f}s (clean test accuracy {trained.test_accuracy:.1%})")
-    options = parse_audit_options({"top_k": args.top_k, "steps": args.steps})
+    options = parse_audit_options({"top_k": args.top_k, "steps": args.steps, "factor_probes": args.factor_probes})
     report = run_audit_to_disk(bundle, confusion, options, args.out / "report", args.out / "report.json", args.device)
     print_summary(report)
     print(f"report: {args.out / 'report' / 'index.html'}  (demo took {time.perf_counter() - t0:.0f}s)")
@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-k", type=_positive, default=10)
         p.add_argument("--steps", type=_positive, default=128)
         p.add_argument("--device", default=None)
+        p.add_argument("--factor-probes", action="store_true",
+                       help="also ask the model with factor probes (STATIC_/MOTION_FACTOR_CUE; ~6x the scoring cost)")
 
     from service.gate import add_gate_parser
 

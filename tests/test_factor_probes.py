@@ -124,3 +124,17 @@ def test_factor_probes_survive_the_scores_json():
     s = _with_probe(_scores())
     back = PairScores.from_json(s.to_json(), "A", "B")
     assert back.factor_probes == s.factor_probes
+
+
+def test_probes_are_off_unless_the_audit_asks_for_them():
+    from workers.audit.evidence import PROBE_OTHER_CLASSES
+    from workers.audit.options import AuditOptions, parse_audit_options
+    from workers.audit.pipeline import evidence_config
+    from workers.engine.errors import InvalidInput
+
+    assert evidence_config(AuditOptions()).probe_other_classes == 0
+    asked = parse_audit_options({"factor_probes": True})
+    assert evidence_config(asked).probe_other_classes == PROBE_OTHER_CLASSES == 10
+    with pytest.raises(InvalidInput) as err:
+        parse_audit_options({"factor_probes": "sometimes"})
+    assert err.value.field == "options.factor_probes"

@@ -107,7 +107,7 @@ def cached_visualise(model: LoadedModel, keys: list, partners: dict[str, list[st
 
 
 def audit_case(case: cases.TrainedCase, steps: int, vis_cache: Path | None = None,
-               partner_contrast: float = 0.0) -> tuple[list[dict], dict[str, float]]:
+               partner_contrast: float = 0.0, factor_probes: bool = False) -> tuple[list[dict], dict[str, float]]:
     """Rows (one per planted or clean pair) and the seconds each stage took."""
     spec = case.spec
     model = LoadedModel(module=case.module, manifest=case.manifest, sha256=spec.key())
@@ -115,7 +115,8 @@ def audit_case(case: cases.TrainedCase, steps: int, vis_cache: Path | None = Non
     wanted = {frozenset(p): cue for cue in spec.cues for p in [(cue.class_name, cue.partner)]}
     wanted.update({frozenset(p): None for p in spec.clean_pairs})
     options = AuditOptions(top_k=3, pairs=[*spec.planted_pairs, *spec.clean_pairs], steps=steps,
-                           visualization=VisualizationConfig(partner_contrast=partner_contrast))
+                           visualization=VisualizationConfig(partner_contrast=partner_contrast),
+                           factor_probes=factor_probes)
     t0 = time.perf_counter()
     plan = plan_audit(model.manifest, confusion, options)
     vis = cached_visualise(model, plan.keys, plan.partners, options, vis_cache)
@@ -286,6 +287,8 @@ def main() -> None:
                         help="keep each case's visualisations here and reuse them (iterating on the scoring)")
     parser.add_argument("--partner-contrast", type=float, default=0.0,
                         help="audit with each class's pictures set apart from the classes it is audited with")
+    parser.add_argument("--factor-probes", action="store_true",
+                        help="audit with the factor probes (AuditOptions.factor_probes; off by default, ~6x the cost)")
     parser.add_argument("--replicated-by", type=Path, nargs="+", metavar="CONTRASTED.json",
                         help="with --rescore: keep only the flags that rows of the same cases audited with "
                              "--partner-contrast repeat (same code, stream and class)")
@@ -318,7 +321,8 @@ def main() -> None:
             print(case_line(case, origin), flush=True)
             per_case.append(case_confusion_row(case, build_s))
             continue
-        case_rows, timings = audit_case(case, args.steps, args.vis_cache, args.partner_contrast)
+        case_rows, timings = audit_case(case, args.steps, args.vis_cache, args.partner_contrast,
+                                        args.factor_probes)
         rows += case_rows
         total_s = time.perf_counter() - t0
         found = sum(bool(r["found"]) for r in case_rows if r["kind"] == "planted")
@@ -342,6 +346,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "cases": len(specs), "first": args.first,
                                          "steps": args.steps, "partner_contrast": args.partner_contrast,
+                                         "factor_probes": args.factor_probes,
                                          "generator": cases.GENERATOR_VERSION,
                                          "per_case": per_case, "rows": rows, "summary": summary},
                                         indent=1, default=list))

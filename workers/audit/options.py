@@ -22,6 +22,9 @@ class AuditOptions(BaseModel):
     steps: int = Field(128, ge=1, le=4096)
     visualization: VisualizationConfig = VisualizationConfig()
     thresholds: FlagThresholds = FlagThresholds()
+    # ask the model directly with factor probes (STATIC_FACTOR_CUE / MOTION_FACTOR_CUE): about 6x the cost of
+    # visualising each pair on top of it (tests/benchmarks/scoring_cost.py), so off unless asked for
+    factor_probes: bool = False
 
     @field_validator("pairs", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ import torch
 
 from workers.audit.analysis import AuditLeanings, PairScores, combine_pair_scores, share_baselines, with_audit_baseline
 from workers.audit.confusion import ConfusionMatrix
-from workers.audit.evidence import EvidenceConfig, PairEvidence, measure_pair_evidence
+from workers.audit.evidence import PROBE_OTHER_CLASSES, EvidenceConfig, PairEvidence, measure_pair_evidence
 from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.audit.options import AuditOptions
@@ -131,6 +131,11 @@ def pair_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, options: Audi
     return plan[names.index((pair.a, pair.b))]
 
 
+def evidence_config(options: AuditOptions) -> EvidenceConfig:
+    """What the audit's options ask of the model evidence: the factor probes or not."""
+    return EvidenceConfig(probe_other_classes=PROBE_OTHER_CLASSES if options.factor_probes else 0)
+
+
 def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization], *,
                  device: torch.device | str | None = None, config: EvidenceConfig | None = None,
                  nulls: Sequence[tuple[str, str]] = ()) -> PairEvidence:
@@ -167,7 +172,8 @@ def analyse_pairs(model: LoadedModel, pairs: Sequence[RankedPair], visualization
                   config: EvidenceConfig | None = None,
                   progress: Callable[[float], None] | None = None) -> list[PairResult]:
     """``measure_pair`` for every pair, then ``judge_pair`` for each against the whole audit's leanings, in one
-    process. ``progress`` gets the fraction of pairs measured."""
+    process. ``progress`` gets the fraction of pairs measured; ``config`` defaults to ``evidence_config(options)``."""
+    config = config or evidence_config(options)
     evidence = []
     for i, pair in enumerate(pairs):
         evidence.append(measure_pair(model, pair, visualizations, device=device, config=config,

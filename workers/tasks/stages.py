@@ -230,7 +230,7 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
     right after the visualisations; stores the evidence (plain numbers) for ``score_pair``, keyed by the pair."""
 
     def body(session: Session, item: WorkItem) -> None:
-        from workers.audit.pipeline import measure_pair, pair_null_pairs
+        from workers.audit.pipeline import evidence_config, measure_pair, pair_null_pairs
         from workers.engine.optimise import resolve_device
 
         audit = session.get(Audit, audit_id)
@@ -242,7 +242,7 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
         vis = load_visualizations(session, audit_id, {row.class_a, row.class_b, *(c for _, c in nulls)})
         end_snapshot(session)
         t0 = time.perf_counter()
-        evidence = measure_pair(model, pair, vis, nulls=nulls)
+        evidence = measure_pair(model, pair, vis, config=evidence_config(options), nulls=nulls)
         runtime.current().artifacts.put_bytes(evidence_key(audit_id, row), json.dumps(evidence.to_json()).encode())
         item.payload = {**item.payload, "seconds": round(time.perf_counter() - t0, 3),
                         "device": str(resolve_device(None)), "cost": evidence.cost}
