@@ -1,8 +1,8 @@
 """What scoring a pair costs next to visualising it, in model evaluations (issue 9). Printed, never asserted.
 
 For each model: the scoring of one pair is run for real on random sample sets (S = levels x seeds per class),
-without and with the factor probes (whose cost grows with the square of the classes they sample,
-``EvidenceConfig.probe_other_classes``), and its evaluations counted (``workers.engine.cost``); the
+as an audit runs it and with the factor probes an audit may ask for (whose cost grows with the square of the
+classes they sample, ``evidence.PROBE_OTHER_CLASSES``), and its evaluations counted (``workers.engine.cost``); the
 visualisation of the pair's two classes is counted on a short run and scaled to the audit's steps (every step
 evaluates each row once with an input gradient; rows that end below softmax 0.5 and are retried would add to it,
 and are left out, as in the issue's figure).
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from workers.audit.evidence import EvidenceConfig, measure_pair_evidence
+from workers.audit.evidence import PROBE_OTHER_CLASSES, EvidenceConfig, measure_pair_evidence
 from workers.engine.architectures import build_architecture
 from workers.engine.config import VisualizationConfig
 from workers.engine.cost import count_evaluations
@@ -64,15 +64,15 @@ def main() -> None:
         print(f"\n{name}: visualising a pair = {rows} rows x {args.steps} steps -> {visualise_fe:,} "
               f"forward-equivalents (counted {probe.gradient_rows} gradient rows at {probe_steps} steps)")
         for mode in args.localisation:
-            config = EvidenceConfig(localisation=mode)
-            no_probes = EvidenceConfig(localisation=mode, probe_other_classes=0)
+            config = EvidenceConfig(localisation=mode)   # an audit's default: no factor probes
+            with_probes = EvidenceConfig(localisation=mode, probe_other_classes=PROBE_OTHER_CLASSES)
             vis_a, vis_b = sample_set(specs, per_class, 1), sample_set(specs, per_class, 2)
             # the pair's null scans (``ranking.null_pairs``): each class against ``null_partners`` other classes
             nulls = [(x, f"c{2 + 2 * j + k}") for j, x in enumerate(("c0", "c1")) for k in range(config.null_partners)]
             null_vis = {c: sample_set(specs, per_class, 3 + i) for i, (_, c) in enumerate(nulls)}
-            for label, pairs, cfg in (("without its null or factor probes", [], no_probes),
-                                      ("without its null", [], config),
-                                      (f"with {len(nulls)} null scans", nulls, config)):
+            for label, pairs, cfg in (("without its null", [], config),
+                                      (f"with {len(nulls)} null scans", nulls, config),
+                                      (f"with {len(nulls)} null scans and the factor probes", nulls, with_probes)):
                 t0 = time.perf_counter()
                 evidence = measure_pair_evidence(model, specs, classes, "c0", "c1", vis_a, vis_b, device="cpu",
                                                  config=cfg, null_pairs=pairs, null_vis=null_vis)
