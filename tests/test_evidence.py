@@ -123,6 +123,9 @@ def test_null_pairs_are_scanned_like_the_pair_and_kept_with_its_evidence():
     assert (scan["a"], scan["b"]) == ("a", "c")
     null = scan["streams"]["appearance"]
     assert null["peak_separation"] is None or null["peak_separation"] > 3
+    swaps = scan["global_factors"]["appearance"]                     # the null of GLOBAL_APPEARANCE_CUE, one way
+    assert set(swaps) == {"colour", "border"}
+    assert all(set(change) == {"margin", "delta", "share", "scale"} for change in swaps.values())
     again = PairEvidence.from_json(json.loads(json.dumps(evidence.to_json(), allow_nan=False)))
     assert again.null_localisation == evidence.null_localisation
     with pytest.raises(KeyError, match="'c'"):

@@ -64,6 +64,43 @@ def test_a_tinted_class_has_a_colour_lever_far_above_its_null():
                                     device=torch.device("cpu")) == {}
 
 
+def test_the_pairs_of_an_audit_share_the_levers_they_have_in_common():
+    """A lever depends on its row alone, so a second pair on the same classes measures nothing new and reads the
+    same matrix, and a pair whose sample holds other classes measures only the rows it lacks."""
+    spec = InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 4, 16, 16])
+    cpu = torch.device("cpu")
+    cache: fp.LeverCache = {}
+    first = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=5, other_classes=10,
+                                     device=cpu, cache=cache)
+    assert len(cache) == 3 * 8 * 7                                     # 3 probes x every directed pair
+    calls = []
+    original = fp.directed_levers
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[4]))
+        return original(*args, **kwargs)
+
+    fp.directed_levers = counting
+    try:
+        second = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C2", "C5", steps=5, other_classes=10,
+                                          device=cpu, cache=cache)
+        alone = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C2", "C5", steps=5, other_classes=10,
+                                         device=cpu)
+        some = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=5, other_classes=3,
+                                        device=cpu, cache={k: v for k, v in cache.items() if 3 not in k[3:]})
+    finally:
+        fp.directed_levers = original
+    sample = probe_outcomes.probe_classes(CLASSES, "C0", "C1", 3)
+    lacking = 2 * (len(sample) - 1) if "C3" in sample else 0          # the rows to or from C3, per probe
+    assert calls == [56] * 3 + ([lacking] * 3 if lacking else [])    # the second pair measured nothing
+    c0 = second["clip"]["colour"]
+    assert c0["classes"][:2] == ["C2", "C5"]
+    assert np.allclose(np.array(c0["levers"], dtype=float), np.array(alone["clip"]["colour"]["levers"], dtype=float),
+                       equal_nan=True, atol=1e-5)
+    assert first["clip"]["colour"]["levers"][0][1] == pytest.approx(
+        some["clip"]["colour"]["levers"][0][1], abs=1e-5)
+
+
 def _matrix(pulls: dict[str, float], a_over_b: float | None = None) -> dict:
     """Every class pulls its ``pulls`` value over every other; A over B is ``a_over_b`` where given."""
     names = list(pulls)

@@ -355,6 +355,24 @@ def test_localized_cue_is_judged_against_the_models_own_null_when_the_audit_has_
     assert derive_flags(replace(faint, audit_localisation_null={"appearance": [1.0] * 20}), SPECS) == []
 
 
+def test_a_localized_cue_is_high_only_when_no_honest_pair_of_the_model_matches_it():
+    from dataclasses import replace
+
+    from workers.audit.flags import localized_severity
+
+    th = FlagThresholds()
+    assert localized_severity(7.0, None, th) == "high" and localized_severity(5.0, None, th) == "medium"
+    assert localized_severity(7.0, [1.0] * 19, th) == "high"                          # p = 1 / 20
+    assert localized_severity(7.0, [1.0] * 8, th) == "medium"                         # p = 1 / 9: too few to say
+    assert localized_severity(7.0, [1.0] * 18 + [None], th) == "medium"               # an infinite scan matches it
+    assert localized_severity(7.0, [1.0] * 30 + [8.0], th) == "medium"                # p = 2 / 32
+    assert localized_severity(7.0, [9.0, 8.0], th) == "high"                          # too few scans: the fixed cut
+    strong = _scores(app=_loc(separation=7.0, peak=0.1, xy=(0.1, 0.1)))
+    busy_once = [1.1] * 19 + [7.5]                                                       # p = 0.1: flagged, medium
+    [flag] = derive_flags(replace(strong, audit_localisation_null={"appearance": busy_once}), SPECS)
+    assert (flag.code, flag.severity) == ("LOCALIZED_CUE", "medium")
+
+
 def test_the_localisation_null_of_a_pair_leaves_out_scans_that_touch_its_classes():
     from workers.audit.analysis import AuditLeanings, PairShares
 

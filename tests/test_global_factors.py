@@ -2,6 +2,7 @@
 of it, the swap test on a model that reads only the mean colour finds the colour and not the border, and the
 GLOBAL_APPEARANCE_CUE and decisiveness rules fire on their own evidence only."""
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -148,3 +149,36 @@ def test_a_global_factor_must_cost_more_than_it_costs_the_audits_other_pairs():
     assert factor_baseline({("A", "B"): 0.9}, ("B", "A")) is None
     assert factor_baseline({("A", "B"): 0.9, ("C", "D"): 0.2, ("C", "E"): 0.4}, ("B", "A")) == \
         {"median": pytest.approx(0.3), "pairs": 2}
+
+
+def test_a_global_factor_must_stand_out_against_the_same_swap_on_class_pairs_the_audit_does_not_confuse():
+    """The model's own null of GLOBAL_APPEARANCE_CUE: the one-way swap on each audited class against classes it is
+    not confused with (``evidence._null_scans``), gathered over the audit; scans touching the pair's classes are
+    left out (a class's cue is lost against every class)."""
+    from workers.audit.analysis import AuditLeanings, PairShares, with_audit_baseline
+    from workers.audit.flags import beats_factor_null
+    th = FlagThresholds(global_min_effect=0.5, global_min_share=0.5)
+
+    def scan(a, b, effect):
+        return {"a": a, "b": b, "streams": {}, "global_factors": {
+            "appearance": {"colour": {"margin": 10.0, "delta": 10.0 * effect, "share": 0.1, "scale": 10.0}}}}
+
+    def audit(*effects):
+        scans = [scan(f"C{i}", f"D{i}", e) for i, e in enumerate(effects)]
+        leanings = AuditLeanings.gather([PairShares("A", "B", {}, {}, {}, [scan("A", "C0", 5.0)]),
+                                         PairShares("C0", "D0", {}, {}, {}, scans)])
+        return with_audit_baseline(_with_factor(_scores()), leanings)     # A loses 0.9 to B's colour
+
+    quiet = audit(0.1, 0.2, 0.3, 0.1, 0.2, 0.4)
+    assert quiet.audit_factor_null == {"appearance": {"colour": [0.1, 0.2, 0.3, 0.1, 0.2, 0.4]}}  # not (A, C0)
+    [flag] = derive_flags(quiet, SPECS, th)
+    assert "exceeds the same swap on 6 of 6 class pairs" in flag.message and "p = 0.14" in flag.message
+    # a model whose unconfused classes lose as much to each other's colour: how it reads colour, not a cue
+    assert derive_flags(audit(1.0, 0.2, 1.2, 0.95, 0.3, 2.0), SPECS, th) == []
+    assert len(derive_flags(audit(1.0, 1.2, 2.0, 0.95), SPECS, th)) == 1                # 4 scans: no null
+    assert beats_factor_null(0.9, None, th) == (True, "")
+    again = AuditLeanings.from_json(json.loads(json.dumps(AuditLeanings.gather(
+        [PairShares("C0", "D0", {}, {}, {}, [scan("C0", "D0", 0.5)])]).to_json())))
+    assert again.factor_null_for(("A", "B")) == {"appearance": {"colour": [0.5]}}
+    back = type(quiet).from_json(quiet.to_json(), "A", "B")
+    assert back.audit_factor_null == quiet.audit_factor_null

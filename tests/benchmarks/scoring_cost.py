@@ -2,12 +2,15 @@
 
 For each model: the scoring of one pair is run for real on random sample sets (S = levels x seeds per class),
 as an audit runs it and with the factor probes an audit may ask for (whose cost grows with the square of the
-classes they sample, ``evidence.PROBE_OTHER_CLASSES``), and its evaluations counted (``workers.engine.cost``); the
+classes they sample, ``evidence.PROBE_OTHER_CLASSES``), and its evaluations counted (``workers.engine.cost``); a
+second pair of the same audit then shows what the probes cost once the first pair's levers are shared
+(``factor_probes.LeverCache``: on a model of up to PROBE_OTHER_CLASSES + 2 classes, nothing more); the
 visualisation of the pair's two classes is counted on a short run and scaled to the audit's steps (every step
 evaluates each row once with an input gradient; rows that end below softmax 0.5 and are retried would add to it,
 and are left out, as in the issue's figure).
 
     python tests/benchmarks/scoring_cost.py [--steps 128] [--levels 3] [--seeds 3] [--localisation attribution]
+                                            [--models reference r2plus1d]
 
 Models: the reference two-stream net (4 frames, 32 px) and torchvision's r2plus1d_18 at 3x8x56x56, random
 weights (cost does not depend on them).
@@ -33,8 +36,10 @@ def models() -> list[tuple[str, torch.nn.Module, list[InputSpec], int]]:
     ref_specs = [InputSpec(name="appearance", modality="rgb", layout="NCTHW", shape=[3, 4, 32, 32]),
                  InputSpec(name="motion", modality="flow", layout="NCTHW", shape=[2, 4, 32, 32])]
     tv_specs = [InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 8, 56, 56])]
-    return [("reference twostream (4x32x32)", TinyTwoStream(num_classes=8, frames=4, size=32).eval(), ref_specs, 8),
-            ("r2plus1d_18 (3x8x56x56)", build_architecture("torchvision.r2plus1d_18", 10).eval(), tv_specs, 10)]
+    return [("reference", "reference twostream (4x32x32)", TinyTwoStream(num_classes=8, frames=4, size=32).eval(),
+             ref_specs, 8),
+            ("r2plus1d", "r2plus1d_18 (3x8x56x56)", build_architecture("torchvision.r2plus1d_18", 10).eval(),
+             tv_specs, 10)]
 
 
 def sample_set(specs: list[InputSpec], n: int, seed: int) -> dict[str, np.ndarray]:
@@ -49,10 +54,13 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--localisation", nargs="+", choices=("attribution", "exhaustive"), default=["attribution"])
+    parser.add_argument("--models", nargs="+", choices=("reference", "r2plus1d"), default=["reference", "r2plus1d"])
     args = parser.parse_args()
     torch.manual_seed(0)
     per_class = args.levels * args.seeds
-    for name, model, specs, n_classes in models():
+    for key, name, model, specs, n_classes in models():
+        if key not in args.models:
+            continue
         classes = [f"c{i}" for i in range(n_classes)]
         probe_steps = 2
         with count_evaluations() as probe:
@@ -70,12 +78,19 @@ def main() -> None:
             # the pair's null scans (``ranking.null_pairs``): each class against ``null_partners`` other classes
             nulls = [(x, f"c{2 + 2 * j + k}") for j, x in enumerate(("c0", "c1")) for k in range(config.null_partners)]
             null_vis = {c: sample_set(specs, per_class, 3 + i) for i, (_, c) in enumerate(nulls)}
-            for label, pairs, cfg in (("without its null", [], config),
-                                      (f"with {len(nulls)} null scans", nulls, config),
-                                      (f"with {len(nulls)} null scans and the factor probes", nulls, with_probes)):
+            shared: dict = {}
+            for label, pair, pairs, cfg, cache in (
+                    ("without its null", ("c0", "c1"), [], config, None),
+                    (f"with {len(nulls)} null scans", ("c0", "c1"), nulls, config, None),
+                    (f"with {len(nulls)} null scans and the factor probes", ("c0", "c1"), nulls, with_probes, shared),
+                    (f"a second pair of the audit, {len(nulls)} null scans, the factor probes' levers shared",
+                     ("c2", "c3"), [(x, c) for x, c in [("c2", "c0"), ("c2", "c1"), ("c3", "c4"), ("c3", "c5")]],
+                     with_probes, shared)):
                 t0 = time.perf_counter()
-                evidence = measure_pair_evidence(model, specs, classes, "c0", "c1", vis_a, vis_b, device="cpu",
-                                                 config=cfg, null_pairs=pairs, null_vis=null_vis)
+                pair_vis = (vis_a, vis_b) if pair == ("c0", "c1") else (null_vis["c2"], null_vis["c3"])
+                evidence = measure_pair_evidence(model, specs, classes, *pair, *pair_vis, device="cpu",
+                                                 config=cfg, null_pairs=pairs,
+                                                 null_vis={**null_vis, "c0": vis_a, "c1": vis_b}, probe_cache=cache)
                 seconds = time.perf_counter() - t0
                 c = evidence.cost
                 print(f"  scoring ({mode}, {label}): {c['evaluations']:,} evaluations ({c['forward_rows']:,} forward, "

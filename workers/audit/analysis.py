@@ -148,6 +148,10 @@ class PairScores:
     # infinite), the model's own null of LOCALIZED_CUE; empty for older evidence or without the rest of the audit
     null_localisation: list[dict] = field(default_factory=list)
     audit_localisation_null: dict[str, list[float | None]] = field(default_factory=dict)
+    # stream -> global factor -> the swap effects (``global_factors.swap_effect``) of the audit's null pairs outside
+    # this pair (``AuditLeanings.factor_null_for``), the model's own null of GLOBAL_APPEARANCE_CUE; empty for older
+    # evidence or without the rest of the audit
+    audit_factor_null: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # stream -> factor probe -> its levers and null (``evidence.PairEvidence.factor_probes``); empty for older
     # evidence
     factor_probes: dict[str, dict[str, dict]] = field(default_factory=dict)
@@ -176,6 +180,7 @@ class PairScores:
             "audit_factor_effect": self.audit_factor_effect,
             "null_localisation": self.null_localisation,
             "audit_localisation_null": self.audit_localisation_null,
+            "audit_factor_null": self.audit_factor_null,
             "factor_probes": self.factor_probes,
         })
 
@@ -210,6 +215,7 @@ class PairScores:
                    audit_factor_effect=data.get("audit_factor_effect", {}),
                    null_localisation=data.get("null_localisation", []),
                    audit_localisation_null=data.get("audit_localisation_null", {}),
+                   audit_factor_null=data.get("audit_factor_null", {}),
                    factor_probes=data.get("factor_probes", {}))
 
 
@@ -345,6 +351,8 @@ class AuditLeanings:
     factors: dict[str, dict[str, dict[tuple[str, str], float]]] = field(default_factory=dict)
     # stream -> null pair (``pair_key``) -> the peak separation of its occlusion scan (None: infinite)
     localisation_null: dict[str, dict[tuple[str, str], float | None]] = field(default_factory=dict)
+    # stream -> global factor -> null pair (``pair_key``) -> its one-way swap effect (``global_factors.swap_effect``)
+    factor_null: dict[str, dict[str, dict[tuple[str, str], float]]] = field(default_factory=dict)
 
     @classmethod
     def gather(cls, pairs: Sequence[PairShares]) -> "AuditLeanings":
@@ -354,10 +362,16 @@ class AuditLeanings:
         static: dict[str, float] = {}
         factors: dict[str, dict[str, dict[tuple[str, str], float]]] = {}
         null: dict[str, dict[tuple[str, str], float | None]] = {}
+        factor_null: dict[str, dict[str, dict[tuple[str, str], float]]] = {}
         for pair in pairs:
             for scan in pair.null_localisation:
+                key = pair_key(scan["a"], scan["b"])
                 for name, loc in scan["streams"].items():
-                    null.setdefault(name, {}).setdefault(pair_key(scan["a"], scan["b"]), loc["peak_separation"])
+                    null.setdefault(name, {}).setdefault(key, loc["peak_separation"])
+                for name, per_factor in scan.get("global_factors", {}).items():
+                    for factor, change in per_factor.items():
+                        if (effect := global_factors.swap_effect(change)) is not None:
+                            factor_null.setdefault(name, {}).setdefault(factor, {}).setdefault(key, effect)
             for name_cls, per in pair.stream_share.items():
                 for name, base in per.items():
                     if base.get("others_median") is not None:
@@ -369,7 +383,7 @@ class AuditLeanings:
                 for factor, test in tests.items():
                     if (effect := global_factors.pair_effect(test)) is not None:
                         factors.setdefault(name, {}).setdefault(factor, {})[pair_key(pair.a, pair.b)] = effect
-        return cls(stream=stream, static=static, factors=factors, localisation_null=null)
+        return cls(stream=stream, static=static, factors=factors, localisation_null=null, factor_null=factor_null)
 
     def to_json(self) -> dict:
         """Plain JSON (a pair key as a two-item list)."""
@@ -378,7 +392,10 @@ class AuditLeanings:
                                               for factor, effects in tests.items()}
                                        for name, tests in self.factors.items()},
                            "localisation_null": {name: [[*key, sep] for key, sep in scans.items()]
-                                                 for name, scans in self.localisation_null.items()}})
+                                                 for name, scans in self.localisation_null.items()},
+                           "factor_null": {name: {factor: [[*key, effect] for key, effect in effects.items()]
+                                                  for factor, effects in tests.items()}
+                                           for name, tests in self.factor_null.items()}})
 
     @classmethod
     def from_json(cls, data: dict) -> "AuditLeanings":
@@ -387,13 +404,23 @@ class AuditLeanings:
                                    for factor, effects in tests.items()}
                             for name, tests in data["factors"].items()},
                    localisation_null={name: {pair_key(a, b): sep for a, b, sep in scans}
-                                      for name, scans in data.get("localisation_null", {}).items()})
+                                      for name, scans in data.get("localisation_null", {}).items()},
+                   factor_null={name: {factor: {pair_key(a, b): effect for a, b, effect in effects}
+                                       for factor, effects in tests.items()}
+                                for name, tests in data.get("factor_null", {}).items()})
 
     def localisation_null_for(self, pair: tuple[str, str]) -> dict[str, list[float | None]]:
         """stream -> the peak separations of the audit's null pairs that share no class with ``pair`` (a null pair
         holding one of its classes holds that class's cue, if it has one). Pure."""
         return {name: [sep for key, sep in scans.items() if disjoint(key, pair)]
                 for name, scans in self.localisation_null.items()}
+
+    def factor_null_for(self, pair: tuple[str, str]) -> dict[str, dict[str, list[float]]]:
+        """stream -> global factor -> the swap effects of the audit's null pairs that share no class with ``pair``
+        (as ``localisation_null_for``). Pure."""
+        return {name: {factor: [e for key, e in effects.items() if disjoint(key, pair)]
+                       for factor, effects in tests.items()}
+                for name, tests in self.factor_null.items()}
 
     def baseline_for(self, pair: tuple[str, str]) -> tuple[dict[str, dict[str, float]], dict[str, float],
                                                            dict[str, dict[str, dict[str, float]]]]:
@@ -441,7 +468,8 @@ def with_audit_baseline(s: PairScores, leanings: AuditLeanings | None) -> PairSc
         return s
     per_stream, static, per_factor = leanings.baseline_for((s.a, s.b))
     return replace(s, audit_stream_share=per_stream, audit_static_share=static, audit_factor_effect=per_factor,
-                   audit_localisation_null=leanings.localisation_null_for((s.a, s.b)))
+                   audit_localisation_null=leanings.localisation_null_for((s.a, s.b)),
+                   audit_factor_null=leanings.factor_null_for((s.a, s.b)))
 
 
 def combine_pair_scores(evidence: Any, specs: Sequence[InputSpec], vis_a: SampleSet, vis_b: SampleSet,

@@ -300,8 +300,10 @@ class PairEvidence:
     # before it existed
     global_factors: dict[str, dict[str, dict]] = field(default_factory=dict)
     # the same occlusion scan on class pairs of the audit the model is not confused on (``ranking.null_pairs``):
-    # [{"a", "b", "streams": {stream: {"peak_separation" (None: infinite), "peak_drop", "whole_stream_drop"}}}],
-    # the model's own null of ``LOCALIZED_CUE``; empty for evidence stored before it existed
+    # [{"a", "b", "streams": {stream: {"peak_separation" (None: infinite), "peak_drop", "whole_stream_drop"}},
+    # "global_factors": {stream: {factor: ``margin_change`` of a given b's value of the factor}}}], the model's own
+    # null of ``LOCALIZED_CUE`` and of ``GLOBAL_APPEARANCE_CUE``; empty for evidence stored before it existed (and
+    # no "global_factors" in scans stored before 2026-12-07)
     null_localisation: list[dict] = field(default_factory=list)
     # stream -> factor probe -> {"classes", "levers"} (``factor_probes``); empty for
     # evidence stored before it existed or measured without probes
@@ -360,12 +362,14 @@ def _relative_drop(full: np.ndarray, reduced: np.ndarray, baseline: float) -> fl
 def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str,
                           vis_a: SampleSet, vis_b: SampleSet, *, device: torch.device | str | None = None,
                           config: EvidenceConfig | None = None, null_pairs: Sequence[tuple[str, str]] = (),
-                          null_vis: dict[str, SampleSet] | None = None) -> PairEvidence:
+                          null_vis: dict[str, SampleSet] | None = None,
+                          probe_cache: factor_probes.LeverCache | None = None) -> PairEvidence:
     """Every model evaluation of one pair, in named parts: how each class reads on the other, what each stream
     holds on its own and what the class loses without it, what motion adds, and where the separation sits; and
     the same localisation on ``null_pairs`` (each (``a`` or ``b``, another class whose visualisations
     ``null_vis`` holds)), the model's own null for ``LOCALIZED_CUE``; and the factor probes of the pair and of
-    a sample of the model's other classes (``factor_probes``)."""
+    a sample of the model's other classes (``factor_probes``; ``probe_cache`` shares their levers between the pairs of
+    one audit on the same model, device and precision)."""
     evaluator = PairEvaluator(model, specs, device=device, config=config)
     ia, ib = classes.index(a), classes.index(b)
     with cost_mod.count_evaluations() as spent:
@@ -389,7 +393,7 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
         probes = factor_probes.measure_factor_probes(
             model, specs, classes, a, b, steps=evaluator.config.probe_steps,
             other_classes=evaluator.config.probe_other_classes, device=evaluator.device, bf16=evaluator.bf16,
-            channels_last=evaluator.channels_last)
+            channels_last=evaluator.channels_last, cache=probe_cache)
     return PairEvidence(a=a, b=b, cross_activation=cross, target_softmax=target_softmax,
                         overall_feature_similarity=overall, stream_feature_similarity=sims, stream_evidence=evidence,
                         stream_reliance=reliance, motion_reliance=motion, localisation=located, cost=spent.to_json(),
@@ -409,12 +413,32 @@ def _null_scans(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Se
     out = []
     for x, c in null_pairs:
         vis_x, full_x = own[x]
-        located = _localise(evaluator, vis_x, null_vis[c], full_x, partners[c], classes.index(x),
-                            classes.index(c), x, c)
+        ix, ic = classes.index(x), classes.index(c)
+        located = _localise(evaluator, vis_x, null_vis[c], full_x, partners[c], ix, ic, x, c)
         out.append({"a": x, "b": c, "streams": {
             name: {"peak_separation": loc.peak_separation if np.isfinite(loc.peak_separation) else None,
                    "peak_drop": loc.peak_drop, "whole_stream_drop": loc.whole_stream_drop}
-            for name, loc in located.items()}})
+            for name, loc in located.items()},
+            "global_factors": _one_way_factor_swaps(evaluator, vis_x, null_vis[c], full_x.logits, ix, ic)})
+    return out
+
+
+def _one_way_factor_swaps(evaluator: PairEvaluator, own: SampleSet, partner: SampleSet, logits: np.ndarray,
+                          target: int, other: int) -> dict[str, dict[str, dict]]:
+    """stream -> global factor -> ``margin_change`` of ``own``'s class when its visualisations get ``partner``'s
+    value of that factor (one batched evaluation): ``measure_global_factors`` in one direction, for the null of
+    GLOBAL_APPEARANCE_CUE."""
+    tests = [(spec.name, factor) for spec in evaluator.specs for factor in global_factors.factors_of(spec.modality)]
+    if not tests:
+        return {}
+    n = len(own[tests[0][0]])
+    batch = {k: np.concatenate([v] * len(tests)) for k, v in own.items()}
+    for i, (stream, factor) in enumerate(tests):
+        batch[stream][i * n:(i + 1) * n] = global_factors.SWAPS[factor](own[stream], partner[stream])
+    cut = evaluator.evaluate(batch).logits
+    out: dict[str, dict[str, dict]] = {}
+    for i, (stream, factor) in enumerate(tests):
+        out.setdefault(stream, {})[factor] = margin_change(logits, cut[i * n:(i + 1) * n], target, other)
     return out
 
 
@@ -506,13 +530,9 @@ def measure_global_factors(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: Sa
     out: dict[str, dict[str, dict]] = {}
     for own, partner, logits, target, other, name in ((vis_a, vis_b, logits_a, ia, ib, a),
                                                        (vis_b, vis_a, logits_b, ib, ia, b)):
-        n = len(own[tests[0][0]])
-        batch = {k: np.concatenate([v] * len(tests)) for k, v in own.items()}
-        for i, (stream, factor) in enumerate(tests):
-            batch[stream][i * n:(i + 1) * n] = global_factors.SWAPS[factor](own[stream], partner[stream])
-        cut = evaluator.evaluate(batch).logits
-        for i, (stream, factor) in enumerate(tests):
-            entry = out.setdefault(stream, {}).setdefault(factor, {
-                "holder": global_factors.holder(vis_a[stream], vis_b[stream], factor, (a, b)), "classes": {}})
-            entry["classes"][name] = margin_change(logits, cut[i * n:(i + 1) * n], target, other)
+        for stream, per_factor in _one_way_factor_swaps(evaluator, own, partner, logits, target, other).items():
+            for factor, change in per_factor.items():
+                entry = out.setdefault(stream, {}).setdefault(factor, {
+                    "holder": global_factors.holder(vis_a[stream], vis_b[stream], factor, (a, b)), "classes": {}})
+                entry["classes"][name] = change
     return out

@@ -20,7 +20,9 @@ tint of its training clips has a large colour lever over it; an honestly confuse
 or motion of its content, has none a blank clip can express. How large is large depends on the model (how it
 answers blank clips at all), so every directed lever among the pair and up to ``other_classes`` other classes is
 measured (one batch per probe), and ``probe_outcomes`` reads the pair's against the other pairs' and the holder's
-pull towards the factor against the other classes'.
+pull towards the factor against the other classes'. Each lever depends on its row alone (its own seeded start, the
+model in eval mode), so the pairs of one audit share them through a ``LeverCache``: a model of up to
+``other_classes`` + 2 classes has one matrix, measured once for the whole audit instead of once per pair.
 
 Unlike every other piece of evidence, probes do not read the visualisations: they ask the model directly, so
 they neither depend on what the visualisations happened to draw nor on the decisiveness gate. What they cannot
@@ -48,6 +50,10 @@ TEXTURE_AMPLITUDE = 0.3
 LEARNING_RATE = 0.1
 INIT_SCALE = 0.01
 ROW_SEED = 1_000_003   # each row (x, y) starts from its own draw, seeded ROW_SEED * x + y: the same in any batch
+
+# (stream, probe, steps, x, y) -> the lever of class index x over y: the levers already measured on one model, on
+# one device and precision, shared by the pairs of an audit (``measure_factor_probes``)
+LeverCache = dict[tuple[str, str, int, int, int], float]
 
 
 @dataclass(frozen=True)
@@ -111,23 +117,28 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
 
 def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str, *,
                           steps: int, other_classes: int, device: torch.device, bf16: bool = False,
-                          channels_last: bool = False) -> dict[str, dict[str, dict]]:
+                          channels_last: bool = False, cache: LeverCache | None = None) -> dict[str, dict[str, dict]]:
     """stream -> probe -> {"classes": the pair and up to ``other_classes`` others (``probe_classes``), "levers":
     [x][y] the directed lever of x over y, None on the diagonal} for every probe of every stream
-    (``probe_outcomes.PROBES``); empty without other classes (``other_classes`` 0, or a model of two classes)."""
+    (``probe_outcomes.PROBES``); empty without other classes (``other_classes`` 0, or a model of two classes).
+    Levers ``cache`` holds are not measured again; the ones measured are added to it."""
     sample = probe_classes(list(classes), a, b, other_classes)
     if len(sample) < 3:
         return {}
     index = {c: i for i, c in enumerate(classes)}
     cells = [(x, y) for x in range(len(sample)) for y in range(len(sample)) if x != y]
     rows = [(index[sample[x]], index[sample[y]]) for x, y in cells]
+    cache = {} if cache is None else cache
     out: dict[str, dict[str, dict]] = {}
     for spec in specs:
         for probe in probes_of(spec.modality):
-            lever = directed_levers(model, specs, spec.name, probe, rows, steps=steps, device=device, bf16=bf16,
-                                    channels_last=channels_last)
+            missing = [row for row in rows if (spec.name, probe, steps, *row) not in cache]
+            if missing:
+                measured = directed_levers(model, specs, spec.name, probe, missing, steps=steps, device=device,
+                                           bf16=bf16, channels_last=channels_last)
+                cache.update({(spec.name, probe, steps, *row): float(v) for row, v in zip(missing, measured)})
             matrix: list[list[float | None]] = [[None] * len(sample) for _ in sample]
-            for (x, y), v in zip(cells, lever):
-                matrix[x][y] = float(v)
+            for (x, y), row in zip(cells, rows):
+                matrix[x][y] = cache[(spec.name, probe, steps, *row)]
             out.setdefault(spec.name, {})[probe] = {"classes": sample, "levers": matrix}
     return out

@@ -21,7 +21,12 @@ the null rule gave 15 of 26 local cues localised and 5 of 80 clean pairs flagged
 of 26; p <= 0.3: 16 of 26 for 7 of 80); the null scans cost about 3x the pair's own scoring
 (``tests/benchmarks/scoring_cost.py``). The flag also states in how many of the class's visualisations the peak
 window beats every window elsewhere, with a sign-test p-value (``analysis.peak_consistency``); a cut on it
-(``localized_max_p_value``) changed no flag on the calibration split, so it is off by default.
+(``localized_max_p_value``) changed no flag on the calibration split, so it is off by default. Severity: "high"
+needs the window >= 6x (twice the fixed cut) and, where there is a null, an empirical p <= 0.05 against it
+(``localized_severity``): a null of 7-8 scans, as a planted case's audit has, can say a window beats them all,
+not that no honest pair of the model would match it. Round 11 (docs/planted_cases.md): on the calibration split
+the 6x rule alone gave 6 high flags on planted pairs and 1 on a clean pair (35x, beating all 8 of its scans); with
+the null's p it gives 1 and 0.
 
 APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class, need no position, and are relative to the
 model: each stream alone (the others neutral) is run on the class's visualisations, which gives the class's margin
@@ -55,7 +60,14 @@ classes have small margins over each other, of which any change is a large share
 effect must also reach the median effect of the same swap over the audit's other pairs (``global_audit_ratio`` 1,
 from ``global_min_other_pairs`` 3 other pairs; ``analysis.factor_baseline``), since a model that reads colour
 answers every pair's colour swap. On the calibration split (40 cases) that ratio left found cues at 45 of 103 and
-took one of the two clean pairs with a GLOBAL_APPEARANCE_CUE off (ratios 1.5: the same; 2: 43 found).
+took one of the two clean pairs with a GLOBAL_APPEARANCE_CUE off (ratios 1.5: the same; 2: 43 found). The model's
+own null as well (round 11, ``beats_factor_null``): the same swap, one way, on the null pairs of LOCALIZED_CUE
+(audited classes against classes the audit does not confuse them with; those touching the pair's classes left out);
+the class's effect must beat them with an empirical p <= 0.3 (``global_null_alpha``) when there are >= 5. A held-out
+draw (cases 140-159) flagged 7 of its 40 clean pairs with GLOBAL_APPEARANCE_CUE, 6 on the single-stream 3D CNN,
+whose size-confused classes lose half their margin to any colour swap. On the calibration split the null took off
+both of its clean pairs' GLOBAL_APPEARANCE_CUEs for 2 of 103 cues (p <= 0.2: 3; p <= 0.1: 5), the precision of the
+code rising from 26/37 to 21/27.
 
 STATIC_FACTOR_CUE / MOTION_FACTOR_CUE read the factor probes (``probe_outcomes``), which ask the model directly:
 on an otherwise blank clip one factor alone (one colour over the clip, the frame border, a static background
@@ -108,6 +120,7 @@ class FlagThresholds(BaseModel):
     localized_null_alpha: float = Field(0.2, gt=0, le=1)
     localized_null_min_scans: int = Field(5, ge=1)
     localized_null_min_separation: float = Field(2.0, ge=1)
+    localized_high_alpha: float = Field(0.05, gt=0, le=1)
     only_evidence_share: float = Field(0.75, ge=0.5, le=1)
     only_share_excess: float = Field(0.25, ge=0, le=1)
     only_min_other_classes: int = Field(3, ge=1)
@@ -119,6 +132,8 @@ class FlagThresholds(BaseModel):
     global_min_share: float = Field(0.5, ge=-1, le=1)
     global_audit_ratio: float = Field(1.0, ge=0)
     global_min_other_pairs: int = Field(3, ge=1)
+    global_null_alpha: float = Field(0.3, gt=0, le=1)
+    global_null_min_scans: int = Field(5, ge=1)
     weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
     probe_min_ratio: float = Field(1.5, ge=0)
     probe_alpha: float = Field(0.15, gt=0, le=1)
@@ -287,6 +302,20 @@ def stands_out(separation: float, null: Sequence[float | None] | None, th: FlagT
     return separation >= th.localized_separation, ""
 
 
+def localized_severity(separation: float, null: Sequence[float | None] | None, th: FlagThresholds) -> str:
+    """A LOCALIZED_CUE's severity: "high" when its window stands out >= twice the fixed cut
+    (``localized_separation``) and, where the audit has the model's own null (``stands_out``), with an empirical
+    p-value <= ``localized_high_alpha`` against it (0.05: at least 19 scans, all of them beaten); else "medium". A
+    null of a few scans can say a window beats them, not that no honest class pair of the model would match it.
+    Pure."""
+    if separation < 2 * th.localized_separation:
+        return "medium"
+    if null is not None and len(null) >= th.localized_null_min_scans \
+            and empirical_p_value(separation, null) > th.localized_high_alpha:
+        return "medium"
+    return "high"
+
+
 def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
     """LOCALIZED_CUE per stream whose occlusion scan has one window that stands out (module docstring)."""
     flags = []
@@ -300,7 +329,7 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
         other = s.partner_of(owner)
         what = "something static such as a logo, watermark or overlay" if modality[name] == "rgb" \
             else "a local movement such as a flicker, a camera artefact or a moving overlay"
-        severity = "high" if loc.peak_separation >= 2 * th.localized_separation else "medium"
+        severity = localized_severity(loc.peak_separation, s.audit_localisation_null.get(name), th)
         flags.append(Flag(
             "LOCALIZED_CUE", name, severity,
             f"A small region of the {name} input at {_where(loc.peak_xy)} tells {owner} from {other}: swapping that "
@@ -320,7 +349,7 @@ def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
     over the partner (module docstring); each factor is named after the class holding more of it."""
     flags = []
     for name, tests in s.global_factors.items():
-        found = []      # (effect, factor, class holding it, class that lost, its change, the audit's usual effect)
+        found = []      # (effect, factor, class holding it, class that lost, its change, how it compares)
         for factor, test in tests.items():
             usual = s.audit_factor_effect.get(name, {}).get(factor)
             floor = th.global_min_effect
@@ -328,18 +357,21 @@ def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
                 floor = max(floor, th.global_audit_ratio * usual["median"])
             else:
                 usual = None
+            null = s.audit_factor_null.get(name, {}).get(factor)
             hits = [(effect, cls, change) for cls, change in test["classes"].items()
                     if (effect := global_factors.swap_effect(change)) is not None and effect >= floor
-                    and change["share"] >= th.global_min_share]
+                    and change["share"] >= th.global_min_share
+                    and beats_factor_null(effect, null, th)[0]]
             if hits:
                 effect, loser, change = max(hits, key=lambda h: h[0])
-                found.append((effect, factor, test["holder"], loser, change, usual))
+                against = f"; the audit's other {usual['pairs']} pairs: {usual['median']:.0%} (median)" if usual else ""
+                found.append((effect, factor, test["holder"], loser, change,
+                              against + beats_factor_null(effect, null, th)[1]))
         if not found:
             continue
         parts = []
-        for effect, factor, owner, loser, change, usual in sorted(found, key=lambda f: -f[0]):
+        for effect, factor, owner, loser, change, against in sorted(found, key=lambda f: -f[0]):
             partner, versus = s.partner_of(owner), s.partner_of(loser)
-            against = f"; the audit's other {usual['pairs']} pairs: {usual['median']:.0%} (median)" if usual else ""
             parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
                          f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
                          f"over {versus} ({effect:.0%} of its median margin over the model's other classes{against})")
@@ -350,6 +382,20 @@ def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
         flags.append(Flag("GLOBAL_APPEARANCE_CUE", name, "medium", message[0].upper() + message[1:],
                           class_name=owners[0] if len(owners) == 1 else None))
     return flags
+
+
+def beats_factor_null(effect: float, null: Sequence[float] | None, th: FlagThresholds) -> tuple[bool, str]:
+    """Whether a global factor's swap effect stands out against the same swap on class pairs of this model the
+    audit does not confuse (``AuditLeanings.factor_null_for``), and how to say it: with >= ``global_null_min_scans``
+    such swaps its empirical p-value against them must be <= ``global_null_alpha``; with fewer there is no null
+    and the test passes. A model that reads a factor everywhere answers the swap on any two classes; a cue planted
+    in one class stands out against pairs without it. Pure."""
+    if null is None or len(null) < th.global_null_min_scans:
+        return True, ""
+    p = empirical_p_value(effect, null)
+    beaten = len(null) - null_reaching(effect, null)
+    return p <= th.global_null_alpha, (f"; it exceeds the same swap on {beaten} of {len(null)} class pairs of this "
+                                       f"model the audit does not confuse (empirical p = {p:.2f})")
 
 
 def usual_share(audit: dict | None, own: dict | None, th: FlagThresholds, what: str) -> tuple[float, str] | None:

@@ -19,6 +19,7 @@ import torch
 from workers.audit.analysis import AuditLeanings, PairScores, combine_pair_scores, share_baselines, with_audit_baseline
 from workers.audit.confusion import ConfusionMatrix
 from workers.audit.evidence import PROBE_OTHER_CLASSES, EvidenceConfig, PairEvidence, measure_pair_evidence
+from workers.audit.factor_probes import LeverCache
 from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.audit.options import AuditOptions
@@ -138,15 +139,16 @@ def evidence_config(options: AuditOptions) -> EvidenceConfig:
 
 def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization], *,
                  device: torch.device | str | None = None, config: EvidenceConfig | None = None,
-                 nulls: Sequence[tuple[str, str]] = ()) -> PairEvidence:
+                 nulls: Sequence[tuple[str, str]] = (), probe_cache: LeverCache | None = None) -> PairEvidence:
     """Every model evaluation of one pair (runs where the model is loaded: the GPU worker), with the scans of
     its null pairs ``nulls`` (``pair_null_pairs``; their classes' visualisations must be among
-    ``visualizations``)."""
+    ``visualizations``); ``probe_cache`` holds the factor-probe levers earlier pairs of the audit measured."""
     vis_a, _ = sample_set(visualizations, pair.a)
     vis_b, _ = sample_set(visualizations, pair.b)
     null_vis = {c: sample_set(visualizations, c)[0] for _, c in nulls}
     return measure_pair_evidence(model.module, model.manifest.inputs, model.manifest.classes, pair.a, pair.b,
-                                 vis_a, vis_b, device=device, config=config, null_pairs=nulls, null_vis=null_vis)
+                                 vis_a, vis_b, device=device, config=config, null_pairs=nulls, null_vis=null_vis,
+                                 probe_cache=probe_cache)
 
 
 def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, visualizations: Sequence[Visualization],
@@ -172,12 +174,15 @@ def analyse_pairs(model: LoadedModel, pairs: Sequence[RankedPair], visualization
                   config: EvidenceConfig | None = None,
                   progress: Callable[[float], None] | None = None) -> list[PairResult]:
     """``measure_pair`` for every pair, then ``judge_pair`` for each against the whole audit's leanings, in one
-    process. ``progress`` gets the fraction of pairs measured; ``config`` defaults to ``evidence_config(options)``."""
+    process. ``progress`` gets the fraction of pairs measured; ``config`` defaults to ``evidence_config(options)``.
+    The pairs share the factor probes' levers (``factor_probes.LeverCache``): on a model of few classes they are
+    measured once."""
     config = config or evidence_config(options)
     evidence = []
+    probe_cache: LeverCache = {}
     for i, pair in enumerate(pairs):
         evidence.append(measure_pair(model, pair, visualizations, device=device, config=config,
-                                     nulls=pair_null_pairs(pairs, pair, options, config)))
+                                     nulls=pair_null_pairs(pairs, pair, options, config), probe_cache=probe_cache))
         if progress:
             progress((i + 1) / len(pairs))
     leanings = audit_leanings(evidence)

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHORD_MEMBER = {**TASK_OPTIONS, "ignore_result": False}
 _MODELS: "OrderedDict[str, Any]" = OrderedDict()  # per worker process: bundle sha256 -> LoadedModel
+# per worker process: bundle sha256 -> the factor-probe levers measured on it (``factor_probes.LeverCache``), which
+# every pair of every audit of that model on this worker shares; dropped with the model
+_PROBE_LEVERS: dict[str, dict] = {}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -52,7 +55,7 @@ def load_model(session: Session, audit: Audit) -> Any:
     model = load_bundle(source, trusted_pt2=trusted)
     _MODELS[row.sha256] = model
     while len(_MODELS) > max(runtime.current().settings.model_cache_size, 1):
-        _MODELS.popitem(last=False)
+        _PROBE_LEVERS.pop(_MODELS.popitem(last=False)[0], None)
     return model
 
 
@@ -242,7 +245,8 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
         vis = load_visualizations(session, audit_id, {row.class_a, row.class_b, *(c for _, c in nulls)})
         end_snapshot(session)
         t0 = time.perf_counter()
-        evidence = measure_pair(model, pair, vis, config=evidence_config(options), nulls=nulls)
+        evidence = measure_pair(model, pair, vis, config=evidence_config(options), nulls=nulls,
+                                probe_cache=_PROBE_LEVERS.setdefault(audit.model.sha256, {}))
         runtime.current().artifacts.put_bytes(evidence_key(audit_id, row), json.dumps(evidence.to_json()).encode())
         item.payload = {**item.payload, "seconds": round(time.perf_counter() - t0, 3),
                         "device": str(resolve_device(None)), "cost": evidence.cost}
