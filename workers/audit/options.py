@@ -23,7 +23,9 @@ class AuditOptions(BaseModel):
     visualization: VisualizationConfig = VisualizationConfig()
     thresholds: FlagThresholds = FlagThresholds()
     # ask the model directly with factor probes (STATIC_FACTOR_CUE / MOTION_FACTOR_CUE): about 6x the cost of
-    # visualising each pair on top of it (tests/benchmarks/scoring_cost.py), so off unless asked for
+    # visualising a pair, once per audit on a model of up to 12 classes and per pair on larger ones
+    # (tests/benchmarks/scoring_cost.py; the demo's analyse step 4.5 s -> 11.5 s against 14.3 s visualising), so
+    # off unless asked for
     factor_probes: bool = False
 
     @field_validator("pairs", mode="before")
