@@ -53,10 +53,17 @@ def load_model(session: Session, audit: Audit) -> Any:
         source = store.open(row.artifact_key).read()
     trusted = bool(session.get(Project, audit.project_id).trusted_pt2)
     model = load_bundle(source, trusted_pt2=trusted)
-    _MODELS[row.sha256] = model
-    while len(_MODELS) > max(runtime.current().settings.model_cache_size, 1):
-        _PROBE_LEVERS.pop(_MODELS.popitem(last=False)[0], None)
+    remember_model(row.sha256, model, runtime.current().settings.model_cache_size)
     return model
+
+
+def remember_model(sha256: str, model: Any, limit: int) -> None:
+    """Keep ``model`` in this worker process's LRU of ``limit`` (at least 1) models; a model dropped from it drops
+    the factor-probe levers measured on it too."""
+    _MODELS[sha256] = model
+    _MODELS.move_to_end(sha256)
+    while len(_MODELS) > max(limit, 1):
+        _PROBE_LEVERS.pop(_MODELS.popitem(last=False)[0], None)
 
 
 def audit_inputs(audit: Audit) -> tuple[Any, Any, Any]:
