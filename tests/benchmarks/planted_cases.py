@@ -304,7 +304,7 @@ def main() -> None:
         print(f"split={args.split}: {len(rows)} stored rows of {len({r['case_id'] for r in rows})} cases, flags "
               "derived again under the current rules"
               + (", kept where the contrasted pictures repeat them" if contrasted is not None else ""))
-        write_rates(args.write_rates, args.split, len({r["case_id"] for r in rows}), steps, print_summary(outcomes))
+        write_rates(args.write_rates, args.split, sorted({r["case_id"] for r in rows}), steps, print_summary(outcomes))
         return
     if args.first < 0 or args.cases < 1:
         parser.error("--first must be >= 0 and --cases >= 1")
@@ -351,18 +351,20 @@ def main() -> None:
                                          "per_case": per_case, "rows": rows, "summary": summary},
                                         indent=1, default=list))
     if not args.build_only:
-        write_rates(args.write_rates, args.split, len(specs), args.steps, summary)
+        write_rates(args.write_rates, args.split, [s.case_id for s in specs], args.steps, summary)
 
 
-def write_rates(path: Path | None, split: str, n_cases: int, steps: int, summary: dict) -> None:
-    """The per-code precision and recall of ``summary`` as the JSON ``workers/audit/flag_rates.py`` reads."""
+def write_rates(path: Path | None, split: str, case_ids: list[str], steps: int, summary: dict) -> None:
+    """The per-code precision and recall of ``summary`` as the JSON ``workers/audit/flag_rates.py`` reads, with the
+    cases they were measured on."""
     if path is None:
         return
     rates = {code: {**{k: r[k] for k in ("precision", "recall", "fired", "correct", "expected", "found")},
                     **rate_intervals(r["correct"], r["fired"], r["found"], r["expected"])}
              for code, r in summary["rates"].items()}
     path.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                                "split": split, "cases": n_cases, "steps": steps, "codes": rates}, indent=1))
+                                "split": split, "cases": len(case_ids), "case_ids": case_ids, "steps": steps,
+                                "codes": rates}, indent=1))
 
 
 if __name__ == "__main__":
