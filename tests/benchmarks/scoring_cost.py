@@ -84,7 +84,7 @@ def main() -> None:
                     (f"with {len(nulls)} null scans", ("c0", "c1"), nulls, config, None),
                     (f"with {len(nulls)} null scans and the factor probes", ("c0", "c1"), nulls, with_probes, shared),
                     (f"a second pair of the audit, {len(nulls)} null scans, the factor probes' levers shared",
-                     ("c2", "c3"), [(x, c) for x, c in [("c2", "c0"), ("c2", "c1"), ("c3", "c4"), ("c3", "c5")]],
+                     ("c2", "c3"), [("c2", "c0"), ("c2", "c1"), ("c3", "c4"), ("c3", "c5")],
                      with_probes, shared)):
                 t0 = time.perf_counter()
                 pair_vis = (vis_a, vis_b) if pair == ("c0", "c1") else (null_vis["c2"], null_vis["c3"])

@@ -287,15 +287,23 @@ def empirical_p_value(observed: float, null: Sequence[float | None]) -> float:
     return (1 + null_reaching(observed, null)) / (1 + len(null))
 
 
+def against_null(observed: float, null: Sequence[float | None] | None, min_draws: int) -> tuple[float, int] | None:
+    """(empirical p-value, draws beaten) of ``observed`` against the model's own null when it has ``min_draws``
+    draws; None when there is no null to judge by. Pure."""
+    if null is None or len(null) < min_draws:
+        return None
+    return empirical_p_value(observed, null), len(null) - null_reaching(observed, null)
+
+
 def stands_out(separation: float, null: Sequence[float | None] | None, th: FlagThresholds) -> tuple[bool, str]:
     """Whether a peak window that holds ``separation`` times the strongest window elsewhere stands out *for this
     model*, and how to say why. With ``localized_null_min_scans`` scans of the model's own null (the same scan on
     audited classes it is not confused on, ``AuditLeanings.localisation_null_for``): its empirical p-value against
     them <= ``localized_null_alpha``, and at least ``localized_null_min_separation``. Without: the fixed
     ``localized_separation``. Pure."""
-    if null is not None and len(null) >= th.localized_null_min_scans:
-        p = empirical_p_value(separation, null)
-        beaten = len(null) - null_reaching(separation, null)
+    judged = against_null(separation, null, th.localized_null_min_scans)
+    if judged is not None:
+        p, beaten = judged
         return (p <= th.localized_null_alpha and separation >= th.localized_null_min_separation,
                 f"; it stands out more than in {beaten} of the {len(null)} scans of class pairs of this model the "
                 f"audit does not confuse (empirical p = {p:.2f})")
@@ -310,10 +318,8 @@ def localized_severity(separation: float, null: Sequence[float | None] | None, t
     Pure."""
     if separation < 2 * th.localized_separation:
         return "medium"
-    if null is not None and len(null) >= th.localized_null_min_scans \
-            and empirical_p_value(separation, null) > th.localized_high_alpha:
-        return "medium"
-    return "high"
+    judged = against_null(separation, null, th.localized_null_min_scans)
+    return "medium" if judged is not None and judged[0] > th.localized_high_alpha else "high"
 
 
 def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresholds) -> list[Flag]:
@@ -358,15 +364,18 @@ def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
             else:
                 usual = None
             null = s.audit_factor_null.get(name, {}).get(factor)
-            hits = [(effect, cls, change) for cls, change in test["classes"].items()
-                    if (effect := global_factors.swap_effect(change)) is not None and effect >= floor
-                    and change["share"] >= th.global_min_share
-                    and beats_factor_null(effect, null, th)[0]]
+            hits = []       # (effect, class that lost, its change, how it compares with the null)
+            for cls, change in test["classes"].items():
+                effect = global_factors.swap_effect(change)
+                if effect is None or effect < floor or change["share"] < th.global_min_share:
+                    continue
+                beats, beyond_null = beats_factor_null(effect, null, th)
+                if beats:
+                    hits.append((effect, cls, change, beyond_null))
             if hits:
-                effect, loser, change = max(hits, key=lambda h: h[0])
+                effect, loser, change, beyond_null = max(hits, key=lambda h: h[0])
                 against = f"; the audit's other {usual['pairs']} pairs: {usual['median']:.0%} (median)" if usual else ""
-                found.append((effect, factor, test["holder"], loser, change,
-                              against + beats_factor_null(effect, null, th)[1]))
+                found.append((effect, factor, test["holder"], loser, change, against + beyond_null))
         if not found:
             continue
         parts = []
@@ -390,10 +399,10 @@ def beats_factor_null(effect: float, null: Sequence[float] | None, th: FlagThres
     such swaps its empirical p-value against them must be <= ``global_null_alpha``; with fewer there is no null
     and the test passes. A model that reads a factor everywhere answers the swap on any two classes; a cue planted
     in one class stands out against pairs without it. Pure."""
-    if null is None or len(null) < th.global_null_min_scans:
+    judged = against_null(effect, null, th.global_null_min_scans)
+    if judged is None:
         return True, ""
-    p = empirical_p_value(effect, null)
-    beaten = len(null) - null_reaching(effect, null)
+    p, beaten = judged
     return p <= th.global_null_alpha, (f"; it exceeds the same swap on {beaten} of {len(null)} class pairs of this "
                                        f"model the audit does not confuse (empirical p = {p:.2f})")
 
