@@ -133,6 +133,27 @@ def test_null_pairs_are_scanned_like_the_pair_and_kept_with_its_evidence():
                               {"appearance": vis_b}, device="cpu", null_pairs=[("a", "c")])
 
 
+def test_swap_null_pairs_get_the_global_swaps_alone():
+    """More draws of the global factors' null at one evaluation each: a swap-only null pair carries the one-way swap
+    tests and no localisation, and costs no occlusion scan."""
+    rng = np.random.default_rng(4)
+    vis = {name: {"appearance": rng.normal(0, 0.05, size=(4, 3, 2, 16, 16)).astype(np.float32)}
+           for name in "abc"}
+    model = nn.Sequential(PatchModel(), nn.Linear(2, 3))
+
+    def measure(**kw):
+        return measure_pair_evidence(model, [SPEC], ["a", "b", "c"], "a", "b", vis["a"], vis["b"], device="cpu",
+                                     null_vis={"c": vis["c"]}, **kw)
+
+    scanned, swapped = measure(null_pairs=[("a", "c")]), measure(swap_null_pairs=[("a", "c")])
+    [scan], [swap] = scanned.null_localisation, swapped.null_localisation
+    assert swap["streams"] == {} and swap["global_factors"] == scan["global_factors"]
+    assert swapped.cost["forward_rows"] < scanned.cost["forward_rows"]
+    with pytest.raises(KeyError, match="'c'"):
+        measure_pair_evidence(model, [SPEC], ["a", "b", "c"], "a", "b", vis["a"], vis["b"], device="cpu",
+                              swap_null_pairs=[("a", "c")])
+
+
 def test_a_class_in_two_null_pairs_is_evaluated_once():
     """The null partner's visualisations are read once, however many of the pair's null scans hold it: the
     second scan with the same partner costs only its scan, the first one its scan and the partner's evaluation."""

@@ -50,8 +50,48 @@ def test_holder_is_the_class_with_more_of_the_factor():
     barred[..., gf.border_mask(16, 16)] = 2.0
     assert gf.holder(plain, barred, "border", ("P", "B")) == "B"
     with pytest.raises(ValueError):
-        gf.factor_amount(plain, "speed")
-    assert gf.factors_of("flow") == () and gf.factors_of("rgb") == ("colour", "border")
+        gf.factor_amount(plain, "size")
+    assert gf.factors_of("rgb") == ("colour", "border") and gf.factors_of("flow") == ("camera", "speed")
+    assert gf.factors_of("rgb", 8) == ("colour", "border", "flutter")
+    assert gf.factors_of("flow", 7) == ("camera", "speed", "flutter")
+
+
+def _moving(s=3, t=8, h=16, w=16):
+    """Flow sample sets (S, 2, T, H, W): a smooth drift of a few pixels' content, and nothing else."""
+    out = np.zeros((s, 2, t, h, w), dtype=np.float32)
+    out[:, 0, :, 6:10, 6:10] = 1.0
+    return out
+
+
+def test_camera_swap_replaces_the_flow_common_to_the_frame_and_keeps_the_rest():
+    own, partner = _moving(), _moving()
+    shake = RNG.normal(size=(3, 2, 8, 1, 1)).astype(np.float32)
+    shake -= shake.mean(axis=2, keepdims=True)
+    out = gf.swap_camera(own + shake, partner)
+    np.testing.assert_allclose(out, own, atol=1e-5)                    # the shake is gone, the shape's flow kept
+    np.testing.assert_allclose(gf.swap_camera(own + 0.7, partner), own + 0.7, atol=1e-5)   # a steady pan is kept
+    assert gf.holder(own + shake, partner, "camera", ("S", "P")) == "S"
+    assert gf.holder(partner, own + shake, "camera", ("P", "S")) == "S"
+
+
+def test_speed_swap_scales_each_sample_to_the_partners_magnitude():
+    own, partner = _moving() * 2.0, _moving()
+    out = gf.swap_speed(own, partner)
+    np.testing.assert_allclose(out, partner, atol=1e-5)
+    np.testing.assert_allclose(gf.rms(out), gf.rms(partner).mean(), rtol=1e-5)
+    assert gf.holder(partner, own, "speed", ("P", "F")) == "F"
+    assert np.isfinite(gf.swap_speed(np.zeros_like(own), partner)).all()     # no flow: nothing to scale, no NaN
+
+
+def test_flutter_swap_takes_out_what_alternates_from_frame_to_frame():
+    own, partner = _moving(), _moving()
+    flicker = own.copy()
+    flicker[:, 1, :, :4, :4] = np.where(np.arange(8) % 2 == 0, 1.5, -1.5)[None, :, None, None]
+    out = gf.swap_flutter(flicker, partner)
+    assert np.abs(out[:, 1, 1:-1, :4, :4]).max() < 1e-5                    # the alternation averages out
+    np.testing.assert_allclose(gf.swap_flutter(own, partner), own, atol=1e-5)   # a steady clip is untouched
+    assert gf.holder(own, flicker, "flutter", ("P", "F")) == "F"
+    np.testing.assert_allclose(gf.temporal_smooth(own), own, atol=1e-6)
 
 
 class MeanColourNet(nn.Module):
@@ -102,6 +142,21 @@ def test_global_appearance_cue_fires_on_a_large_effect_and_share_only():
     assert derive_flags(_with_factor(_scores(), share=0.4), SPECS, th) == []          # share 0.4
     [named] = derive_flags(_with_factor(_scores(), holder="B"), SPECS, th)           # found from A's side
     assert named.class_name == "B"
+
+
+def test_a_motion_factor_raises_global_motion_cue_under_its_own_thresholds():
+    s = _with_factor(_scores())
+    camera = s.global_factors["appearance"]["colour"]
+    moving = dataclasses.replace(s, global_factors={"motion": {"camera": camera}})
+    [flag] = derive_flags(moving, SPECS, FlagThresholds(global_motion_min_effect=0.5))
+    assert (flag.code, flag.stream, flag.class_name) == ("GLOBAL_MOTION_CUE", "motion", "A")
+    assert flag.message.startswith("The shake of the whole frame") and "shaking" in flag.message
+    assert derive_flags(moving, SPECS, FlagThresholds(global_motion_min_effect=1.0)) == []    # effect 0.9
+    assert derive_flags(moving, SPECS, FlagThresholds(global_min_effect=1.0, global_motion_min_effect=0.5))
+    # a still factor and a motion factor of one input (a 3D CNN's clip) are two findings
+    both = dataclasses.replace(s, global_factors={"appearance": {"colour": camera, "flutter": camera}})
+    assert [f.code for f in derive_flags(both, SPECS, FlagThresholds())] == ["GLOBAL_APPEARANCE_CUE",
+                                                                             "GLOBAL_MOTION_CUE"]
 
 
 def test_two_global_factors_of_one_stream_make_one_flag():
@@ -176,7 +231,7 @@ def test_a_global_factor_must_stand_out_against_the_same_swap_on_class_pairs_the
     # a model whose unconfused classes lose as much to each other's colour: how it reads colour, not a cue
     assert derive_flags(audit(1.0, 0.2, 1.2, 0.95, 0.3, 2.0), SPECS, th) == []
     assert len(derive_flags(audit(1.0, 1.2, 2.0, 0.95), SPECS, th)) == 1                # 4 scans: no null
-    assert beats_factor_null(0.9, None, th) == (True, "")
+    assert beats_factor_null(0.9, None, th.global_null_min_scans, th.global_null_alpha) == (True, "")
     again = AuditLeanings.from_json(json.loads(json.dumps(AuditLeanings.gather(
         [PairShares("C0", "D0", {}, {}, {}, [scan("C0", "D0", 0.5)])]).to_json())))
     assert again.factor_null_for(("A", "B")) == {"appearance": {"colour": [0.5]}}

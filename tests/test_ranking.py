@@ -289,6 +289,15 @@ def test_null_pairs_join_each_class_to_audited_classes_it_is_not_audited_with():
     assert null_pairs([("A", "B")], 0, per_class=2) == []       # one pair: no other class to scan against
 
 
+def test_the_swap_null_takes_every_audited_class_a_pair_class_is_not_audited_with():
+    from workers.audit.ranking import factor_null_pairs
+
+    pairs = [("A", "B"), ("C", "D"), ("E", "F"), ("A", "C")]
+    got = factor_null_pairs(pairs, 0)
+    assert sorted(got) == [("A", "D"), ("A", "E"), ("A", "F"), ("B", "C"), ("B", "D"), ("B", "E"), ("B", "F")]
+    assert factor_null_pairs([("A", "B")], 0) == []
+
+
 def test_an_audit_too_small_for_the_localisation_null_scans_none():
     from workers.audit.ranking import audit_null_pairs, null_pairs
 

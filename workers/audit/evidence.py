@@ -365,11 +365,13 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
                           vis_a: SampleSet, vis_b: SampleSet, *, device: torch.device | str | None = None,
                           config: EvidenceConfig | None = None, null_pairs: Sequence[tuple[str, str]] = (),
                           null_vis: dict[str, SampleSet] | None = None,
+                          swap_null_pairs: Sequence[tuple[str, str]] = (),
                           probe_cache: factor_probes.LeverCache | None = None) -> PairEvidence:
     """Every model evaluation of one pair, in named parts: how each class reads on the other, what each stream
     holds on its own and what the class loses without it, what motion adds, and where the separation sits; and
     the same localisation on ``null_pairs`` (each (``a`` or ``b``, another class whose visualisations
-    ``null_vis`` holds)), the model's own null for ``LOCALIZED_CUE``; and the factor probes of the pair and of
+    ``null_vis`` holds)), the model's own null for ``LOCALIZED_CUE``; the global factors' swap tests alone on
+    ``swap_null_pairs`` (more of their null, at one evaluation a pair); and the factor probes of the pair and of
     a sample of the model's other classes (``factor_probes``; ``probe_cache`` shares their levers between the pairs of
     one audit on the same model, device and precision)."""
     evaluator = PairEvaluator(model, specs, device=device, config=config)
@@ -392,6 +394,7 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
         factors = measure_global_factors(evaluator, vis_a, vis_b, full_a.logits, full_b.logits, ia, ib, a, b)
         own = {a: (vis_a, full_a), b: (vis_b, full_b)}
         null = _null_scans(evaluator, classes, null_pairs, own, null_vis or {})
+        null += _null_swaps(evaluator, classes, swap_null_pairs, own, null_vis or {})
         probes = factor_probes.measure_factor_probes(
             model, specs, classes, a, b, steps=evaluator.config.probe_steps,
             other_classes=evaluator.config.probe_other_classes, device=evaluator.device, bf16=evaluator.bf16,
@@ -425,12 +428,26 @@ def _null_scans(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Se
     return out
 
 
+def _null_swaps(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Sequence[tuple[str, str]],
+                own: dict[str, tuple[SampleSet, Evaluation]], null_vis: dict[str, SampleSet]) -> list[dict]:
+    """The global factors' one-way swap tests alone on each null pair (x, c), as null scans without a
+    localisation (``"streams"`` empty): more draws of the null of the global flags, at one evaluation each."""
+    out = []
+    for x, c in null_pairs:
+        if c not in null_vis:
+            raise KeyError(f"no visualisations of class {c!r} for the null pair with it")
+        vis_x, full_x = own[x]
+        out.append({"a": x, "b": c, "streams": {}, "global_factors": _one_way_factor_swaps(
+            evaluator, vis_x, null_vis[c], full_x.logits, classes.index(x), classes.index(c))})
+    return out
+
+
 def _one_way_factor_swaps(evaluator: PairEvaluator, own: SampleSet, partner: SampleSet, logits: np.ndarray,
                           target: int, other: int) -> dict[str, dict[str, dict]]:
     """stream -> global factor -> ``margin_change`` of ``own``'s class when its visualisations get ``partner``'s
     value of that factor (one batched evaluation): ``measure_global_factors`` in one direction, for the null of
     GLOBAL_APPEARANCE_CUE."""
-    tests = [(spec.name, factor) for spec in evaluator.specs for factor in global_factors.factors_of(spec.modality)]
+    tests = global_factors.factor_tests(evaluator.specs)
     if not tests:
         return {}
     n = len(own[tests[0][0]])
@@ -526,7 +543,7 @@ def measure_global_factors(evaluator: PairEvaluator, vis_a: SampleSet, vis_b: Sa
     visualisations with the partner's value of the factor. Per stream and factor: ``classes`` -> class ->
     ``margin_change`` of that class's margins, and ``holder``, the class holding more of the factor. One batched
     evaluation per direction."""
-    tests = [(spec.name, factor) for spec in evaluator.specs for factor in global_factors.factors_of(spec.modality)]
+    tests = global_factors.factor_tests(evaluator.specs)
     if not tests:
         return {}
     out: dict[str, dict[str, dict]] = {}

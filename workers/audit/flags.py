@@ -134,6 +134,9 @@ class FlagThresholds(BaseModel):
     global_min_other_pairs: int = Field(3, ge=1)
     global_null_alpha: float = Field(0.3, gt=0, le=1)
     global_null_min_scans: int = Field(5, ge=1)
+    global_motion_min_effect: float = Field(0.3, ge=0)
+    global_motion_audit_ratio: float = Field(1.0, ge=0)
+    global_motion_null_alpha: float = Field(0.1, gt=0, le=1)
     weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
     probe_min_ratio: float = Field(1.5, ge=0)
     probe_alpha: float = Field(0.15, gt=0, le=1)
@@ -156,9 +159,9 @@ class Flag:
         return out
 
 
-FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE", "STATIC_FACTOR_CUE",
-              "MOTION_FACTOR_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE",
-              "CONTEXT_CUE")
+FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE", "GLOBAL_MOTION_CUE",
+              "STATIC_FACTOR_CUE", "MOTION_FACTOR_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION",
+              "SHARED_EVIDENCE", "CONTEXT_CUE")
 PROBE_CODES = {"static": "STATIC_FACTOR_CUE", "motion": "MOTION_FACTOR_CUE"}
 FINGERPRINT_VERSION = "v1"
 
@@ -347,64 +350,86 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
     return flags
 
 
+def global_rule(th: FlagThresholds, factor: str) -> tuple[float, float, float]:
+    """(minimum effect, ratio to the audit's other pairs, null alpha) of a global factor's kind: the still factors
+    (``global_*``) or the motion factors (``global_motion_*``). Pure."""
+    if global_factors.KIND[factor] == "motion":
+        return th.global_motion_min_effect, th.global_motion_audit_ratio, th.global_motion_null_alpha
+    return th.global_min_effect, th.global_audit_ratio, th.global_null_alpha
+
+
 def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
-    """GLOBAL_APPEARANCE_CUE: one flag per RGB stream (the review key is code and stream) naming each global factor
-    (``global_factors``: overall colour, frame border) whose swap for the partner's costs a class
-    >= ``global_min_effect`` of its usual margin (``global_factors.swap_effect``), and at least ``global_audit_ratio``
-    times the median effect of that factor over the audit's other pairs, and >= ``global_min_share`` of its margin
-    over the partner (module docstring); each factor is named after the class holding more of it."""
+    """GLOBAL_APPEARANCE_CUE / GLOBAL_MOTION_CUE: one flag per stream and kind of factor (the review key is code and
+    stream) naming each global factor (``global_factors``: overall colour, frame border; camera motion, speed,
+    flutter) whose swap for the partner's costs a class >= the minimum effect of its usual margin
+    (``global_factors.swap_effect``), at least the audit ratio times the median effect of that factor over the
+    audit's other pairs, >= ``global_min_share`` of its margin over the partner, and beats the model's own null
+    (``beats_factor_null``; thresholds by kind, ``global_rule``; module docstring); each factor is named after the
+    class holding more of it."""
     flags = []
     for name, tests in s.global_factors.items():
-        found = []      # (effect, factor, class holding it, class that lost, its change, how it compares)
+        found: dict[str, list] = {}     # kind -> (effect, factor, class holding it, class that lost, change, context)
         for factor, test in tests.items():
+            if factor not in global_factors.KIND:
+                continue
+            min_effect, audit_ratio, null_alpha = global_rule(th, factor)
             usual = s.audit_factor_effect.get(name, {}).get(factor)
-            floor = th.global_min_effect
+            floor = min_effect
             if usual and usual["pairs"] >= th.global_min_other_pairs:
-                floor = max(floor, th.global_audit_ratio * usual["median"])
+                floor = max(floor, audit_ratio * usual["median"])
             else:
                 usual = None
             null = s.audit_factor_null.get(name, {}).get(factor)
-            hits = []       # (effect, class that lost, its change, how it compares with the null)
+            hits = []       # (effect, class that lost, its change)
             for cls, change in test["classes"].items():
                 effect = global_factors.swap_effect(change)
-                if effect is None or effect < floor or change["share"] < th.global_min_share:
-                    continue
-                beats, beyond_null = beats_factor_null(effect, null, th)
-                if beats:
-                    hits.append((effect, cls, change, beyond_null))
-            if hits:
-                effect, loser, change, beyond_null = max(hits, key=lambda h: h[0])
+                if effect is not None and effect >= floor and change["share"] >= th.global_min_share:
+                    hits.append((effect, cls, change))
+            if not hits:
+                continue
+            effect, loser, change = max(hits, key=lambda h: h[0])
+            beats, beyond_null = beats_factor_null(effect, null, th.global_null_min_scans, null_alpha)
+            if beats:
                 against = f"; the audit's other {usual['pairs']} pairs: {usual['median']:.0%} (median)" if usual else ""
-                found.append((effect, factor, test["holder"], loser, change, against + beyond_null))
-        if not found:
-            continue
-        parts = []
-        for effect, factor, owner, loser, change, against in sorted(found, key=lambda f: -f[0]):
-            partner, versus = s.partner_of(owner), s.partner_of(loser)
-            parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
-                         f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
-                         f"over {versus} ({effect:.0%} of its median margin over the model's other classes{against})")
-        owners = sorted({f[2] for f in found})
-        message = "; ".join(parts) + f" (the {name} input). Check whether {' and '.join(owners)}'s training clips " \
-            "differ from the partner's in that respect (a tint, lighting or white balance; bars or an overlay " \
-            "along the edges)."
-        flags.append(Flag("GLOBAL_APPEARANCE_CUE", name, "medium", message[0].upper() + message[1:],
-                          class_name=owners[0] if len(owners) == 1 else None))
+                found.setdefault(global_factors.KIND[factor], []).append(
+                    (effect, factor, test["holder"], loser, change, against + beyond_null))
+        for kind, hits in found.items():
+            flags.append(_global_flag(s, name, kind, hits))
     return flags
 
 
-def beats_factor_null(effect: float, null: Sequence[float] | None, th: FlagThresholds) -> tuple[bool, str]:
+GLOBAL_CODES = {"static": "GLOBAL_APPEARANCE_CUE", "motion": "GLOBAL_MOTION_CUE"}
+_GLOBAL_CHECKS = {"static": "a tint, lighting or white balance; bars or an overlay along the edges",
+                  "motion": "a shaking or panning camera, a faster playback or frame rate, a flicker or blink"}
+
+
+def _global_flag(s: PairScores, name: str, kind: str, found: list) -> Flag:
+    parts = []
+    for effect, factor, owner, loser, change, against in sorted(found, key=lambda f: -f[0]):
+        partner, versus = s.partner_of(owner), s.partner_of(loser)
+        parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
+                     f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
+                     f"over {versus} ({effect:.0%} of its median margin over the model's other classes{against})")
+    owners = sorted({f[2] for f in found})
+    message = "; ".join(parts) + f" (the {name} input). Check whether {' and '.join(owners)}'s training clips " \
+        f"differ from the partner's in that respect ({_GLOBAL_CHECKS[kind]})."
+    return Flag(GLOBAL_CODES[kind], name, "medium", message[0].upper() + message[1:],
+                class_name=owners[0] if len(owners) == 1 else None)
+
+
+def beats_factor_null(effect: float, null: Sequence[float] | None, min_scans: int,
+                      alpha: float) -> tuple[bool, str]:
     """Whether a global factor's swap effect stands out against the same swap on class pairs of this model the
-    audit does not confuse (``AuditLeanings.factor_null_for``), and how to say it: with >= ``global_null_min_scans``
-    such swaps its empirical p-value against them must be <= ``global_null_alpha``; with fewer there is no null
-    and the test passes. A model that reads a factor everywhere answers the swap on any two classes; a cue planted
-    in one class stands out against pairs without it. Pure."""
-    judged = against_null(effect, null, th.global_null_min_scans)
+    audit does not confuse (``AuditLeanings.factor_null_for``), and how to say it: with >= ``min_scans`` such swaps
+    its empirical p-value against them must be <= ``alpha``; with fewer there is no null and the test passes. A
+    model that reads a factor everywhere answers the swap on any two classes; a cue planted in one class stands out
+    against pairs without it. Pure."""
+    judged = against_null(effect, null, min_scans)
     if judged is None:
         return True, ""
     p, beaten = judged
-    return p <= th.global_null_alpha, (f"; it exceeds the same swap on {beaten} of {len(null)} class pairs of this "
-                                       f"model the audit does not confuse (empirical p = {p:.2f})")
+    return p <= alpha, (f"; it exceeds the same swap on {beaten} of {len(null)} class pairs of this "
+                        f"model the audit does not confuse (empirical p = {p:.2f})")
 
 
 def usual_share(audit: dict | None, own: dict | None, th: FlagThresholds, what: str) -> tuple[float, str] | None:

@@ -1,41 +1,63 @@
 """Global factors of a visualisation: properties of the whole clip rather than of one place in it -- its overall
-colour and its frame border. A shortcut can live in either (a colour cast, letterbox bars) and neither stands out
-in one window of the occlusion scan, so each gets its own swap test: a class's visualisations get the partner's
-value of that one factor, everything else kept, and the model says how much of the class's margin goes with it
-(``evidence``).
+colour and its frame border; on a moving input, how it moves as a whole. A shortcut can live in any of them (a
+colour cast, letterbox bars, camera shake, a faster playback, a flicker) and none stands out in one window of the
+occlusion scan, so each gets its own swap test: a class's visualisations get the partner's value of that one
+factor, everything else kept, and the model says how much of the class's margin goes with it (``evidence``).
 
-Motion has no factor here yet. The same swap of the flow common to the whole frame (camera motion) and of the
-flow's magnitude (speed) was measured on the calibration split of the planted cases and moved the margins of
-clean control pairs by up to 8.8x the class's usual margin: activation maximisation leaves the flow of a
-visualisation far from any real clip, and the model answers any global change to it. docs/planted_cases.md.
+The motion factors were first tried in round 2 (docs/planted_cases.md) and left out: activation maximisation leaves
+a visualisation's flow far from any real clip, and the model answers any global change to it (clean control pairs
+moved by up to 8.8x their usual margin). Since round 11 every factor is also judged against the model's own null
+(the same swap on class pairs the audit does not confuse, ``flags.beats_factor_null``), which is what a model that
+answers every change needs; round 12 measured them again under it.
 
 Pure numpy: sample sets (S, C, T, H, W) in model space (0 = the neutral input: the mean colour, no flow).
 
-==================  ========  ====================================================================================
-factor              modality  swapped for the partner's
-==================  ========  ====================================================================================
-``colour``          rgb       per-channel mean over the frames and pixels (a tint of the whole clip)
-``border``          rgb       the outer ring of the frame, ``BORDER_FRACTION`` of the shorter side wide, all frames
-==================  ========  ====================================================================================
+==================  =============  =============================================================================
+factor              input          swapped for the partner's
+==================  =============  =============================================================================
+``colour``          rgb            per-channel mean over the frames and pixels (a tint of the whole clip)
+``border``          rgb            the outer ring of the frame, ``BORDER_FRACTION`` of the shorter side wide
+``camera``          flow           each frame's flow common to the whole frame, less its mean over the frames
+                                   (camera shake or sway; a steady drift of the content is kept)
+``speed``           flow           the flow's overall magnitude (root mean square): how fast things move
+``flutter``         flow, or rgb   the part that changes from one frame to the next faster than a 3-frame average
+                    with >= 3      follows (a flicker, a blink, a jitter), the rest kept
+                    frames
+==================  =============  =============================================================================
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
+from workers.engine.manifest import InputSpec
+
 BORDER_FRACTION = 0.125
-FACTORS = {"rgb": ("colour", "border")}
+FACTORS = {"rgb": ("colour", "border"), "flow": ("camera", "speed", "flutter")}
+MIN_FLUTTER_FRAMES = 3
+KIND = {"colour": "static", "border": "static", "camera": "motion", "speed": "motion", "flutter": "motion"}
 DESCRIPTIONS = {
     "colour": "the overall colour of the clip (a tint, a colour cast, a lighting or white-balance difference)",
     "border": "the border of the frame (letterbox or pillarbox bars, a frame, an overlay along the edges)",
+    "camera": "the shake of the whole frame (camera shake or sway)",
+    "speed": "how fast things move (the overall magnitude of the motion)",
+    "flutter": "what changes from one frame to the next faster than the content moves (a flicker, a blink, a "
+               "jitter)",
 }
 EPS = 1e-8
 
 
-def factors_of(modality: str) -> tuple[str, ...]:
-    """The global factors a stream of this modality has (none for other modalities)."""
-    return FACTORS.get(modality, ())
+def factors_of(modality: str, num_frames: int = 1) -> tuple[str, ...]:
+    """The global factors of an input of this modality carrying ``num_frames`` frames: colour and border for
+    RGB; camera motion and speed for flow; flutter for either with >= ``MIN_FLUTTER_FRAMES`` frames."""
+    own = tuple(f for f in FACTORS.get(modality, ()) if f != "flutter")
+    return own + (("flutter",) if num_frames >= MIN_FLUTTER_FRAMES and modality in FACTORS else ())
+
+
+def factor_tests(specs: Sequence[InputSpec]) -> list[tuple[str, str]]:
+    """(stream, factor) for every global factor of every input of a model, in input order."""
+    return [(spec.name, factor) for spec in specs for factor in factors_of(spec.modality, spec.num_frames)]
 
 
 def border_mask(height: int, width: int, fraction: float = BORDER_FRACTION) -> np.ndarray:
@@ -61,14 +83,63 @@ def swap_border(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
     return out
 
 
-SWAPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"colour": swap_colour, "border": swap_border}
+def frame_means(x: np.ndarray) -> np.ndarray:
+    """(S, C, T, 1, 1): each frame's per-channel mean over the pixels (for flow: the camera's displacement)."""
+    return x.mean(axis=(3, 4), keepdims=True)
+
+
+def camera_shake(x: np.ndarray) -> np.ndarray:
+    """(S, C, T, 1, 1): each frame's flow common to the whole frame less its mean over the frames -- how the camera
+    shakes or sways, not where the content drifts."""
+    means = frame_means(x)
+    return means - means.mean(axis=2, keepdims=True)
+
+
+def swap_camera(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """``own`` with its camera shake (``camera_shake``) replaced by the partner samples' mean one."""
+    return own - camera_shake(own) + camera_shake(partner).mean(axis=0, keepdims=True)
+
+
+def rms(x: np.ndarray) -> np.ndarray:
+    """(S,): each sample's root mean square."""
+    return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=tuple(range(1, x.ndim))))
+
+
+def swap_speed(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """``own`` with each sample scaled to the partner samples' mean root mean square (its flow as fast as
+    theirs, its pattern kept)."""
+    gain = float(rms(partner).mean()) / np.maximum(rms(own), EPS)
+    return (own * gain.reshape((-1,) + (1,) * (own.ndim - 1))).astype(own.dtype)
+
+
+def temporal_smooth(x: np.ndarray) -> np.ndarray:
+    """A 3-frame average (1/4, 1/2, 1/4) along T with the end frames repeated: what moves slower than a frame."""
+    padded = np.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+    return 0.25 * padded[:, :, :-2] + 0.5 * padded[:, :, 1:-1] + 0.25 * padded[:, :, 2:]
+
+
+def swap_flutter(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """``own``'s slow part (``temporal_smooth``) with the partner samples' mean fast part in place of its own."""
+    return temporal_smooth(own) + (partner - temporal_smooth(partner)).mean(axis=0, keepdims=True)
+
+
+SWAPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "colour": swap_colour, "border": swap_border, "camera": swap_camera, "speed": swap_speed,
+    "flutter": swap_flutter}
 
 
 def factor_amount(samples: np.ndarray, factor: str) -> float:
     """How much of a factor a sample set holds, comparable between two classes: the distance of its mean colour
     from the neutral colour; the border ring's mean square against the whole frame's. The class holding more is
-    the one the factor is about (a tinted clip, bars), whichever side the swap test found it from."""
+    the one the factor is about (a tinted clip, bars), whichever side the swap test found it from. Motion: the mean
+    size of the camera's shake; the root mean square; the fast part's mean square against the whole's."""
     x = samples.astype(np.float64)
+    if factor == "camera":
+        return float(np.linalg.norm(camera_shake(x), axis=1).mean())
+    if factor == "speed":
+        return float(rms(x).mean())
+    if factor == "flutter":
+        return float(np.mean((x - temporal_smooth(x)) ** 2) / max(float(np.mean(x ** 2)), EPS))
     if factor == "colour":
         return float(np.linalg.norm(x.mean(axis=(0, 2, 3, 4))))
     if factor == "border":

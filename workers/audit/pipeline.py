@@ -23,7 +23,13 @@ from workers.audit.factor_probes import LeverCache
 from workers.audit.flag_rates import code_rate, load_flag_rates
 from workers.audit.flags import Flag, derive_flags, flag_fingerprint
 from workers.audit.options import AuditOptions
-from workers.audit.ranking import RankedPair, audit_null_pairs, audited_partners, select_audit_pairs
+from workers.audit.ranking import (
+    RankedPair,
+    audit_null_pairs,
+    audited_partners,
+    factor_null_pairs,
+    select_audit_pairs,
+)
 from workers.engine import render
 from workers.engine.bundle import LoadedModel
 from workers.engine.cost import count_evaluations
@@ -132,6 +138,14 @@ def pair_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, options: Audi
     return plan[names.index((pair.a, pair.b))]
 
 
+def pair_swap_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, scans: Sequence[tuple[str, str]]
+                         ) -> list[tuple[str, str]]:
+    """The null pairs ``pair``'s evidence gives only the global factors' swap tests (``ranking.factor_null_pairs``),
+    those ``scans`` (``pair_null_pairs``) do not already hold. Pure."""
+    names = [(p.a, p.b) for p in sorted(pairs, key=lambda p: p.rank)]
+    return [p for p in factor_null_pairs(names, names.index((pair.a, pair.b))) if p not in scans]
+
+
 def evidence_config(options: AuditOptions) -> EvidenceConfig:
     """What the audit's options ask of the model evidence: the factor probes or not."""
     return EvidenceConfig(probe_other_classes=PROBE_OTHER_CLASSES if options.factor_probes else 0)
@@ -139,16 +153,18 @@ def evidence_config(options: AuditOptions) -> EvidenceConfig:
 
 def measure_pair(model: LoadedModel, pair: RankedPair, visualizations: Sequence[Visualization], *,
                  device: torch.device | str | None = None, config: EvidenceConfig | None = None,
-                 nulls: Sequence[tuple[str, str]] = (), probe_cache: LeverCache | None = None) -> PairEvidence:
+                 nulls: Sequence[tuple[str, str]] = (), swap_nulls: Sequence[tuple[str, str]] = (),
+                 probe_cache: LeverCache | None = None) -> PairEvidence:
     """Every model evaluation of one pair (runs where the model is loaded: the GPU worker), with the scans of
-    its null pairs ``nulls`` (``pair_null_pairs``; their classes' visualisations must be among
-    ``visualizations``); ``probe_cache`` holds the factor-probe levers earlier pairs of the audit measured."""
+    its null pairs ``nulls`` (``pair_null_pairs``) and the swap tests alone on ``swap_nulls``
+    (``pair_swap_null_pairs``), whose classes' visualisations must be among ``visualizations``; ``probe_cache``
+    holds the factor-probe levers earlier pairs of the audit measured."""
     vis_a, _ = sample_set(visualizations, pair.a)
     vis_b, _ = sample_set(visualizations, pair.b)
-    null_vis = {c: sample_set(visualizations, c)[0] for _, c in nulls}
+    null_vis = {c: sample_set(visualizations, c)[0] for _, c in [*nulls, *swap_nulls]}
     return measure_pair_evidence(model.module, model.manifest.inputs, model.manifest.classes, pair.a, pair.b,
                                  vis_a, vis_b, device=device, config=config, null_pairs=nulls, null_vis=null_vis,
-                                 probe_cache=probe_cache)
+                                 swap_null_pairs=swap_nulls, probe_cache=probe_cache)
 
 
 def judge_pair(manifest: Manifest, pair: RankedPair, evidence: PairEvidence, visualizations: Sequence[Visualization],
@@ -181,8 +197,9 @@ def analyse_pairs(model: LoadedModel, pairs: Sequence[RankedPair], visualization
     evidence = []
     probe_cache: LeverCache = {}
     for i, pair in enumerate(pairs):
-        evidence.append(measure_pair(model, pair, visualizations, device=device, config=config,
-                                     nulls=pair_null_pairs(pairs, pair, options, config), probe_cache=probe_cache))
+        nulls = pair_null_pairs(pairs, pair, options, config)
+        evidence.append(measure_pair(model, pair, visualizations, device=device, config=config, nulls=nulls,
+                                     swap_nulls=pair_swap_null_pairs(pairs, pair, nulls), probe_cache=probe_cache))
         if progress:
             progress((i + 1) / len(pairs))
     leanings = audit_leanings(evidence)

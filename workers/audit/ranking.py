@@ -206,6 +206,13 @@ def null_pairs(pairs: Sequence[tuple[str, str]], index: int, per_class: int) -> 
     return out
 
 
+def factor_null_pairs(pairs: Sequence[tuple[str, str]], index: int) -> list[tuple[str, str]]:
+    """Every (class of pair ``pairs[index]``, other audited class it is not audited with): the null of the global
+    factors' swap tests (``GLOBAL_APPEARANCE_CUE``, ``GLOBAL_MOTION_CUE``). A swap costs one evaluation, not an
+    occlusion scan, so it takes every such pair, not ``null_pairs``' few. Pure."""
+    return null_pairs(pairs, index, per_class=len({c for p in pairs for c in p}))
+
+
 def audited_partners(pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """class -> the classes it is audited with, in the order of ``pairs``: what its visualisations are set apart
     from (``VisualizationConfig.partner_contrast``). Pure."""

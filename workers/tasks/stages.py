@@ -240,7 +240,7 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
     right after the visualisations; stores the evidence (plain numbers) for ``score_pair``, keyed by the pair."""
 
     def body(session: Session, item: WorkItem) -> None:
-        from workers.audit.pipeline import evidence_config, measure_pair, pair_null_pairs
+        from workers.audit.pipeline import evidence_config, measure_pair, pair_null_pairs, pair_swap_null_pairs
         from workers.engine.optimise import resolve_device
 
         audit = session.get(Audit, audit_id)
@@ -248,11 +248,13 @@ def evaluate_pair(self, audit_id: int, rank: int, reaped: bool = False) -> str: 
         _, _, options = audit_inputs(audit)
         row = pair_by_rank(session, audit_id, rank)
         pair = ranked_pair(row)
-        nulls = pair_null_pairs([ranked_pair(r) for r in audit.pairs], pair, options)
-        vis = load_visualizations(session, audit_id, {row.class_a, row.class_b, *(c for _, c in nulls)})
+        ranked = [ranked_pair(r) for r in audit.pairs]
+        nulls = pair_null_pairs(ranked, pair, options)
+        swap_nulls = pair_swap_null_pairs(ranked, pair, nulls)
+        vis = load_visualizations(session, audit_id, {row.class_a, row.class_b, *(c for _, c in [*nulls, *swap_nulls])})
         end_snapshot(session)
         t0 = time.perf_counter()
-        evidence = measure_pair(model, pair, vis, config=evidence_config(options), nulls=nulls,
+        evidence = measure_pair(model, pair, vis, config=evidence_config(options), nulls=nulls, swap_nulls=swap_nulls,
                                 probe_cache=_PROBE_LEVERS.setdefault(audit.model.sha256, {}))
         runtime.current().artifacts.put_bytes(evidence_key(audit_id, row), json.dumps(evidence.to_json()).encode())
         item.payload = {**item.payload, "seconds": round(time.perf_counter() - t0, 3),
