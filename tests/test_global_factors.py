@@ -52,7 +52,7 @@ def test_holder_is_the_class_with_more_of_the_factor():
     with pytest.raises(ValueError):
         gf.factor_amount(plain, "size")
     assert gf.factors_of("rgb") == ("colour", "border") and gf.factors_of("flow") == ("camera", "speed")
-    assert gf.factors_of("rgb", 8) == ("colour", "border", "flutter")
+    assert gf.factors_of("rgb", 8) == ("colour", "border")
     assert gf.factors_of("flow", 7) == ("camera", "speed", "flutter")
 
 
@@ -153,7 +153,7 @@ def test_a_motion_factor_raises_global_motion_cue_under_its_own_thresholds():
     assert flag.message.startswith("The shake of the whole frame") and "shaking" in flag.message
     assert derive_flags(moving, SPECS, FlagThresholds(global_motion_min_effect=1.0)) == []    # effect 0.9
     assert derive_flags(moving, SPECS, FlagThresholds(global_min_effect=1.0, global_motion_min_effect=0.5))
-    # a still factor and a motion factor of one input (a 3D CNN's clip) are two findings
+    # a still factor and a motion factor of one input are two findings
     both = dataclasses.replace(s, global_factors={"appearance": {"colour": camera, "flutter": camera}})
     assert [f.code for f in derive_flags(both, SPECS, FlagThresholds())] == ["GLOBAL_APPEARANCE_CUE",
                                                                              "GLOBAL_MOTION_CUE"]

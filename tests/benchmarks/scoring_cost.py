@@ -77,20 +77,27 @@ def main() -> None:
             vis_a, vis_b = sample_set(specs, per_class, 1), sample_set(specs, per_class, 2)
             # the pair's null scans (``ranking.null_pairs``): each class against ``null_partners`` other classes
             nulls = [(x, f"c{2 + 2 * j + k}") for j, x in enumerate(("c0", "c1")) for k in range(config.null_partners)]
-            null_vis = {c: sample_set(specs, per_class, 3 + i) for i, (_, c) in enumerate(nulls)}
+            # and the global swaps alone against every other class (``ranking.factor_null_pairs``), as in an audit
+            # whose pairs hold all the model's classes
+            swaps = {pair: [(x, c) for x in pair for c in classes if c not in pair and (x, c) not in scans]
+                     for pair, scans in ((("c0", "c1"), nulls),
+                                         (("c2", "c3"), [("c2", "c0"), ("c2", "c1"), ("c3", "c4"), ("c3", "c5")]))}
+            null_vis = {c: sample_set(specs, per_class, 3 + i) for i, c in enumerate(classes[2:])}
             shared: dict = {}
+            nulls_text = f"{len(nulls)} null scans and {len(swaps[('c0', 'c1')])} null swaps"
             for label, pair, pairs, cfg, cache in (
                     ("without its null", ("c0", "c1"), [], config, None),
-                    (f"with {len(nulls)} null scans", ("c0", "c1"), nulls, config, None),
-                    (f"with {len(nulls)} null scans and the factor probes", ("c0", "c1"), nulls, with_probes, shared),
-                    (f"a second pair of the audit, {len(nulls)} null scans, the factor probes' levers shared",
+                    (f"with {nulls_text}", ("c0", "c1"), nulls, config, None),
+                    (f"with {nulls_text} and the factor probes", ("c0", "c1"), nulls, with_probes, shared),
+                    (f"a second pair of the audit, {nulls_text}, the factor probes' levers shared",
                      ("c2", "c3"), [("c2", "c0"), ("c2", "c1"), ("c3", "c4"), ("c3", "c5")],
                      with_probes, shared)):
                 t0 = time.perf_counter()
                 pair_vis = (vis_a, vis_b) if pair == ("c0", "c1") else (null_vis["c2"], null_vis["c3"])
                 evidence = measure_pair_evidence(model, specs, classes, *pair, *pair_vis, device="cpu",
-                                                 config=cfg, null_pairs=pairs,
-                                                 null_vis={**null_vis, "c0": vis_a, "c1": vis_b}, probe_cache=cache)
+                                                 config=cfg, null_pairs=pairs, swap_null_pairs=swaps[pair] if pairs
+                                                 else (), null_vis={**null_vis, "c0": vis_a, "c1": vis_b},
+                                                 probe_cache=cache)
                 seconds = time.perf_counter() - t0
                 c = evidence.cost
                 print(f"  scoring ({mode}, {label}): {c['evaluations']:,} evaluations ({c['forward_rows']:,} forward, "

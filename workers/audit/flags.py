@@ -67,7 +67,19 @@ the class's effect must beat them with an empirical p <= 0.3 (``global_null_alph
 draw (cases 140-159) flagged 7 of its 40 clean pairs with GLOBAL_APPEARANCE_CUE, 6 on the single-stream 3D CNN,
 whose size-confused classes lose half their margin to any colour swap. On the calibration split the null took off
 both of its clean pairs' GLOBAL_APPEARANCE_CUEs for 2 of 103 cues (p <= 0.2: 3; p <= 0.1: 5), the precision of the
-code rising from 26/37 to 21/27.
+code rising from 26/37 to 21/27. Since round 12 that null takes every audited class a pair's class is not
+audited with (``ranking.factor_null_pairs``: the swaps alone, one evaluation each, about 18 draws in a planted case's
+audit instead of 7-9); on the calibration split this took one clean pair's flag off for one cue (46 to 45 of 103
+found with the motion factors off, 7 to 6 of 80 clean pairs flagged).
+
+GLOBAL_MOTION_CUE is the same test for how the clip moves (``global_factors``: the camera's shake, the flow's
+overall speed, and the part that flutters from frame to frame, on a flow input), with
+its own thresholds (``global_motion_*``): the same floors, and an empirical p <= 0.1 against the null. Round 2 had
+left motion out because activation maximisation leaves a visualisation's flow far from any real clip and clean
+pairs answered the swaps as much as planted ones; against the model's own null most of them no longer stand out.
+On the calibration split (round 12, docs/planted_cases.md) it found 4 of the 35 two-stream motion cues, one of
+them found by nothing else (45 to 46 of 103), fired 5 times with 4 right, on no clean pair; with p <= 0.2 or 0.3 it
+flagged one or two clean pairs for no further cue.
 
 STATIC_FACTOR_CUE / MOTION_FACTOR_CUE read the factor probes (``probe_outcomes``), which ask the model directly:
 on an otherwise blank clip one factor alone (one colour over the clip, the frame border, a static background
@@ -81,7 +93,7 @@ the class that answers featureless input most; the second (round 10) took them o
 8 of 26 cues the probes found (16 to 12 of 49, 10 to 6 of 54; clean pairs flagged 0 of 80 either way). They are
 not gated by decisiveness: they do not read the visualisations.
 
-Every flag that points at a cue (LOCALIZED_CUE, GLOBAL_APPEARANCE_CUE, the one-stream flags, CONTEXT_CUE) passes one
+Every flag that points at a cue (LOCALIZED_CUE, the GLOBAL_ codes, the one-stream flags, CONTEXT_CUE) passes one
 more gate, relative to the model (``decisive``): the class it is about beats its partner on its own visualisations
 by >= 0.5 of its median margin over the model's other classes (``analysis.decisiveness``). A shortcut is a strong
 reason to tell the class from its partner, which the partner's clips lack; a pair the model honestly cannot tell
