@@ -51,9 +51,9 @@ def test_holder_is_the_class_with_more_of_the_factor():
     assert gf.holder(plain, barred, "border", ("P", "B")) == "B"
     with pytest.raises(ValueError):
         gf.factor_amount(plain, "size")
-    assert gf.factors_of("rgb") == ("colour", "border") and gf.factors_of("flow") == ("camera", "speed")
+    assert gf.factors_of("rgb") == ("colour", "border") and gf.factors_of("flow") == ("shake",)
     assert gf.factors_of("rgb", 8) == ("colour", "border")
-    assert gf.factors_of("flow", 7) == ("camera", "speed", "flutter")
+    assert gf.factors_of("flow", 7) == ("shake", "flutter")
 
 
 def _moving(s=3, t=8, h=16, w=16):
@@ -63,24 +63,20 @@ def _moving(s=3, t=8, h=16, w=16):
     return out
 
 
-def test_camera_swap_replaces_the_flow_common_to_the_frame_and_keeps_the_rest():
-    own, partner = _moving(), _moving()
+def test_shake_swap_gives_the_partners_kind_of_camera_at_a_fixed_amplitude():
+    still, partner = _moving(), _moving()
     shake = RNG.normal(size=(3, 2, 8, 1, 1)).astype(np.float32)
     shake -= shake.mean(axis=2, keepdims=True)
-    out = gf.swap_camera(own + shake, partner)
-    np.testing.assert_allclose(out, own, atol=1e-5)                    # the shake is gone, the shape's flow kept
-    np.testing.assert_allclose(gf.swap_camera(own + 0.7, partner), own + 0.7, atol=1e-5)   # a steady pan is kept
-    assert gf.holder(own + shake, partner, "camera", ("S", "P")) == "S"
-    assert gf.holder(partner, own + shake, "camera", ("P", "S")) == "S"
-
-
-def test_speed_swap_scales_each_sample_to_the_partners_magnitude():
-    own, partner = _moving() * 2.0, _moving()
-    out = gf.swap_speed(own, partner)
-    np.testing.assert_allclose(out, partner, atol=1e-5)
-    np.testing.assert_allclose(gf.rms(out), gf.rms(partner).mean(), rtol=1e-5)
-    assert gf.holder(partner, own, "speed", ("P", "F")) == "F"
-    assert np.isfinite(gf.swap_speed(np.zeros_like(own), partner)).all()     # no flow: nothing to scale, no NaN
+    shaken = still + shake
+    np.testing.assert_allclose(gf.swap_shake(shaken, partner), still, atol=1e-5)   # a still partner: shake taken out
+    np.testing.assert_allclose(gf.swap_shake(still + 0.7, partner), still + 0.7, atol=1e-5)   # a steady pan is kept
+    added = gf.swap_shake(still, shaken)                                        # a shaking partner: a fixed shake
+    fixed = gf.rms(still)[:, None, None, None, None] * gf.shake_pattern(2, 8)
+    np.testing.assert_allclose(added - still, np.broadcast_to(fixed, still.shape), atol=1e-5)
+    assert gf.factor_amount(added, "shake") > gf.factor_amount(still, "shake")
+    assert gf.holder(shaken, partner, "shake", ("S", "P")) == "S"
+    assert gf.holder(partner, shaken, "shake", ("P", "S")) == "S"
+    np.testing.assert_allclose(gf.shake_pattern(2, 7).mean(axis=2), 0, atol=1e-9)
 
 
 def test_flutter_swap_takes_out_what_alternates_from_frame_to_frame():
@@ -147,7 +143,7 @@ def test_global_appearance_cue_fires_on_a_large_effect_and_share_only():
 def test_a_motion_factor_raises_global_motion_cue_under_its_own_thresholds():
     s = _with_factor(_scores())
     camera = s.global_factors["appearance"]["colour"]
-    moving = dataclasses.replace(s, global_factors={"motion": {"camera": camera}})
+    moving = dataclasses.replace(s, global_factors={"motion": {"shake": camera}})
     [flag] = derive_flags(moving, SPECS, FlagThresholds(global_motion_min_effect=0.5))
     assert (flag.code, flag.stream, flag.class_name) == ("GLOBAL_MOTION_CUE", "motion", "A")
     assert flag.message.startswith("The shake of the whole frame") and "shaking" in flag.message

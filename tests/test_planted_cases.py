@@ -303,7 +303,7 @@ def test_expected_codes_follow_the_table() -> None:
     assert scoring.expected_codes(SHAKE, "twostream_gap") == ["GLOBAL_MOTION_CUE", "MOTION_ONLY_SEPARATION",
                                                               "MOTION_FACTOR_CUE"]
     speed = dataclasses.replace(SHAKE, family="speed")
-    assert scoring.expected_codes(speed, "twostream_gap") == ["GLOBAL_MOTION_CUE", "MOTION_ONLY_SEPARATION"]
+    assert scoring.expected_codes(speed, "twostream_gap") == ["MOTION_ONLY_SEPARATION"]
     assert scoring.expected_codes(dataclasses.replace(speed, stream="clip"), "c3d_single") == \
         ["MOTION_ONLY_SEPARATION"]
     cast = dataclasses.replace(SHAKE, family="colour_cast", stream="clip")

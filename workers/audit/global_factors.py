@@ -1,6 +1,6 @@
 """Global factors of a visualisation: properties of the whole clip rather than of one place in it -- its overall
 colour and its frame border; on a moving input, how it moves as a whole. A shortcut can live in any of them (a
-colour cast, letterbox bars, camera shake, a faster playback, a flicker) and none stands out in one window of the
+colour cast, letterbox bars, camera shake, a flicker) and none stands out in one window of the
 occlusion scan, so each gets its own swap test: a class's visualisations get the partner's value of that one
 factor, everything else kept, and the model says how much of the class's margin goes with it (``evidence``).
 
@@ -8,7 +8,10 @@ The motion factors were first tried in round 2 (docs/planted_cases.md) and left 
 a visualisation's flow far from any real clip, and the model answers any global change to it (clean control pairs
 moved by up to 8.8x their usual margin). Since round 11 every factor is also judged against the model's own null
 (the same swap on class pairs the audit does not confuse, ``flags.beats_factor_null``), which is what a model that
-answers every change needs; round 12 measured them again under it.
+answers every change needs; round 12 measured them again under it and kept the two that found cues on the
+calibration split without flagging clean pairs: the camera's shake and the frame-to-frame flutter. The flow's
+overall magnitude (speed: scaled to the partner's, or a fixed step faster or slower) found no speed cue there and
+raised only wrong flags; the whole frame's flow swapped for the partner's found nothing the shake did not.
 
 Pure numpy: sample sets (S, C, T, H, W) in model space (0 = the neutral input: the mean colour, no flow).
 
@@ -17,9 +20,11 @@ factor              input          swapped for the partner's
 ==================  =============  =============================================================================
 ``colour``          rgb            per-channel mean over the frames and pixels (a tint of the whole clip)
 ``border``          rgb            the outer ring of the frame, ``BORDER_FRACTION`` of the shorter side wide
-``camera``          flow           each frame's flow common to the whole frame, less its mean over the frames
-                                   (camera shake or sway; a steady drift of the content is kept)
-``speed``           flow           the flow's overall magnitude (root mean square): how fast things move
+``shake``           flow           the camera's shake: each frame's flow common to the whole frame less its mean
+                                   over the frames; a fixed shake (+-1 root mean square of the class's flow, every
+                                   other frame) added when the partner's visualisations shake more, its own taken
+                                   out when they shake less -- the partner's kind of camera, whatever amplitude the
+                                   visualiser let either reach
 ``flutter``         flow of >= 3   the part that changes from one frame to the next faster than a 3-frame average
                     frames         follows (a flicker, a blink, a jitter), the rest kept
 ==================  =============  =============================================================================
@@ -33,14 +38,13 @@ import numpy as np
 from workers.engine.manifest import InputSpec
 
 BORDER_FRACTION = 0.125
-FACTORS = {"rgb": ("colour", "border"), "flow": ("camera", "speed", "flutter")}
+FACTORS = {"rgb": ("colour", "border"), "flow": ("shake", "flutter")}
 MIN_FLUTTER_FRAMES = 3
-KIND = {"colour": "static", "border": "static", "camera": "motion", "speed": "motion", "flutter": "motion"}
+KIND = {"colour": "static", "border": "static", "shake": "motion", "flutter": "motion"}
 DESCRIPTIONS = {
     "colour": "the overall colour of the clip (a tint, a colour cast, a lighting or white-balance difference)",
     "border": "the border of the frame (letterbox or pillarbox bars, a frame, an overlay along the edges)",
-    "camera": "the shake of the whole frame (camera shake or sway)",
-    "speed": "how fast things move (the overall magnitude of the motion)",
+    "shake": "the shake of the whole frame (camera shake or sway)",
     "flutter": "what changes from one frame to the next faster than the content moves (a flicker, a blink, a "
                "jitter)",
 }
@@ -49,7 +53,7 @@ EPS = 1e-8
 
 def factors_of(modality: str, num_frames: int = 1) -> tuple[str, ...]:
     """The global factors of an input of this modality carrying ``num_frames`` frames: colour and border for
-    RGB; camera shake and speed for flow, and flutter for flow of >= ``MIN_FLUTTER_FRAMES`` frames. An RGB clip's
+    RGB; the camera's shake for flow, and flutter for flow of >= ``MIN_FLUTTER_FRAMES`` frames. An RGB clip's
     flutter was measured in round 12 and left out: on the 40 calibration cases its swap cost no class more than
     0.04 of its usual margin (the visualisations' temporal regularisation leaves little to swap), and it was a sixth
     of the two-stream reference model's swap tests."""
@@ -96,21 +100,27 @@ def camera_shake(x: np.ndarray) -> np.ndarray:
     return means - means.mean(axis=2, keepdims=True)
 
 
-def swap_camera(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
-    """``own`` with its camera shake (``camera_shake``) replaced by the partner samples' mean one."""
-    return own - camera_shake(own) + camera_shake(partner).mean(axis=0, keepdims=True)
-
-
 def rms(x: np.ndarray) -> np.ndarray:
     """(S,): each sample's root mean square."""
     return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=tuple(range(1, x.ndim))))
 
 
-def swap_speed(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
-    """``own`` with each sample scaled to the partner samples' mean root mean square (its flow as fast as
-    theirs, its pattern kept)."""
-    gain = float(rms(partner).mean()) / np.maximum(rms(own), EPS)
-    return (own * gain.reshape((-1,) + (1,) * (own.ndim - 1))).astype(own.dtype)
+def shake_pattern(channels: int, frames: int) -> np.ndarray:
+    """(1, C, T, 1, 1): a fixed zero-mean shake, +-1 alternating from frame to frame, the channels out of step."""
+    signs = np.array([1.0 if (t + c) % 2 == 0 else -1.0 for c in range(channels) for t in range(frames)])
+    pattern = signs.reshape(1, channels, frames, 1, 1)
+    return pattern - pattern.mean(axis=2, keepdims=True)
+
+
+def swap_shake(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """``own`` given the partner's kind of camera: shaken (``shake_pattern`` times each sample's root mean square)
+    when the partner samples shake more (``factor_amount``), else with its own shake (``camera_shake``) taken out.
+    A fixed shake rather than the partner's own: the visualiser's regularisers decide how far either class's flow
+    goes."""
+    if factor_amount(partner, "shake") <= factor_amount(own, "shake"):
+        return own - camera_shake(own)
+    scale = rms(own).reshape((-1,) + (1,) * (own.ndim - 1))
+    return (own + scale * shake_pattern(own.shape[1], own.shape[2])).astype(own.dtype)
 
 
 def temporal_smooth(x: np.ndarray) -> np.ndarray:
@@ -125,20 +135,17 @@ def swap_flutter(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
 
 
 SWAPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "colour": swap_colour, "border": swap_border, "camera": swap_camera, "speed": swap_speed,
-    "flutter": swap_flutter}
+    "colour": swap_colour, "border": swap_border, "shake": swap_shake, "flutter": swap_flutter}
 
 
 def factor_amount(samples: np.ndarray, factor: str) -> float:
     """How much of a factor a sample set holds, comparable between two classes: the distance of its mean colour
     from the neutral colour; the border ring's mean square against the whole frame's. The class holding more is
     the one the factor is about (a tinted clip, bars), whichever side the swap test found it from. Motion: the mean
-    size of the camera's shake; the root mean square; the fast part's mean square against the whole's."""
+    size of the camera's shake; the fast part's mean square against the whole's."""
     x = samples.astype(np.float64)
-    if factor == "camera":
+    if factor == "shake":
         return float(np.linalg.norm(camera_shake(x), axis=1).mean())
-    if factor == "speed":
-        return float(rms(x).mean())
     if factor == "flutter":
         return float(np.mean((x - temporal_smooth(x)) ** 2) / max(float(np.mean(x ** 2)), EPS))
     if factor == "colour":
