@@ -72,15 +72,16 @@ audited with (``ranking.factor_null_pairs``: the swaps alone, one evaluation eac
 audit instead of 7-9); on the calibration split this took one clean pair's flag off for one cue (46 to 45 of 103
 found with the motion factors off, 7 to 6 of 80 clean pairs flagged).
 
-GLOBAL_MOTION_CUE is the same test for how a flow input moves (``global_factors``): the camera's shake (the partner's
-kind of camera: a fixed shake added, or the class's own taken out) and what flutters from frame to frame (a flicker,
-a blink), with its own thresholds (``global_motion_*``): the same floors, and an empirical p <= 0.1 against the
-null. Round 2 had left motion out because activation maximisation leaves a visualisation's flow far from any real
-clip and clean pairs answered the swaps as much as planted ones; against the model's own null most of them no
-longer stand out. On the calibration split (round 12, docs/planted_cases.md) it found 3 of the 26 shake, flicker and
-blink cues of the two-stream nets and 1 speed cue, 2 of the 4 found by nothing else (45 to 47 of 103), and fired 4
-times, all right, on no clean pair; with p <= 0.2 or 0.3 it found 2 more for 1 more clean pair flagged. The flow's magnitude (speed) swapped
-for the partner's, or stepped 2x faster or slower, found no speed cue and only raised wrong flags; it is not a factor.
+GLOBAL_MOTION_CUE is the same test for how a flow input moves (``global_factors``): the camera's shake (the
+partner's kind of camera: a fixed shake added, or the class's own taken out) and what flutters from frame to frame
+(a flicker, a blink), with its own thresholds (``global_motion_*``): the same floors, and an empirical p <= 0.1
+against the null. Round 2 had left motion out because activation maximisation leaves a visualisation's flow far from
+any real clip and clean pairs answered the swaps as much as planted ones; against the model's own null most of them
+no longer stand out. On the calibration split (round 12, docs/planted_cases.md) it found 3 of the 26 shake, flicker
+and blink cues of the two-stream nets and 1 speed cue, 2 of the 4 found by nothing else (45 to 47 of 103), and fired
+4 times, all right, on no clean pair; with p <= 0.2 or 0.3 it found 2 more for 1 more clean pair flagged. The flow's
+magnitude (speed) swapped for the partner's, or stepped 2x faster or slower, found no speed cue and only raised
+wrong flags; it is not a factor.
 
 STATIC_FACTOR_CUE / MOTION_FACTOR_CUE read the factor probes (``probe_outcomes``), which ask the model directly:
 on an otherwise blank clip one factor alone (one colour over the clip, the frame border, a static background
