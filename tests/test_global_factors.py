@@ -50,44 +50,8 @@ def test_holder_is_the_class_with_more_of_the_factor():
     barred[..., gf.border_mask(16, 16)] = 2.0
     assert gf.holder(plain, barred, "border", ("P", "B")) == "B"
     with pytest.raises(ValueError):
-        gf.factor_amount(plain, "size")
-    assert gf.factors_of("rgb") == ("colour", "border") and gf.factors_of("flow") == ("shake",)
-    assert gf.factors_of("rgb", 8) == ("colour", "border")
-    assert gf.factors_of("flow", 7) == ("shake", "flutter")
-
-
-def _moving(s=3, t=8, h=16, w=16):
-    """Flow sample sets (S, 2, T, H, W): a smooth drift of a few pixels' content, and nothing else."""
-    out = np.zeros((s, 2, t, h, w), dtype=np.float32)
-    out[:, 0, :, 6:10, 6:10] = 1.0
-    return out
-
-
-def test_shake_swap_gives_the_partners_kind_of_camera_at_a_fixed_amplitude():
-    still, partner = _moving(), _moving()
-    shake = RNG.normal(size=(3, 2, 8, 1, 1)).astype(np.float32)
-    shake -= shake.mean(axis=2, keepdims=True)
-    shaken = still + shake
-    np.testing.assert_allclose(gf.swap_shake(shaken, partner), still, atol=1e-5)   # a still partner: shake taken out
-    np.testing.assert_allclose(gf.swap_shake(still + 0.7, partner), still + 0.7, atol=1e-5)   # a steady pan is kept
-    added = gf.swap_shake(still, shaken)                                        # a shaking partner: a fixed shake
-    fixed = gf.rms(still)[:, None, None, None, None] * gf.shake_pattern(2, 8)
-    np.testing.assert_allclose(added - still, np.broadcast_to(fixed, still.shape), atol=1e-5)
-    assert gf.factor_amount(added, "shake") > gf.factor_amount(still, "shake")
-    assert gf.holder(shaken, partner, "shake", ("S", "P")) == "S"
-    assert gf.holder(partner, shaken, "shake", ("P", "S")) == "S"
-    np.testing.assert_allclose(gf.shake_pattern(2, 7).mean(axis=2), 0, atol=1e-9)
-
-
-def test_flutter_swap_takes_out_what_alternates_from_frame_to_frame():
-    own, partner = _moving(), _moving()
-    flicker = own.copy()
-    flicker[:, 1, :, :4, :4] = np.where(np.arange(8) % 2 == 0, 1.5, -1.5)[None, :, None, None]
-    out = gf.swap_flutter(flicker, partner)
-    assert np.abs(out[:, 1, 1:-1, :4, :4]).max() < 1e-5                    # the alternation averages out
-    np.testing.assert_allclose(gf.swap_flutter(own, partner), own, atol=1e-5)   # a steady clip is untouched
-    assert gf.holder(own, flicker, "flutter", ("P", "F")) == "F"
-    np.testing.assert_allclose(gf.temporal_smooth(own), own, atol=1e-6)
+        gf.factor_amount(plain, "speed")
+    assert gf.factors_of("flow") == () and gf.factors_of("rgb") == ("colour", "border")
 
 
 class MeanColourNet(nn.Module):
@@ -140,19 +104,13 @@ def test_global_appearance_cue_fires_on_a_large_effect_and_share_only():
     assert named.class_name == "B"
 
 
-def test_a_motion_factor_raises_global_motion_cue_under_its_own_thresholds():
+def test_a_factor_this_version_does_not_measure_raises_no_flag():
+    """Evidence stored by another version may hold factors this one does not know (round 12's motion factors):
+    they are read past, not flagged, not a KeyError."""
     s = _with_factor(_scores())
-    camera = s.global_factors["appearance"]["colour"]
-    moving = dataclasses.replace(s, global_factors={"motion": {"shake": camera}})
-    [flag] = derive_flags(moving, SPECS, FlagThresholds(global_motion_min_effect=0.5))
-    assert (flag.code, flag.stream, flag.class_name) == ("GLOBAL_MOTION_CUE", "motion", "A")
-    assert flag.message.startswith("The shake of the whole frame") and "shaking" in flag.message
-    assert derive_flags(moving, SPECS, FlagThresholds(global_motion_min_effect=1.0)) == []    # effect 0.9
-    assert derive_flags(moving, SPECS, FlagThresholds(global_min_effect=1.0, global_motion_min_effect=0.5))
-    # a still factor and a motion factor of one input are two findings
-    both = dataclasses.replace(s, global_factors={"appearance": {"colour": camera, "flutter": camera}})
-    assert [f.code for f in derive_flags(both, SPECS, FlagThresholds())] == ["GLOBAL_APPEARANCE_CUE",
-                                                                             "GLOBAL_MOTION_CUE"]
+    moving = dataclasses.replace(s, global_factors={"motion": {"shake": s.global_factors["appearance"]["colour"]}})
+    assert derive_flags(moving, SPECS, FlagThresholds(global_min_effect=0.5)) == []
+    assert gf.factor_tests(SPECS) == [("appearance", "colour"), ("appearance", "border")]
 
 
 def test_two_global_factors_of_one_stream_make_one_flag():
@@ -227,7 +185,7 @@ def test_a_global_factor_must_stand_out_against_the_same_swap_on_class_pairs_the
     # a model whose unconfused classes lose as much to each other's colour: how it reads colour, not a cue
     assert derive_flags(audit(1.0, 0.2, 1.2, 0.95, 0.3, 2.0), SPECS, th) == []
     assert len(derive_flags(audit(1.0, 1.2, 2.0, 0.95), SPECS, th)) == 1                # 4 scans: no null
-    assert beats_factor_null(0.9, None, th.global_null_min_scans, th.global_null_alpha) == (True, "")
+    assert beats_factor_null(0.9, None, th) == (True, "")
     again = AuditLeanings.from_json(json.loads(json.dumps(AuditLeanings.gather(
         [PairShares("C0", "D0", {}, {}, {}, [scan("C0", "D0", 0.5)])]).to_json())))
     assert again.factor_null_for(("A", "B")) == {"appearance": {"colour": [0.5]}}

@@ -69,19 +69,10 @@ whose size-confused classes lose half their margin to any colour swap. On the ca
 both of its clean pairs' GLOBAL_APPEARANCE_CUEs for 2 of 103 cues (p <= 0.2: 3; p <= 0.1: 5), the precision of the
 code rising from 26/37 to 21/27. Since round 12 that null takes every audited class a pair's class is not
 audited with (``ranking.factor_null_pairs``: the swaps alone, one evaluation each, about 18 draws in a planted case's
-audit instead of 7-9); on the calibration split this took one clean pair's flag off for one cue (46 to 45 of 103
-found with the motion factors off, 7 to 6 of 80 clean pairs flagged).
-
-GLOBAL_MOTION_CUE is the same test for how a flow input moves (``global_factors``): the camera's shake (the
-partner's kind of camera: a fixed shake added, or the class's own taken out) and what flutters from frame to frame
-(a flicker, a blink), with its own thresholds (``global_motion_*``): the same floors, and an empirical p <= 0.1
-against the null. Round 2 had left motion out because activation maximisation leaves a visualisation's flow far from
-any real clip and clean pairs answered the swaps as much as planted ones; against the model's own null most of them
-no longer stand out. On the calibration split (round 12, docs/planted_cases.md) it found 3 of the 26 shake, flicker
-and blink cues of the two-stream nets and 1 speed cue, 2 of the 4 found by nothing else (45 to 47 of 103), and fired
-4 times, all right, on no clean pair; with p <= 0.2 or 0.3 it found 2 more for 1 more clean pair flagged. The flow's
-magnitude (speed) swapped for the partner's, or stepped 2x faster or slower, found no speed cue and only raised
-wrong flags; it is not a factor.
+audit instead of 7-9): on the calibration split it took one clean pair's flag off for one cue (46 to 45 of 103
+found, 7 to 6 of 80 clean pairs flagged), and on two fresh held-out draws it found 1 and 2 more cues (15 against 14
+of 49, 21 against 19 of 48) with the same clean pairs flagged. The same test for how a flow input moves (a
+GLOBAL_MOTION_CUE) was tried again in round 12 and left out: docs/planted_cases.md.
 
 STATIC_FACTOR_CUE / MOTION_FACTOR_CUE read the factor probes (``probe_outcomes``), which ask the model directly:
 on an otherwise blank clip one factor alone (one colour over the clip, the frame border, a static background
@@ -95,7 +86,7 @@ the class that answers featureless input most; the second (round 10) took them o
 8 of 26 cues the probes found (16 to 12 of 49, 10 to 6 of 54; clean pairs flagged 0 of 80 either way). They are
 not gated by decisiveness: they do not read the visualisations.
 
-Every flag that points at a cue (LOCALIZED_CUE, the GLOBAL_ codes, the one-stream flags, CONTEXT_CUE) passes one
+Every flag that points at a cue (LOCALIZED_CUE, GLOBAL_APPEARANCE_CUE, the one-stream flags, CONTEXT_CUE) passes one
 more gate, relative to the model (``decisive``): the class it is about beats its partner on its own visualisations
 by >= 0.5 of its median margin over the model's other classes (``analysis.decisiveness``). A shortcut is a strong
 reason to tell the class from its partner, which the partner's clips lack; a pair the model honestly cannot tell
@@ -148,9 +139,6 @@ class FlagThresholds(BaseModel):
     global_min_other_pairs: int = Field(3, ge=1)
     global_null_alpha: float = Field(0.3, gt=0, le=1)
     global_null_min_scans: int = Field(5, ge=1)
-    global_motion_min_effect: float = Field(0.3, ge=0)
-    global_motion_audit_ratio: float = Field(1.0, ge=0)
-    global_motion_null_alpha: float = Field(0.1, gt=0, le=1)
     weak_visualisation_softmax: float = Field(0.5, ge=0, le=1)
     probe_min_ratio: float = Field(1.5, ge=0)
     probe_alpha: float = Field(0.15, gt=0, le=1)
@@ -173,9 +161,9 @@ class Flag:
         return out
 
 
-FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE", "GLOBAL_MOTION_CUE",
-              "STATIC_FACTOR_CUE", "MOTION_FACTOR_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION",
-              "SHARED_EVIDENCE", "CONTEXT_CUE")
+FLAG_CODES = ("WEAK_VISUALISATION", "LOCALIZED_CUE", "GLOBAL_APPEARANCE_CUE", "STATIC_FACTOR_CUE",
+              "MOTION_FACTOR_CUE", "APPEARANCE_ONLY_SEPARATION", "MOTION_ONLY_SEPARATION", "SHARED_EVIDENCE",
+              "CONTEXT_CUE")
 PROBE_CODES = {"static": "STATIC_FACTOR_CUE", "motion": "MOTION_FACTOR_CUE"}
 FINGERPRINT_VERSION = "v1"
 
@@ -364,86 +352,66 @@ def localized_cue_flags(s: PairScores, modality: dict[str, str], th: FlagThresho
     return flags
 
 
-def global_rule(th: FlagThresholds, factor: str) -> tuple[float, float, float]:
-    """(minimum effect, ratio to the audit's other pairs, null alpha) of a global factor's kind: the still factors
-    (``global_*``) or the motion factors (``global_motion_*``). Pure."""
-    if global_factors.KIND[factor] == "motion":
-        return th.global_motion_min_effect, th.global_motion_audit_ratio, th.global_motion_null_alpha
-    return th.global_min_effect, th.global_audit_ratio, th.global_null_alpha
-
-
 def global_cue_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
-    """GLOBAL_APPEARANCE_CUE / GLOBAL_MOTION_CUE: one flag per stream and kind of factor (the review key is code and
-    stream) naming each global factor (``global_factors``: overall colour, frame border; camera motion, speed,
-    flutter) whose swap for the partner's costs a class >= the minimum effect of its usual margin
-    (``global_factors.swap_effect``), at least the audit ratio times the median effect of that factor over the
-    audit's other pairs, >= ``global_min_share`` of its margin over the partner, and beats the model's own null
-    (``beats_factor_null``; thresholds by kind, ``global_rule``; module docstring); each factor is named after the
-    class holding more of it."""
+    """GLOBAL_APPEARANCE_CUE: one flag per RGB stream (the review key is code and stream) naming each global factor
+    (``global_factors``: overall colour, frame border) whose swap for the partner's costs a class
+    >= ``global_min_effect`` of its usual margin (``global_factors.swap_effect``), and at least ``global_audit_ratio``
+    times the median effect of that factor over the audit's other pairs, and >= ``global_min_share`` of its margin
+    over the partner (module docstring); each factor is named after the class holding more of it."""
     flags = []
     for name, tests in s.global_factors.items():
-        found: dict[str, list] = {}     # kind -> (effect, factor, class holding it, class that lost, change, context)
+        found = []      # (effect, factor, class holding it, class that lost, its change, how it compares)
         for factor, test in tests.items():
-            if factor not in global_factors.KIND:
-                continue
-            min_effect, audit_ratio, null_alpha = global_rule(th, factor)
+            if factor not in global_factors.DESCRIPTIONS:
+                continue        # a factor of evidence measured by another version (round 12's motion factors)
             usual = s.audit_factor_effect.get(name, {}).get(factor)
-            floor = min_effect
+            floor = th.global_min_effect
             if usual and usual["pairs"] >= th.global_min_other_pairs:
-                floor = max(floor, audit_ratio * usual["median"])
+                floor = max(floor, th.global_audit_ratio * usual["median"])
             else:
                 usual = None
             null = s.audit_factor_null.get(name, {}).get(factor)
-            hits = []       # (effect, class that lost, its change)
+            hits = []       # (effect, class that lost, its change, how it compares with the null)
             for cls, change in test["classes"].items():
                 effect = global_factors.swap_effect(change)
-                if effect is not None and effect >= floor and change["share"] >= th.global_min_share:
-                    hits.append((effect, cls, change))
-            if not hits:
-                continue
-            effect, loser, change = max(hits, key=lambda h: h[0])
-            beats, beyond_null = beats_factor_null(effect, null, th.global_null_min_scans, null_alpha)
-            if beats:
+                if effect is None or effect < floor or change["share"] < th.global_min_share:
+                    continue
+                beats, beyond_null = beats_factor_null(effect, null, th)
+                if beats:
+                    hits.append((effect, cls, change, beyond_null))
+            if hits:
+                effect, loser, change, beyond_null = max(hits, key=lambda h: h[0])
                 against = f"; the audit's other {usual['pairs']} pairs: {usual['median']:.0%} (median)" if usual else ""
-                found.setdefault(global_factors.KIND[factor], []).append(
-                    (effect, factor, test["holder"], loser, change, against + beyond_null))
-        for kind, hits in found.items():
-            flags.append(_global_flag(s, name, kind, hits))
+                found.append((effect, factor, test["holder"], loser, change, against + beyond_null))
+        if not found:
+            continue
+        parts = []
+        for effect, factor, owner, loser, change, against in sorted(found, key=lambda f: -f[0]):
+            partner, versus = s.partner_of(owner), s.partner_of(loser)
+            parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
+                         f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
+                         f"over {versus} ({effect:.0%} of its median margin over the model's other classes{against})")
+        owners = sorted({f[2] for f in found})
+        message = "; ".join(parts) + f" (the {name} input). Check whether {' and '.join(owners)}'s training clips " \
+            "differ from the partner's in that respect (a tint, lighting or white balance; bars or an overlay " \
+            "along the edges)."
+        flags.append(Flag("GLOBAL_APPEARANCE_CUE", name, "medium", message[0].upper() + message[1:],
+                          class_name=owners[0] if len(owners) == 1 else None))
     return flags
 
 
-GLOBAL_CODES = {"static": "GLOBAL_APPEARANCE_CUE", "motion": "GLOBAL_MOTION_CUE"}
-_GLOBAL_CHECKS = {"static": "a tint, lighting or white balance; bars or an overlay along the edges",
-                  "motion": "a shaking or panning camera, a faster playback or frame rate, a flicker or blink"}
-
-
-def _global_flag(s: PairScores, name: str, kind: str, found: list) -> Flag:
-    parts = []
-    for effect, factor, owner, loser, change, against in sorted(found, key=lambda f: -f[0]):
-        partner, versus = s.partner_of(owner), s.partner_of(loser)
-        parts.append(f"{global_factors.DESCRIPTIONS[factor]} tells {owner} from {partner}: giving {loser}'s "
-                     f"visualisations {versus}'s {factor} alone costs {change['share']:.0%} of {loser}'s margin "
-                     f"over {versus} ({effect:.0%} of its median margin over the model's other classes{against})")
-    owners = sorted({f[2] for f in found})
-    message = "; ".join(parts) + f" (the {name} input). Check whether {' and '.join(owners)}'s training clips " \
-        f"differ from the partner's in that respect ({_GLOBAL_CHECKS[kind]})."
-    return Flag(GLOBAL_CODES[kind], name, "medium", message[0].upper() + message[1:],
-                class_name=owners[0] if len(owners) == 1 else None)
-
-
-def beats_factor_null(effect: float, null: Sequence[float] | None, min_scans: int,
-                      alpha: float) -> tuple[bool, str]:
+def beats_factor_null(effect: float, null: Sequence[float] | None, th: FlagThresholds) -> tuple[bool, str]:
     """Whether a global factor's swap effect stands out against the same swap on class pairs of this model the
-    audit does not confuse (``AuditLeanings.factor_null_for``), and how to say it: with >= ``min_scans`` such swaps
-    its empirical p-value against them must be <= ``alpha``; with fewer there is no null and the test passes. A
-    model that reads a factor everywhere answers the swap on any two classes; a cue planted in one class stands out
-    against pairs without it. Pure."""
-    judged = against_null(effect, null, min_scans)
+    audit does not confuse (``AuditLeanings.factor_null_for``), and how to say it: with >= ``global_null_min_scans``
+    such swaps its empirical p-value against them must be <= ``global_null_alpha``; with fewer there is no null
+    and the test passes. A model that reads a factor everywhere answers the swap on any two classes; a cue planted
+    in one class stands out against pairs without it. Pure."""
+    judged = against_null(effect, null, th.global_null_min_scans)
     if judged is None:
         return True, ""
     p, beaten = judged
-    return p <= alpha, (f"; it exceeds the same swap on {beaten} of {len(null)} class pairs of this "
-                        f"model the audit does not confuse (empirical p = {p:.2f})")
+    return p <= th.global_null_alpha, (f"; it exceeds the same swap on {beaten} of {len(null)} class pairs of this "
+                                       f"model the audit does not confuse (empirical p = {p:.2f})")
 
 
 def usual_share(audit: dict | None, own: dict | None, th: FlagThresholds, what: str) -> tuple[float, str] | None:

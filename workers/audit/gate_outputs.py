@@ -19,8 +19,6 @@ FLAG_DESCRIPTIONS = {
     "LOCALIZED_CUE": "The difference between two confused classes sits in a small region of one stream.",
     "GLOBAL_APPEARANCE_CUE": "A property of the whole frame (overall colour, the border) tells two confused "
                              "classes apart.",
-    "GLOBAL_MOTION_CUE": "How the whole clip moves (camera motion, speed, a flicker or blink) tells two confused "
-                         "classes apart.",
     "STATIC_FACTOR_CUE": "One static property of the whole clip alone (a colour, the border, a background "
                          "pattern) moves the model from one confused class to the other far more than it moves "
                          "the model's other class pairs, and pulls towards that class more than towards the "

@@ -1,33 +1,26 @@
 """Global factors of a visualisation: properties of the whole clip rather than of one place in it -- its overall
-colour and its frame border; on a moving input, how it moves as a whole. A shortcut can live in any of them (a
-colour cast, letterbox bars, camera shake, a flicker) and none stands out in one window of the
-occlusion scan, so each gets its own swap test: a class's visualisations get the partner's value of that one
-factor, everything else kept, and the model says how much of the class's margin goes with it (``evidence``).
+colour and its frame border. A shortcut can live in either (a colour cast, letterbox bars) and neither stands out
+in one window of the occlusion scan, so each gets its own swap test: a class's visualisations get the partner's
+value of that one factor, everything else kept, and the model says how much of the class's margin goes with it
+(``evidence``).
 
-The motion factors were first tried in round 2 (docs/planted_cases.md) and left out: activation maximisation leaves
-a visualisation's flow far from any real clip, and the model answers any global change to it (clean control pairs
-moved by up to 8.8x their usual margin). Since round 11 every factor is also judged against the model's own null
-(the same swap on class pairs the audit does not confuse, ``flags.beats_factor_null``), which is what a model that
-answers every change needs; round 12 measured them again under it and kept the two that found cues on the
-calibration split without flagging clean pairs: the camera's shake and the frame-to-frame flutter. The flow's
-overall magnitude (speed: scaled to the partner's, or a fixed step faster or slower) found no speed cue there and
-raised only wrong flags; the whole frame's flow swapped for the partner's found nothing the shake did not.
+Motion has no factor here. The same swap of the flow common to the whole frame (camera motion) and of the
+flow's magnitude (speed) was measured on the calibration split of the planted cases in round 2 and moved the
+margins of clean control pairs by up to 8.8x the class's usual margin: activation maximisation leaves the flow of a
+visualisation far from any real clip, and the model answers any global change to it. Round 12 tried motion factors
+again against the model's own null (the camera's shake, the flow's speed, the frame-to-frame flutter): they found
+1 and 0 more cues on two fresh held-out draws, and on the demo's reference model they flagged 2 of its 5 clean
+pairs, both about its one orbiting class, whose own motion reads as a shaking, fluttering frame
+(docs/planted_cases.md).
 
 Pure numpy: sample sets (S, C, T, H, W) in model space (0 = the neutral input: the mean colour, no flow).
 
-==================  =============  =============================================================================
-factor              input          swapped for the partner's
-==================  =============  =============================================================================
-``colour``          rgb            per-channel mean over the frames and pixels (a tint of the whole clip)
-``border``          rgb            the outer ring of the frame, ``BORDER_FRACTION`` of the shorter side wide
-``shake``           flow           the camera's shake: each frame's flow common to the whole frame less its mean
-                                   over the frames; a fixed shake (+-1 root mean square of the class's flow, every
-                                   other frame) added when the partner's visualisations shake more, its own taken
-                                   out when they shake less -- the partner's kind of camera, whatever amplitude the
-                                   visualiser let either reach
-``flutter``         flow of >= 3   the part that changes from one frame to the next faster than a 3-frame average
-                    frames         follows (a flicker, a blink, a jitter), the rest kept
-==================  =============  =============================================================================
+==================  ========  ====================================================================================
+factor              modality  swapped for the partner's
+==================  ========  ====================================================================================
+``colour``          rgb       per-channel mean over the frames and pixels (a tint of the whole clip)
+``border``          rgb       the outer ring of the frame, ``BORDER_FRACTION`` of the shorter side wide, all frames
+==================  ========  ====================================================================================
 """
 from __future__ import annotations
 
@@ -38,31 +31,22 @@ import numpy as np
 from workers.engine.manifest import InputSpec
 
 BORDER_FRACTION = 0.125
-FACTORS = {"rgb": ("colour", "border"), "flow": ("shake", "flutter")}
-MIN_FLUTTER_FRAMES = 3
-KIND = {"colour": "static", "border": "static", "shake": "motion", "flutter": "motion"}
+FACTORS = {"rgb": ("colour", "border")}
 DESCRIPTIONS = {
     "colour": "the overall colour of the clip (a tint, a colour cast, a lighting or white-balance difference)",
     "border": "the border of the frame (letterbox or pillarbox bars, a frame, an overlay along the edges)",
-    "shake": "the shake of the whole frame (camera shake or sway)",
-    "flutter": "what changes from one frame to the next faster than the content moves (a flicker, a blink, a "
-               "jitter)",
 }
 EPS = 1e-8
 
 
-def factors_of(modality: str, num_frames: int = 1) -> tuple[str, ...]:
-    """The global factors of an input of this modality carrying ``num_frames`` frames: colour and border for
-    RGB; the camera's shake for flow, and flutter for flow of >= ``MIN_FLUTTER_FRAMES`` frames. An RGB clip's
-    flutter was measured in round 12 and left out: on the 40 calibration cases its swap cost no class more than
-    0.04 of its usual margin (the visualisations' temporal regularisation leaves little to swap), and it was a sixth
-    of the two-stream reference model's swap tests."""
-    return tuple(f for f in FACTORS.get(modality, ()) if f != "flutter" or num_frames >= MIN_FLUTTER_FRAMES)
+def factors_of(modality: str) -> tuple[str, ...]:
+    """The global factors a stream of this modality has (none for other modalities)."""
+    return FACTORS.get(modality, ())
 
 
 def factor_tests(specs: Sequence[InputSpec]) -> list[tuple[str, str]]:
     """(stream, factor) for every global factor of every input of a model, in input order."""
-    return [(spec.name, factor) for spec in specs for factor in factors_of(spec.modality, spec.num_frames)]
+    return [(spec.name, factor) for spec in specs for factor in factors_of(spec.modality)]
 
 
 def border_mask(height: int, width: int, fraction: float = BORDER_FRACTION) -> np.ndarray:
@@ -88,66 +72,14 @@ def swap_border(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
     return out
 
 
-def frame_means(x: np.ndarray) -> np.ndarray:
-    """(S, C, T, 1, 1): each frame's per-channel mean over the pixels (for flow: the camera's displacement)."""
-    return x.mean(axis=(3, 4), keepdims=True)
-
-
-def camera_shake(x: np.ndarray) -> np.ndarray:
-    """(S, C, T, 1, 1): each frame's flow common to the whole frame less its mean over the frames -- how the camera
-    shakes or sways, not where the content drifts."""
-    means = frame_means(x)
-    return means - means.mean(axis=2, keepdims=True)
-
-
-def rms(x: np.ndarray) -> np.ndarray:
-    """(S,): each sample's root mean square."""
-    return np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=tuple(range(1, x.ndim))))
-
-
-def shake_pattern(channels: int, frames: int) -> np.ndarray:
-    """(1, C, T, 1, 1): a fixed zero-mean shake, +-1 alternating from frame to frame, the channels out of step."""
-    signs = np.array([1.0 if (t + c) % 2 == 0 else -1.0 for c in range(channels) for t in range(frames)])
-    pattern = signs.reshape(1, channels, frames, 1, 1)
-    return pattern - pattern.mean(axis=2, keepdims=True)
-
-
-def swap_shake(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
-    """``own`` given the partner's kind of camera: shaken (``shake_pattern`` times each sample's root mean square)
-    when the partner samples shake more (``factor_amount``), else with its own shake (``camera_shake``) taken out.
-    A fixed shake rather than the partner's own: the visualiser's regularisers decide how far either class's flow
-    goes."""
-    if factor_amount(partner, "shake") <= factor_amount(own, "shake"):
-        return own - camera_shake(own)
-    scale = rms(own).reshape((-1,) + (1,) * (own.ndim - 1))
-    return (own + scale * shake_pattern(own.shape[1], own.shape[2])).astype(own.dtype)
-
-
-def temporal_smooth(x: np.ndarray) -> np.ndarray:
-    """A 3-frame average (1/4, 1/2, 1/4) along T with the end frames repeated: what moves slower than a frame."""
-    padded = np.concatenate([x[:, :, :1], x, x[:, :, -1:]], axis=2)
-    return 0.25 * padded[:, :, :-2] + 0.5 * padded[:, :, 1:-1] + 0.25 * padded[:, :, 2:]
-
-
-def swap_flutter(own: np.ndarray, partner: np.ndarray) -> np.ndarray:
-    """``own``'s slow part (``temporal_smooth``) with the partner samples' mean fast part in place of its own."""
-    return temporal_smooth(own) + (partner - temporal_smooth(partner)).mean(axis=0, keepdims=True)
-
-
-SWAPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "colour": swap_colour, "border": swap_border, "shake": swap_shake, "flutter": swap_flutter}
+SWAPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"colour": swap_colour, "border": swap_border}
 
 
 def factor_amount(samples: np.ndarray, factor: str) -> float:
     """How much of a factor a sample set holds, comparable between two classes: the distance of its mean colour
     from the neutral colour; the border ring's mean square against the whole frame's. The class holding more is
-    the one the factor is about (a tinted clip, bars), whichever side the swap test found it from. Motion: the mean
-    size of the camera's shake; the fast part's mean square against the whole's."""
+    the one the factor is about (a tinted clip, bars), whichever side the swap test found it from."""
     x = samples.astype(np.float64)
-    if factor == "shake":
-        return float(np.linalg.norm(camera_shake(x), axis=1).mean())
-    if factor == "flutter":
-        return float(np.mean((x - temporal_smooth(x)) ** 2) / max(float(np.mean(x ** 2)), EPS))
     if factor == "colour":
         return float(np.linalg.norm(x.mean(axis=(0, 2, 3, 4))))
     if factor == "border":

@@ -21,8 +21,7 @@ Definitions (issue 11):
   visualisations, not a finding, and is left out of the rates.
 
 Expected codes: LOCALIZED_CUE for local cues (logo, flicker, blink) on position-keeping models; GLOBAL_APPEARANCE_CUE
-for colour casts and borders on every architecture; GLOBAL_MOTION_CUE for shake, flicker and blink on the two-stream
-nets (its factors, the camera's shake and the frame-to-frame flutter, are of a flow input); the one-stream code
+for colour casts and borders on every architecture; the one-stream code
 of the cue's kind (APPEARANCE_ONLY_SEPARATION for static cues, MOTION_ONLY_SEPARATION for motion cues) on every
 architecture (a single-stream net gets them from its still frames and its motion); CONTEXT_CUE for background;
 STATIC_FACTOR_CUE for colour casts, borders and backgrounds on every architecture, and MOTION_FACTOR_CUE for camera
@@ -56,7 +55,6 @@ NOT_A_FINDING = "WEAK_VISUALISATION"
 EXPECTED_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("LOCALIZED_CUE", LOCAL_FAMILIES, POSITION_KEEPING),
     ("GLOBAL_APPEARANCE_CUE", GLOBAL_STATIC_FAMILIES, ARCHITECTURES),
-    ("GLOBAL_MOTION_CUE", ("shake", "flicker", "blink"), TWO_STREAM),
     ("APPEARANCE_ONLY_SEPARATION", STATIC_FAMILIES, ARCHITECTURES),
     ("MOTION_ONLY_SEPARATION", MOTION_FAMILIES, ARCHITECTURES),
     ("CONTEXT_CUE", ("background",), ARCHITECTURES),
@@ -65,8 +63,7 @@ EXPECTED_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 # The kind of evidence (a cue's ``kind``) a code reports, for the codes that say.
 CODE_KIND = {"APPEARANCE_ONLY_SEPARATION": "static", "CONTEXT_CUE": "static", "MOTION_ONLY_SEPARATION": "motion",
-             "GLOBAL_APPEARANCE_CUE": "static", "GLOBAL_MOTION_CUE": "motion", "STATIC_FACTOR_CUE": "static",
-             "MOTION_FACTOR_CUE": "motion"}
+             "GLOBAL_APPEARANCE_CUE": "static", "STATIC_FACTOR_CUE": "static", "MOTION_FACTOR_CUE": "motion"}
 
 
 class FlagLike(Protocol):
