@@ -208,7 +208,7 @@ def null_pairs(pairs: Sequence[tuple[str, str]], index: int, per_class: int) -> 
 
 def factor_null_pairs(pairs: Sequence[tuple[str, str]], index: int) -> list[tuple[str, str]]:
     """Every (class of pair ``pairs[index]``, other audited class it is not audited with): the null of the global
-    factors' swap tests (``GLOBAL_APPEARANCE_CUE``, ``GLOBAL_MOTION_CUE``). A swap costs one evaluation, not an
+    factors' swap tests (``GLOBAL_APPEARANCE_CUE``). A swap costs one evaluation, not an
     occlusion scan, so it takes every such pair, not ``null_pairs``' few. Pure."""
     return null_pairs(pairs, index, per_class=len({c for p in pairs for c in p}))
 
