@@ -304,8 +304,9 @@ class PairEvidence:
     # the same occlusion scan on class pairs of the audit the model is not confused on (``ranking.null_pairs``):
     # [{"a", "b", "streams": {stream: {"peak_separation" (None: infinite), "peak_drop", "whole_stream_drop"}},
     # "global_factors": {stream: {factor: ``margin_change`` of a given b's value of the factor}}}], the model's own
-    # null of ``LOCALIZED_CUE`` and of ``GLOBAL_APPEARANCE_CUE``; empty for evidence stored before it existed (and
-    # no "global_factors" in scans stored before 2026-12-07)
+    # null of ``LOCALIZED_CUE`` and of ``GLOBAL_APPEARANCE_CUE``, then the null pairs that get the global swaps alone
+    # (``_null_swaps``: "streams" empty); empty for evidence stored before it existed (and no "global_factors" in
+    # scans stored before 2026-12-07)
     null_localisation: list[dict] = field(default_factory=list)
     # stream -> factor probe -> {"classes", "levers"} (``factor_probes``); empty for
     # evidence stored before it existed or measured without probes
@@ -406,14 +407,19 @@ def measure_pair_evidence(model: nn.Module, specs: Sequence[InputSpec], classes:
                         null_localisation=null, factor_probes=probes)
 
 
+def _require_null_vis(null_pairs: Sequence[tuple[str, str]], null_vis: dict[str, SampleSet]) -> None:
+    """KeyError naming the first class of ``null_pairs`` whose visualisations ``null_vis`` lacks."""
+    missing = [c for _, c in null_pairs if c not in null_vis]
+    if missing:
+        raise KeyError(f"no visualisations of class {missing[0]!r} for the null pair with it")
+
+
 def _null_scans(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Sequence[tuple[str, str]],
                 own: dict[str, tuple[SampleSet, Evaluation]], null_vis: dict[str, SampleSet]) -> list[dict]:
     """The pair's occlusion scan (``_localise``) run on each null pair (x, c), reduced to what the null needs.
     Each other class is evaluated once however many null pairs hold it; a class ``null_vis`` lacks raises
     KeyError before any scan is spent."""
-    missing = [c for _, c in null_pairs if c not in null_vis]
-    if missing:
-        raise KeyError(f"no visualisations of class {missing[0]!r} for the null pair with it")
+    _require_null_vis(null_pairs, null_vis)
     partners = {c: evaluator.evaluate(null_vis[c]) for c in dict.fromkeys(c for _, c in null_pairs)}
     out = []
     for x, c in null_pairs:
@@ -431,11 +437,11 @@ def _null_scans(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Se
 def _null_swaps(evaluator: PairEvaluator, classes: Sequence[str], null_pairs: Sequence[tuple[str, str]],
                 own: dict[str, tuple[SampleSet, Evaluation]], null_vis: dict[str, SampleSet]) -> list[dict]:
     """The global factors' one-way swap tests alone on each null pair (x, c), as null scans without a
-    localisation (``"streams"`` empty): more draws of the null of the global flags, at one evaluation each."""
+    localisation (``"streams"`` empty): more draws of the null of the global flags, at one evaluation each. A class
+    ``null_vis`` lacks raises KeyError before any swap is spent."""
+    _require_null_vis(null_pairs, null_vis)
     out = []
     for x, c in null_pairs:
-        if c not in null_vis:
-            raise KeyError(f"no visualisations of class {c!r} for the null pair with it")
         vis_x, full_x = own[x]
         out.append({"a": x, "b": c, "streams": {}, "global_factors": _one_way_factor_swaps(
             evaluator, vis_x, null_vis[c], full_x.logits, classes.index(x), classes.index(c))})

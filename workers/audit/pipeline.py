@@ -128,11 +128,16 @@ def sample_set(visualizations: Sequence[Visualization], class_name: str) -> tupl
     return {s: np.stack([v.tensors[s] for v in own]) for s in streams}, [v.key.level for v in own]
 
 
+def _ranked_names(pairs: Sequence[RankedPair]) -> list[tuple[str, str]]:
+    """The audit's pairs as (a, b) in rank order: the order both null plans below are drawn in. Pure."""
+    return [(p.a, p.b) for p in sorted(pairs, key=lambda p: p.rank)]
+
+
 def pair_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, options: AuditOptions,
                     config: EvidenceConfig | None = None) -> list[tuple[str, str]]:
     """The null pairs ``pair``'s evidence scans among the audit's ``pairs`` (``ranking.audit_null_pairs``: none when
     the audit is too small for ``LOCALIZED_CUE`` to use them). Pure."""
-    names = [(p.a, p.b) for p in sorted(pairs, key=lambda p: p.rank)]
+    names = _ranked_names(pairs)
     plan = audit_null_pairs(names, (config or EvidenceConfig()).null_partners,
                             options.thresholds.localized_null_min_scans)
     return plan[names.index((pair.a, pair.b))]
@@ -142,7 +147,7 @@ def pair_swap_null_pairs(pairs: Sequence[RankedPair], pair: RankedPair, scans: S
                          ) -> list[tuple[str, str]]:
     """The null pairs ``pair``'s evidence gives only the global factors' swap tests (``ranking.factor_null_pairs``),
     those ``scans`` (``pair_null_pairs``) do not already hold. Pure."""
-    names = [(p.a, p.b) for p in sorted(pairs, key=lambda p: p.rank)]
+    names = _ranked_names(pairs)
     return [p for p in factor_null_pairs(names, names.index((pair.a, pair.b))) if p not in scans]
 
 
