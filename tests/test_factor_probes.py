@@ -1,7 +1,8 @@
 """Factor probes: the sample holds the pair and a fixed draw of the other classes, a model that tells one class by a
 tint has a colour lever towards it far above its other pairs' and a pull towards the colour no other class has, the
 read-outs are right by hand, and STATIC_FACTOR_CUE / MOTION_FACTOR_CUE fire on their own evidence only, never for
-a class that merely pulls hardest among classes that all pull a lot."""
+a class that merely pulls hardest among classes that all pull a lot; the local probes find the window a class reads,
+and a window that stands out is a LOCALIZED_CUE there."""
 import dataclasses
 
 import numpy as np
@@ -12,9 +13,10 @@ from torch import nn
 
 from tests.test_flags import SPECS, _scores
 from workers.audit import factor_probes as fp
+from workers.audit import flags as flags_mod
 from workers.audit import probe_outcomes
 from workers.audit.analysis import PairScores
-from workers.audit.flags import FlagThresholds, derive_flags
+from workers.audit.flags import Flag, FlagThresholds, derive_flags
 from workers.engine.manifest import InputSpec
 
 CLASSES = [f"C{i}" for i in range(8)]
@@ -53,7 +55,7 @@ def test_a_tinted_class_has_a_colour_lever_far_above_its_null():
     spec = InputSpec(name="clip", modality="rgb", layout="NCTHW", shape=[3, 4, 16, 16])
     got = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=30, other_classes=10,
                                    device=torch.device("cpu"))["clip"]
-    assert set(got) == {"colour", "border", "texture"} and got["colour"]["classes"][:2] == ["C0", "C1"]
+    assert set(got) == {"colour", "border", "texture", "patch"} and got["colour"]["classes"][:2] == ["C0", "C1"]
     assert [got["colour"]["levers"][i][i] for i in range(8)] == [None] * 8
     colour = probe_outcomes.probe_outcome(got["colour"], "C0", "C1")
     assert colour.holder == "C0" and colour.ratio > 5 and colour.p_value == pytest.approx(1 / 16)
@@ -72,7 +74,7 @@ def test_the_pairs_of_an_audit_share_the_levers_they_have_in_common():
     cache: fp.LeverCache = {}
     first = fp.measure_factor_probes(TintNet(), [spec], CLASSES, "C0", "C1", steps=5, other_classes=10,
                                      device=cpu, cache=cache)
-    assert len(cache) == 3 * 8 * 7                                     # 3 probes x every directed pair
+    assert len(cache) == 4 * 8 * 7                                     # 4 probes x every directed pair
     calls = []
     original = fp.directed_levers
 
@@ -92,13 +94,55 @@ def test_the_pairs_of_an_audit_share_the_levers_they_have_in_common():
         fp.directed_levers = original
     sample = probe_outcomes.probe_classes(CLASSES, "C0", "C1", 3)
     lacking = 2 * (len(sample) - 1) if "C3" in sample else 0          # the rows to or from C3, per probe
-    assert calls == [56] * 3 + ([lacking] * 3 if lacking else [])    # the second pair measured nothing
+    assert calls == [56] * 4 + ([lacking] * 4 if lacking else [])    # the second pair measured nothing
     c0 = second["clip"]["colour"]
     assert c0["classes"][:2] == ["C2", "C5"]
     assert np.allclose(np.array(c0["levers"], dtype=float), np.array(alone["clip"]["colour"]["levers"], dtype=float),
                        equal_nan=True, atol=1e-5)
     assert first["clip"]["colour"]["levers"][0][1] == pytest.approx(
         some["clip"]["colour"]["levers"][0][1], abs=1e-5)
+
+
+class WindowNet(nn.Module):
+    """Class 0 reads one window of the frame, (row 3, column 1) of a 4 x 4 tiling, in its first channel: the mean
+    (``what`` "still") or how much it changes between frames ("changing"), rectified; the other classes read fixed
+    weak patterns of the whole clip."""
+
+    def __init__(self, what: str, channels: int, classes: int = 8) -> None:
+        super().__init__()
+        self.what = what
+        g = torch.Generator().manual_seed(1)
+        self.patterns = torch.randn((classes - 1, channels, 4, 16, 16), generator=g) * 0.02
+
+    def forward(self, x):
+        window = x[:, 0, :, 12:16, 4:8]                                 # (N, T, 4, 4)
+        if self.what == "still":
+            signal = window.mean(dim=(1, 2, 3))
+        else:
+            signal = (window[:, 1:] - window[:, :-1]).abs().mean(dim=(1, 2, 3))
+        own = 10 * nn.functional.leaky_relu(signal, 0.05)
+        others = torch.einsum("ncthw,kcthw->nk", x, self.patterns)
+        return torch.cat([own[:, None], others], dim=1)
+
+
+@pytest.mark.parametrize(("what", "modality", "probe"), [("still", "rgb", "patch"), ("changing", "flow", "spot")])
+def test_a_local_probe_finds_the_window_a_class_reads(what, modality, probe):
+    """A class told by one window of the frame has a lever in that window far above the other pairs' there, and
+    the window's centre comes with it."""
+    channels = 3 if modality == "rgb" else 2
+    spec = InputSpec(name="clip", modality=modality, layout="NCTHW", shape=[channels, 4, 16, 16])
+    got = fp.measure_factor_probes(WindowNet(what, channels), [spec], CLASSES, "C0", "C1", steps=30,
+                                   other_classes=10, device=torch.device("cpu"))["clip"]
+    out = probe_outcomes.probe_outcome(got[probe], "C0", "C1")
+    assert out.holder == "C0" and out.ratio > 3 and out.p_value == pytest.approx(1 / 16)
+    assert out.class_p_value < 0.01 and out.peak_xy == pytest.approx((0.375, 0.875))
+    whole = "colour" if modality == "rgb" else "camera"
+    assert "window_levers" not in got[whole] and len(got[probe]["window_levers"][0][1]) == 16
+
+
+def test_window_masks_tile_the_frame():
+    masks = fp.window_masks(10, 13)
+    assert masks.shape == (16, 10, 13) and torch.equal(masks.sum(dim=0), torch.ones(10, 13))
 
 
 def _matrix(pulls: dict[str, float], a_over_b: float | None = None) -> dict:
@@ -157,8 +201,36 @@ def test_no_factor_cue_flag_for_the_class_that_merely_pulls_hardest():
     assert derive_flags(_with_probe(_scores(), pulls=TOP_OF_A_SPREAD), SPECS, FlagThresholds(probe_class_alpha=0.2))
 
 
+def _local(pulls=None, a_over_b=None, window=12) -> dict:
+    """``_matrix``'s levers in ``window`` of a 4 x 4 grid (row 3, column 0: centre (0.125, 0.875)); every other
+    window moves every pair by 1."""
+    levers = _matrix(pulls or OUTLIER, a_over_b)["levers"]
+    return {"classes": list(pulls or OUTLIER), "grid": 4, "window_levers": [
+        [None if v is None else [v if g == window else 1.0 for g in range(16)] for v in row] for row in levers]}
+
+
+def test_a_local_probe_that_stands_out_is_a_localized_cue_at_its_window():
+    s = dataclasses.replace(_scores(), factor_probes={"appearance": {"patch": _local()}})
+    [flag] = derive_flags(s, SPECS)
+    assert (flag.code, flag.stream, flag.class_name, flag.severity) == ("LOCALIZED_CUE", "appearance", "A", "medium")
+    assert flag.peak_xy == (0.125, 0.875) and "bottom-left" in flag.message and "from B to A" in flag.message
+    assert "logo" in flag.message
+    everywhere = _local(pulls={k: 8.0 for k in OUTLIER}, window=5)     # a window every pair answers as much
+    for quiet in (_local(a_over_b=1.5), everywhere):
+        assert derive_flags(dataclasses.replace(s, factor_probes={"appearance": {"patch": quiet}}), SPECS) == []
+    top = dataclasses.replace(s, factor_probes={"appearance": {"patch": _local(pulls=TOP_OF_A_SPREAD)}})
+    assert derive_flags(top, SPECS, FlagThresholds(local_probe_class_alpha=0.05)) == []  # class p 0.094
+    assert len(derive_flags(top, SPECS)) == 1                                           # <= 0.1, the default
+    assert derive_flags(s, SPECS, FlagThresholds(local_probe_min_ratio=10.0)) == []
+    assert derive_flags(s, SPECS, FlagThresholds(probe_min_ratio=10.0)) == [flag]     # its own thresholds
+    scanned = Flag("LOCALIZED_CUE", "appearance", "high", "scan", (0.1, 0.9), class_name="A")
+    assert flags_mod.local_probe_flags(s, FlagThresholds(), [scanned]) == []           # the scan said it already
+    other = Flag("LOCALIZED_CUE", "motion", "high", "scan", (0.1, 0.9), class_name="A")
+    assert flags_mod.local_probe_flags(s, FlagThresholds(), [other]) == [flag]
+
+
 def test_factor_probes_survive_the_scores_json():
-    s = _with_probe(_scores())
+    s = dataclasses.replace(_scores(), factor_probes={"appearance": {"colour": _matrix(OUTLIER), "patch": _local()}})
     back = PairScores.from_json(s.to_json(), "A", "B")
     assert back.factor_probes == s.factor_probes
 

@@ -23,6 +23,7 @@ import argparse
 import datetime
 import hashlib
 import json
+import subprocess
 import time
 from dataclasses import astuple
 from pathlib import Path
@@ -363,8 +364,21 @@ def write_rates(path: Path | None, split: str, case_ids: list[str], steps: int, 
                     **rate_intervals(r["correct"], r["fired"], r["found"], r["expected"])}
              for code, r in summary["rates"].items()}
     path.write_text(json.dumps({"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                                "split": split, "cases": len(case_ids), "case_ids": case_ids, "steps": steps,
-                                "codes": rates}, indent=1))
+                                "rules_commit": rules_commit(), "split": split, "cases": len(case_ids),
+                                "case_ids": case_ids, "steps": steps, "codes": rates}, indent=1))
+
+
+def rules_commit() -> str | None:
+    """The commit whose flag rules the rates were read with (``git rev-parse HEAD``), with "+changes" when
+    ``workers/`` differs from it; None outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "workers"], cwd=root, capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,16 @@ probe         modality  what may change
 ``border``    rgb       the outer ring of the frame (``global_factors.border_mask``), static, any content
 ``texture``   rgb       a static low-contrast pattern over the whole frame (+-0.3 of the range: a background scene)
 ``camera``    flow      one displacement per frame shared by every pixel (camera motion, shake)
+``patch``     rgb       static content of one window of the frame (a logo, a caption, a watermark); local
+``spot``      flow      one displacement per frame over one window, less its mean over the frames (a flicker, a
+                        jittering overlay, a blinking light read as motion); local
 ============  ========  ==============================================================================================
+
+A *local* probe (``probe_outcomes.LOCAL_PROBES``) tiles the frame into ``LOCAL_GRID`` x ``LOCAL_GRID`` windows
+(``window_masks``), optimises its content in every window at once, then measures each window's part alone: its
+lever is one per window, and ``probe_outcomes.local_probe_outcome`` reads a pair's in the window where it is
+largest against the other pairs' levers *in that window*. A window costs a forward pass per row, so a local probe
+costs about as much as a whole-frame one and ``LOCAL_GRID ** 2`` forward passes more.
 
 For a directed pair (x over y) the probe's parameters are optimised (Adam, ``steps``) to raise logit x - logit y;
 the *lever* is how much that margin rose above the blank clip's. A class the model tells from its partner by a
@@ -26,10 +35,10 @@ model in eval mode), so the pairs of one audit share them through a ``LeverCache
 
 Unlike every other piece of evidence, probes do not read the visualisations: they ask the model directly, so
 they neither depend on what the visualisations happened to draw nor on the decisiveness gate. What they cannot
-see: cues that need the clip's content (a local patch on the moving object, a speed difference), and, on a model
-whose only input is a clip of frames, motion (no probe moves frames yet).
+see: cues that need the clip's content (a patch on the moving object, a speed difference), and, on a model whose
+only input is a clip of frames, motion of the whole frame (no probe moves frames yet).
 
-Measured on the calibration split of the planted cases (docs/planted_cases.md, rounds 9 and 10).
+Measured on the calibration split of the planted cases (docs/planted_cases.md, rounds 9, 10 and 13).
 """
 from __future__ import annotations
 
@@ -41,7 +50,7 @@ import torch
 from torch import nn
 
 from workers.audit.global_factors import border_mask
-from workers.audit.probe_outcomes import probe_classes, probes_of
+from workers.audit.probe_outcomes import LOCAL_PROBES, probe_classes, probes_of
 from workers.engine import streams as streams_mod
 from workers.engine.manifest import InputSpec
 from workers.engine.optimise import forward_model, frozen
@@ -50,18 +59,41 @@ TEXTURE_AMPLITUDE = 0.3
 LEARNING_RATE = 0.1
 INIT_SCALE = 0.01
 ROW_SEED = 1_000_003   # each row (x, y) starts from its own draw, seeded ROW_SEED * x + y: the same in any batch
+LOCAL_GRID = 4         # local probes tile the frame into LOCAL_GRID x LOCAL_GRID windows
 
-# (stream, probe, steps, x, y) -> the lever of class index x over y: the levers already measured on one model, on
-# one device and precision, shared by the pairs of an audit (``measure_factor_probes``)
-LeverCache = dict[tuple[str, str, int, int, int], float]
+# (stream, probe, steps, x, y) -> the lever of class index x over y (a probe of the whole frame) or its lever in each
+# window alone (a local probe, ``window_masks`` order): the levers already measured on one model, on one device and
+# precision, shared by the pairs of an audit (``measure_factor_probes``)
+Lever = float | list[float]
+LeverCache = dict[tuple[str, str, int, int, int], Lever]
 
 
 @dataclass(frozen=True)
 class ProbeSpace:
-    """The parameters of one probe on one stream and how they become the stream's unit-space input."""
+    """The parameters of one probe on one stream and how they become the stream's unit-space input. A local probe
+    (``windows`` > 0) has parameters per window, (N, G, *shape), rendered through (N or 1, G, H, W) window masks."""
 
-    shape: tuple[int, ...]                               # per row
-    render: Callable[[torch.Tensor], torch.Tensor]       # (N, *shape) -> (N, C, T, H, W) unit space
+    shape: tuple[int, ...]                               # per row (per row and window for a local probe)
+    render: Callable[..., torch.Tensor]                  # -> (N, C, T, H, W) unit space
+    windows: int = 0
+
+
+def window_masks(height: int, width: int, grid: int = LOCAL_GRID) -> torch.Tensor:
+    """(grid * grid, H, W) float: the frame tiled into grid x grid windows, row by row (the last ones take any
+    remainder)."""
+    ys = np.linspace(0, height, grid + 1).round().astype(int)
+    xs = np.linspace(0, width, grid + 1).round().astype(int)
+    masks = torch.zeros((grid * grid, height, width))
+    for r in range(grid):
+        for c in range(grid):
+            masks[r * grid + c, ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = 1.0
+    return masks
+
+
+def _changing(p: torch.Tensor) -> torch.Tensor:
+    """tanh(p) of (..., T) less its mean over T: what changes from frame to frame, nothing that stays."""
+    v = torch.tanh(p)
+    return v - v.mean(dim=-1, keepdim=True)
 
 
 def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
@@ -79,14 +111,28 @@ def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
                           .expand(-1, c, t, h, w))
     if probe == "camera":
         return ProbeSpace((c, t), lambda p: torch.tanh(p).view(-1, c, t, 1, 1).expand(-1, c, t, h, w))
+    windows = LOCAL_GRID * LOCAL_GRID
+    if probe == "patch":      # any static content, within one window
+        return ProbeSpace((c, h, w), lambda p, m: torch.einsum("ngchw,nghw->nchw", torch.tanh(p), m.expand(
+            len(p), -1, -1, -1))[:, :, None].expand(-1, c, t, h, w), windows)
+    if probe == "spot":       # one displacement per frame over one window, changing from frame to frame
+        return ProbeSpace((c, t), lambda p, m: torch.einsum("ngct,nghw->ncthw", _changing(p), m.expand(
+            len(p), -1, -1, -1)), windows)
     raise ValueError(f"unknown probe {probe!r}")
+
+
+def _row_params(rows: Sequence[tuple[int, int]], shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.stack([INIT_SCALE * torch.randn(shape, generator=torch.Generator().manual_seed(ROW_SEED * x + y))
+                        for x, y in rows])
 
 
 def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, probe: str,
                     rows: Sequence[tuple[int, int]], *, steps: int, device: torch.device, bf16: bool = False,
-                    channels_last: bool = False) -> np.ndarray:
-    """(len(rows),): for each (x, y) of class indices, how far ``probe`` on ``stream`` alone, every other stream
-    neutral, raises logit x - logit y above the blank clip's, after ``steps`` Adam steps. One batch for all rows."""
+                    channels_last: bool = False) -> list[Lever]:
+    """For each (x, y) of class indices, how far ``probe`` on ``stream`` alone, every other stream neutral, raises
+    logit x - logit y above the blank clip's, after ``steps`` Adam steps; one batch for all rows. A local probe is
+    optimised over every window of the frame at once, then each window's part is measured alone: its lever is one
+    per window."""
     spec = next(s for s in specs if s.name == stream)
     space = probe_space(probe, spec)
     n = len(rows)
@@ -94,25 +140,34 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
     iy = torch.tensor([r[1] for r in rows], device=device)
     at = torch.arange(n, device=device)
     blank = {s.name: torch.zeros((n, *streams_mod.canonical_shape(s)), device=device) for s in specs}
-    params = torch.stack([INIT_SCALE * torch.randn(space.shape, generator=torch.Generator().manual_seed(
-        ROW_SEED * x + y)) for x, y in rows]).to(device).requires_grad_(True)
-    optimiser = torch.optim.Adam([params], lr=LEARNING_RATE)
 
-    def margins(p: torch.Tensor | None) -> torch.Tensor:
-        inputs = dict(blank) if p is None else {**blank, stream: space.render(p)}
+    def margins(unit: torch.Tensor | None) -> torch.Tensor:
+        inputs = dict(blank) if unit is None else {**blank, stream: unit}
         logits = forward_model(model, specs, inputs, bf16=bf16, channels_last=channels_last).float()
         return logits[at, ix] - logits[at, iy]
 
+    if space.windows:
+        _, _, h, w = streams_mod.canonical_shape(spec)
+        masks = window_masks(h, w).to(device)
+        render = lambda p: space.render(p, masks[None])                                      # noqa: E731
+        shape = (space.windows, *space.shape)
+    else:
+        render, shape = space.render, space.shape
+    params = _row_params(rows, shape).to(device).requires_grad_(True)
+    optimiser = torch.optim.Adam([params], lr=LEARNING_RATE)
     with frozen(model):
         with torch.no_grad():
             base = margins(None)
         for _ in range(steps):
             optimiser.zero_grad(set_to_none=True)
-            (-margins(params).sum()).backward()
+            (-margins(render(params)).sum()).backward()
             optimiser.step()
         with torch.no_grad():
-            lever = margins(params) - base
-    return lever.cpu().numpy().astype(np.float64)
+            if not space.windows:
+                return [float(v) for v in (margins(render(params)) - base).cpu().numpy()]
+            alone = torch.stack([margins(space.render(params[:, g:g + 1], masks[None, g:g + 1])) - base
+                                 for g in range(space.windows)], dim=1)
+    return [[float(v) for v in row] for row in alone.cpu().numpy()]
 
 
 def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes: Sequence[str], a: str, b: str, *,
@@ -136,9 +191,14 @@ def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes:
             if missing:
                 measured = directed_levers(model, specs, spec.name, probe, missing, steps=steps, device=device,
                                            bf16=bf16, channels_last=channels_last)
-                cache.update({(spec.name, probe, steps, *row): float(v) for row, v in zip(missing, measured)})
-            matrix: list[list[float | None]] = [[None] * len(sample) for _ in sample]
+                cache.update({(spec.name, probe, steps, *row): v for row, v in zip(missing, measured)})
+            matrix: list[list[Lever | None]] = [[None] * len(sample) for _ in sample]
             for (x, y), row in zip(cells, rows):
                 matrix[x][y] = cache[(spec.name, probe, steps, *row)]
-            out.setdefault(spec.name, {})[probe] = {"classes": sample, "levers": matrix}
+            test: dict = {"classes": sample}
+            if probe in LOCAL_PROBES:
+                test.update(grid=LOCAL_GRID, window_levers=matrix)
+            else:
+                test["levers"] = matrix
+            out.setdefault(spec.name, {})[probe] = test
     return out

@@ -40,6 +40,7 @@ class FlagRates(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     generated: str
+    rules_commit: str | None = None     # the commit whose flag rules were measured (absent in older files)
     split: str
     cases: int = Field(ge=0)
     codes: dict[str, CodeRate]

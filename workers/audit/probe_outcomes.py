@@ -24,13 +24,18 @@ from typing import Sequence
 import numpy as np
 from scipy.special import stdtr
 
-PROBES = {"rgb": ("colour", "border", "texture"), "flow": ("camera",)}
-KIND = {"colour": "static", "border": "static", "texture": "static", "camera": "motion"}
+PROBES = {"rgb": ("colour", "border", "texture", "patch"), "flow": ("camera", "spot")}
+KIND = {"colour": "static", "border": "static", "texture": "static", "patch": "static", "camera": "motion",
+        "spot": "motion"}
+LOCAL_PROBES = ("patch", "spot")   # one window of the frame (``factor_probes.window_masks``)
 DESCRIPTIONS = {
     "colour": "one colour over the whole clip (a tint, a colour cast, lighting or white balance)",
     "border": "the border of the frame alone (letterbox or pillarbox bars, a frame, an overlay along the edges)",
     "texture": "a static pattern over the whole frame (a background scene, a texture behind the action)",
+    "patch": "a static pattern in one small window of the frame (a logo, a caption, a watermark, a sticker)",
     "camera": "whole-frame motion alone (camera motion or shake)",
+    "spot": "motion in one small window of the frame that changes from frame to frame (a flicker, a jittering "
+            "overlay, a blinking light)",
 }
 AFFINITY_FLOOR = 0.01   # affinities below this share of the largest one count as this (the log needs a floor)
 
@@ -59,6 +64,7 @@ class ProbeOutcome:
     null_size: int
     class_p_value: float   # the holder's affinity as a new draw from the other classes' (``affinity_p_value``)
     classes_size: int      # classes the affinities were compared over, the holder included
+    peak_xy: tuple[float, float] | None = None   # a local probe's window centre (frame fractions), holder over partner
 
 
 def class_affinities(levers: np.ndarray) -> np.ndarray:
@@ -85,16 +91,46 @@ def affinity_p_value(affinities: np.ndarray, holder: int) -> float:
 
 def probe_outcome(test: dict, a: str, b: str) -> ProbeOutcome:
     """A pair's probe (``factor_probes.measure_factor_probes``' entry: ``classes`` and their ``levers``, the
-    diagonal None) read against the other pairs and the other classes of its sample. Pure."""
+    diagonal None) read against the other pairs and the other classes of its sample; a local probe's entry
+    (``window_levers``) is read by ``local_probe_outcome``. Pure."""
+    if "window_levers" in test:
+        return local_probe_outcome(test, a, b)
     classes = list(test["classes"])
     levers = np.array([[np.nan if v is None else v for v in row] for row in test["levers"]], dtype=np.float64)
     ia, ib = classes.index(a), classes.index(b)
     (ih, ip) = (ia, ib) if levers[ia, ib] >= levers[ib, ia] else (ib, ia)
+    return _read(levers, classes, ih, ip)
+
+
+def local_probe_outcome(test: dict, a: str, b: str) -> ProbeOutcome:
+    """A local probe's entry (``window_levers`` [x][y]: the lever of x over y of each window alone, ``grid`` x
+    ``grid`` windows row by row) read in the one window where the pair's lever is largest, either way: against the
+    other pairs' levers *in that window* and the other classes' pull towards that window. A class told from its
+    partner by something in one place of the frame stands out there; classes told apart by their content answer a
+    window on their path about as much as the other pairs do. ``peak_xy`` is the window's centre. Pure."""
+    classes = list(test["classes"])
+    k, grid = len(classes), int(test["grid"])
+    windows = np.full((k, k, grid * grid), np.nan)
+    for x, row in enumerate(test["window_levers"]):
+        for y, values in enumerate(row):
+            if values is not None:
+                windows[x, y] = values
+    ia, ib = classes.index(a), classes.index(b)
+    g = int(np.nanargmax(np.maximum(windows[ia, ib], windows[ib, ia])))
+    (ih, ip) = (ia, ib) if windows[ia, ib, g] >= windows[ib, ia, g] else (ib, ia)
+    row, col = divmod(g, grid)
+    return _read(windows[:, :, g], classes, ih, ip, peak_xy=((col + 0.5) / grid, (row + 0.5) / grid))
+
+
+def _read(levers: np.ndarray, classes: list[str], ih: int, ip: int,
+          peak_xy: tuple[float, float] | None = None) -> ProbeOutcome:
+    """The holder ``ih``'s lever over ``ip`` in a (K, K) directed-lever matrix (diagonal NaN), read against the
+    pairs of the other classes and the holder's affinity against the other classes'. Pure."""
     lever = float(levers[ih, ip])
-    others = [c for c in range(len(classes)) if c not in (ia, ib)]
+    others = [c for c in range(len(classes)) if c not in (ih, ip)]
     null = [max(levers[x, y], levers[y, x]) for i, x in enumerate(others) for y in others[i + 1:]]
     median = float(np.median(null)) if null else 0.0
     return ProbeOutcome(
         holder=classes[ih], lever=lever, ratio=lever / median if median > 0 else float("inf"),
         p_value=(1 + sum(v >= lever for v in null)) / (1 + len(null)), null_size=len(null),
-        class_p_value=affinity_p_value(class_affinities(levers), ih), classes_size=len(classes))
+        class_p_value=affinity_p_value(class_affinities(levers), ih), classes_size=len(classes), peak_xy=peak_xy)
