@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--steps", type=_positive, default=128)
         p.add_argument("--device", default=None)
         p.add_argument("--factor-probes", action="store_true",
-                       help="also ask the model with factor probes (STATIC_/MOTION_FACTOR_CUE; ~6x the scoring cost)")
+                       help="also ask the model with factor probes (STATIC_/MOTION_FACTOR_CUE, local LOCALIZED_CUE; "
+                            "~9.5x the scoring cost)")
 
     from service.gate import add_gate_parser
 

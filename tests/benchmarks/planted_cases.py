@@ -289,7 +289,7 @@ def main() -> None:
     parser.add_argument("--partner-contrast", type=float, default=0.0,
                         help="audit with each class's pictures set apart from the classes it is audited with")
     parser.add_argument("--factor-probes", action="store_true",
-                        help="audit with the factor probes (AuditOptions.factor_probes; off by default, ~6x the cost)")
+                        help="audit with the factor probes (AuditOptions.factor_probes; off by default, ~9.5x)")
     parser.add_argument("--replicated-by", type=Path, nargs="+", metavar="CONTRASTED.json",
                         help="with --rescore: keep only the flags that rows of the same cases audited with "
                              "--partner-contrast repeat (same code, stream and class)")

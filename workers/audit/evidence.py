@@ -51,7 +51,7 @@ class EvidenceConfig:
     pay for verifying more windows elsewhere: 3 candidates, the 6 strongest-estimated windows elsewhere and 2 fixed
     others per class and stream (12 swap tests with the whole stream). On the reference model the pair's own
     scoring costs under a tenth of its visualisation, its null scans about 0.3x more, the factor probes (off
-    unless asked for) about 6x more for the first pair of an audit and nothing more for the others, which share
+    unless asked for) about 9.5x more for the first pair of an audit and nothing more for the others, which share
     its levers when the model has up to PROBE_OTHER_CLASSES + 2 classes (tests/benchmarks/scoring_cost.py)."""
 
     localisation: Literal["attribution", "exhaustive"] = "attribution"   # exhaustive: swap every window (the
@@ -64,7 +64,7 @@ class EvidenceConfig:
     null_partners: int = 2       # per class of a pair: audited classes it is not confused with, whose scans with
     #                              it give the model's own null of LOCALIZED_CUE (``ranking.null_pairs``)
     probe_other_classes: int = 0  # classes besides the pair whose factor probes are the pair's null
-    #                               (``factor_probes``); 0: no probes (the default: they cost ~6x a pair's
+    #                               (``factor_probes``); 0: no probes (the default: they cost ~9.5x a pair's
     #                               visualisation, once per audit on a small model; ``AuditOptions.factor_probes``
     #                               asks for PROBE_OTHER_CLASSES)
     probe_steps: int = 60        # Adam steps of each factor probe

@@ -71,16 +71,19 @@ LeverCache = dict[tuple[str, str, int, int, int], Lever]
 @dataclass(frozen=True)
 class ProbeSpace:
     """The parameters of one probe on one stream and how they become the stream's unit-space input. A local probe
-    (``windows`` > 0) has parameters per window, (N, G, *shape), rendered through (N or 1, G, H, W) window masks."""
+    (``windows`` > 0) is rendered through (1, G', H, W) window masks: from parameters per window, (N, G', *shape),
+    when ``per_window``, else from one (N, *shape) whose pixels the masks keep."""
 
-    shape: tuple[int, ...]                               # per row (per row and window for a local probe)
+    shape: tuple[int, ...]                               # per row (per row and window when per_window)
     render: Callable[..., torch.Tensor]                  # -> (N, C, T, H, W) unit space
     windows: int = 0
+    per_window: bool = False
 
 
-def window_masks(height: int, width: int, grid: int = LOCAL_GRID) -> torch.Tensor:
-    """(grid * grid, H, W) float: the frame tiled into grid x grid windows, row by row (the last ones take any
-    remainder)."""
+def window_masks(height: int, width: int, grid: int | None = None) -> torch.Tensor:
+    """(grid * grid, H, W) float: the frame tiled into grid x grid windows (``LOCAL_GRID`` by default), row by row
+    (the last ones take any remainder)."""
+    grid = grid or LOCAL_GRID
     ys = np.linspace(0, height, grid + 1).round().astype(int)
     xs = np.linspace(0, width, grid + 1).round().astype(int)
     masks = torch.zeros((grid * grid, height, width))
@@ -113,11 +116,11 @@ def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
         return ProbeSpace((c, t), lambda p: torch.tanh(p).view(-1, c, t, 1, 1).expand(-1, c, t, h, w))
     windows = LOCAL_GRID * LOCAL_GRID
     if probe == "patch":      # any static content, within one window
-        return ProbeSpace((c, h, w), lambda p, m: torch.einsum("ngchw,nghw->nchw", torch.tanh(p), m.expand(
-            len(p), -1, -1, -1))[:, :, None].expand(-1, c, t, h, w), windows)
+        return ProbeSpace((c, h, w), lambda p, m: (torch.tanh(p) * m.sum(dim=1)[:, None])[:, :, None]
+                          .expand(-1, c, t, h, w), windows)
     if probe == "spot":       # one displacement per frame over one window, changing from frame to frame
         return ProbeSpace((c, t), lambda p, m: torch.einsum("ngct,nghw->ncthw", _changing(p), m.expand(
-            len(p), -1, -1, -1)), windows)
+            len(p), -1, -1, -1)), windows, per_window=True)
     raise ValueError(f"unknown probe {probe!r}")
 
 
@@ -150,7 +153,7 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
         _, _, h, w = streams_mod.canonical_shape(spec)
         masks = window_masks(h, w).to(device)
         render = lambda p: space.render(p, masks[None])                                      # noqa: E731
-        shape = (space.windows, *space.shape)
+        shape = (space.windows, *space.shape) if space.per_window else space.shape
     else:
         render, shape = space.render, space.shape
     params = _row_params(rows, shape).to(device).requires_grad_(True)
@@ -165,8 +168,9 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
         with torch.no_grad():
             if not space.windows:
                 return [float(v) for v in (margins(render(params)) - base).cpu().numpy()]
-            alone = torch.stack([margins(space.render(params[:, g:g + 1], masks[None, g:g + 1])) - base
-                                 for g in range(space.windows)], dim=1)
+            alone = torch.stack([margins(space.render(params[:, g:g + 1] if space.per_window else params,
+                                                      masks[None, g:g + 1])) - base for g in range(space.windows)],
+                                dim=1)
     return [[float(v) for v in row] for row in alone.cpu().numpy()]
 
 

@@ -38,7 +38,10 @@ the calibration split alone (round 13 of docs/planted_cases.md: the probes measu
 with ``patch`` and ``spot`` these rules found 24 of its 38 local cues, put 21 of the 26 on position-keeping nets in
 the right window, and flagged none of its 80 clean pairs (a class p <= 0.05: 16 of 38; <= 0.2: 24 with 4 more
 wrong flags; a third probe, a window changing colour from frame to frame, found 1 more for 3 more wrong flags and
-is left out). Not gated by decisiveness (the probes do not read the visualisations), and left out where the
+is left out). On the held-out draw 220-239 all 7 of its flags were right and none fell on a clean pair, but it found
+only 1 cue nothing else found: that split draws local cues in the frame's interior, on the classes' paths, where
+the other pairs answer a window as much; in a corner or along an edge, where the calibration split draws them, a
+cue stands out. Not gated by decisiveness (the probes do not read the visualisations), and left out where the
 occlusion scan already gave a LOCALIZED_CUE on that stream for that class.
 
 APPEARANCE_ONLY_SEPARATION / MOTION_ONLY_SEPARATION are per class, need no position, and are relative to the

@@ -22,10 +22,9 @@ class AuditOptions(BaseModel):
     steps: int = Field(128, ge=1, le=4096)
     visualization: VisualizationConfig = VisualizationConfig()
     thresholds: FlagThresholds = FlagThresholds()
-    # ask the model directly with factor probes (STATIC_FACTOR_CUE / MOTION_FACTOR_CUE): about 6x the cost of
-    # visualising a pair, once per audit on a model of up to 12 classes and per pair on larger ones
-    # (tests/benchmarks/scoring_cost.py; the demo's analyse step 4.5 s -> 11.5 s against 14.3 s visualising), so
-    # off unless asked for
+    # ask the model directly with factor probes (STATIC_FACTOR_CUE / MOTION_FACTOR_CUE, LOCALIZED_CUE from the local
+    # probes): about 9.5x the cost of visualising a pair, once per audit on a model of up to 12 classes and per pair
+    # on larger ones (tests/benchmarks/scoring_cost.py), so off unless asked for
     factor_probes: bool = False
 
     @field_validator("pairs", mode="before")
