@@ -18,6 +18,10 @@ def test_rates_are_read_from_the_benchmark_file(tmp_path):
     rates = load_flag_rates(path)
     rate = code_rate("LOCALIZED_CUE", rates)
     assert rate["precision"] == 0.9 and rate["split"] == "heldout" and rate["cases"] == 20
+    assert rate["rules_commit"] is None                                              # an older file: not known
+    path.write_text(json.dumps({**RATES, "rules_commit": "e465566"}))
+    load_flag_rates.cache_clear()
+    assert code_rate("LOCALIZED_CUE", load_flag_rates(path))["rules_commit"] == "e465566"
     assert rate["precision_interval"] == pytest.approx([0.596, 0.982], abs=1e-3)     # Wilson, 9 of 10
     assert rate["recall_interval"] == pytest.approx([0.468, 0.911], abs=1e-3)        # Wilson, 9 of 12
     sentence = rate_sentence(rate)

@@ -253,6 +253,9 @@ class FlagRateOut(BaseModel):
     split: str
     cases: int
     generated: str
+    rules_commit: str | None = Field(
+        None, description="the commit whose flag rules the rates were measured with (+changes: with uncommitted "
+                          "changes to them); null when unknown")
 
 
 class FlagOut(BaseModel):

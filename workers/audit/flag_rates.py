@@ -81,15 +81,15 @@ def rate_intervals(correct: int, fired: int, found: int | None, expected: int) -
 
 
 def code_rate(code: str, rates: FlagRates | None) -> dict | None:
-    """Plain JSON for one flag code (with the split and case count it was measured on, and each rate's 95%
-    interval: the file's, else computed), or None. Pure."""
+    """Plain JSON for one flag code (with the split, case count and rules commit it was measured on, and each
+    rate's 95% interval: the file's, else computed), or None. Pure."""
     if rates is None or code not in rates.codes:
         return None
     rate = rates.codes[code]
     stored = {"precision_interval", "recall_interval"} <= rate.model_fields_set
     intervals = {} if stored else rate_intervals(rate.correct, rate.fired, rate.found, rate.expected)
     return {**rate.model_dump(), **intervals, "split": rates.split, "cases": rates.cases,
-            "generated": rates.generated}
+            "generated": rates.generated, "rules_commit": rates.rules_commit}
 
 
 def warm_flag_rates() -> None:
