@@ -3,8 +3,9 @@ planted pair of the planted-case benchmark's *calibration* split whose cue the r
 one clean control pair per architecture, which must get no high-severity flag. The scores in
 ``tests/data/planted_case_scores.json`` were measured by ``tests/benchmarks/planted_cases.py --split calibration``
 (128 steps, cases 0-39) and chosen by ``tests/benchmarks/record_case_scores.py`` (the first found cue of each family,
-the first clean pair of each architecture without a flag); a rule change that loses one of these cues, or raises a
-high flag on a clean pair, fails here before it reaches the benchmark. The one-stream flags compare a class with
+the first clean pair of each architecture without a flag, and for each local cue family the first pair the local
+factor probes alone put in the right window); a rule change that loses one of these cues, or raises a high flag on a
+clean pair, fails here before it reaches the benchmark. The one-stream flags compare a class with
 the audit's other classes (``analysis.AuditLeanings``): each row's scores carry the audit baseline its case's rows
 give it. Every family has a row: each is found on at least one calibration pair (speed on 1 of 13,
 docs/planted_cases.md)."""
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from workers.audit.analysis import PairScores
-from workers.audit.flags import Flag, derive_flags
+from workers.audit.flags import Flag, FlagThresholds, derive_flags, local_probe_flags
 from workers.engine.manifest import InputSpec
 from workers.engine.reference import cases, scoring
 
@@ -35,6 +36,13 @@ def test_the_planted_cue_is_found_by_an_expected_code(row):
         assert scoring.cue_localised(flags, cue, row["architecture"]), [(f.code, f.peak_xy) for f in flags]
 
 
+@pytest.mark.parametrize("row", RECORDED["local_probe"], ids=lambda r: f"{r['cue']['family']}-{r['architecture']}")
+def test_the_local_probes_alone_put_a_local_cue_in_its_window(row):
+    cue = cases.Cue.from_json(row["cue"])
+    flags = local_probe_flags(PairScores.from_json(row["scores"], row["a"], row["b"]), FlagThresholds())
+    assert scoring.cue_localised(flags, cue, row["architecture"]), [(f.code, f.peak_xy) for f in flags]
+
+
 @pytest.mark.parametrize("row", RECORDED["clean"], ids=lambda r: r["architecture"])
 def test_a_clean_control_pair_gets_no_high_severity_flag(row):
     assert not [f for f in _flags(row) if f.severity == "high"]
@@ -43,6 +51,7 @@ def test_a_clean_control_pair_gets_no_high_severity_flag(row):
 def test_the_recorded_rows_cover_every_family_and_every_architecture():
     assert {r["cue"]["family"] for r in RECORDED["planted"]} == set(cases.FAMILIES)
     assert {r["architecture"] for r in RECORDED["clean"]} == set(cases.ARCHITECTURES)
+    assert {r["cue"]["family"] for r in RECORDED["local_probe"]} == set(cases.LOCAL_FAMILIES)
 
 
 def test_stored_rows_get_the_audit_baseline_of_their_own_case_only():
