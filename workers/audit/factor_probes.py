@@ -80,10 +80,10 @@ class ProbeSpace:
     per_window: bool = False
 
 
-def window_masks(height: int, width: int, grid: int | None = None) -> torch.Tensor:
-    """(grid * grid, H, W) float: the frame tiled into grid x grid windows (``LOCAL_GRID`` by default), row by row
-    (the last ones take any remainder)."""
-    grid = grid or LOCAL_GRID
+def window_masks(height: int, width: int) -> torch.Tensor:
+    """(G, H, W) float: the frame tiled into ``LOCAL_GRID`` x ``LOCAL_GRID`` windows, row by row (the last ones take
+    any remainder)."""
+    grid = LOCAL_GRID
     ys = np.linspace(0, height, grid + 1).round().astype(int)
     xs = np.linspace(0, width, grid + 1).round().astype(int)
     masks = torch.zeros((grid * grid, height, width))

@@ -237,22 +237,37 @@ def derive_flags(s: PairScores, specs: Sequence[InputSpec], th: FlagThresholds |
             *[f for f in context_cue_flags(s, specs, th) if decisive(s, f.class_name, th)]]
 
 
+def _probe_hits(s: PairScores, th: FlagThresholds,
+                local: bool) -> dict[str, list[tuple[str, probe_outcomes.ProbeOutcome]]]:
+    """stream -> (probe, outcome) for each whole-frame factor probe (``local`` False) or local one (True) whose lever
+    towards one class is positive, stands out against >= ``probe_min_null`` pairs of its sample (ratio to their
+    median, empirical p) and whose class stands out in its pull towards the probe (class p), at the thresholds of
+    its kind: ``probe_*`` or ``local_probe_*``. Pure."""
+    ratio, alpha, class_alpha = ((th.local_probe_min_ratio, th.local_probe_alpha, th.local_probe_class_alpha) if local
+                                 else (th.probe_min_ratio, th.probe_alpha, th.probe_class_alpha))
+    hits: dict[str, list[tuple[str, probe_outcomes.ProbeOutcome]]] = {}
+    for name, tests in s.factor_probes.items():
+        for probe, test in tests.items():
+            if (probe in probe_outcomes.LOCAL_PROBES) != local:
+                continue
+            o = probe_outcomes.probe_outcome(test, s.a, s.b)
+            if (o.lever > 0 and o.null_size >= th.probe_min_null and o.ratio >= ratio and o.p_value <= alpha
+                    and o.class_p_value <= class_alpha):
+                hits.setdefault(name, []).append((probe, o))
+    return hits
+
+
 def factor_probe_flags(s: PairScores, th: FlagThresholds) -> list[Flag]:
-    """STATIC_FACTOR_CUE / MOTION_FACTOR_CUE: one flag per stream and kind naming each factor probe
+    """STATIC_FACTOR_CUE / MOTION_FACTOR_CUE: one flag per stream and kind naming each whole-frame factor probe
     (``probe_outcomes``) whose lever towards one class is positive, >= ``probe_min_ratio`` times the median lever of
     the other pairs of its sample with an empirical p-value <= ``probe_alpha`` against them (from >=
     ``probe_min_null`` pairs), and whose class stands out among the sample's classes in its pull towards the factor
     (p <= ``probe_class_alpha``). Not gated by decisiveness: probes ask the model, not the visualisations. Pure."""
     flags = []
-    for name, tests in s.factor_probes.items():
+    for name, stream_hits in _probe_hits(s, th, local=False).items():
         by_kind: dict[str, list] = {}
-        for probe, test in tests.items():
-            if probe in probe_outcomes.LOCAL_PROBES:
-                continue                        # read by ``local_probe_flags``
-            out = probe_outcomes.probe_outcome(test, s.a, s.b)
-            if (out.lever > 0 and out.null_size >= th.probe_min_null and out.ratio >= th.probe_min_ratio
-                    and out.p_value <= th.probe_alpha and out.class_p_value <= th.probe_class_alpha):
-                by_kind.setdefault(probe_outcomes.KIND[probe], []).append((probe, out))
+        for probe, out in stream_hits:
+            by_kind.setdefault(probe_outcomes.KIND[probe], []).append((probe, out))
         for kind, hits in by_kind.items():
             hits.sort(key=lambda h: -h[1].ratio)
             parts = [f"{probe_outcomes.DESCRIPTIONS[probe]} pushes the model from {s.partner_of(o.holder)} to "
@@ -277,18 +292,7 @@ def local_probe_flags(s: PairScores, th: FlagThresholds, found: Sequence[Flag] =
     ``found`` (the occlusion scan's flags) already holds a LOCALIZED_CUE for. Not gated by decisiveness: probes ask
     the model, not the visualisations. Pure."""
     flags = []
-    for name, tests in s.factor_probes.items():
-        hits = []
-        for probe, test in tests.items():
-            if probe not in probe_outcomes.LOCAL_PROBES:
-                continue
-            o = probe_outcomes.probe_outcome(test, s.a, s.b)
-            if (o.lever > 0 and o.peak_xy is not None and o.null_size >= th.probe_min_null
-                    and o.ratio >= th.local_probe_min_ratio and o.p_value <= th.local_probe_alpha
-                    and o.class_p_value <= th.local_probe_class_alpha):
-                hits.append((probe, o))
-        if not hits:
-            continue
+    for name, hits in _probe_hits(s, th, local=True).items():
         probe, o = max(hits, key=lambda h: h[1].ratio)
         if any(f.code == "LOCALIZED_CUE" and f.stream == name and f.class_name == o.holder for f in found):
             continue
