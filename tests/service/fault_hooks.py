@@ -27,9 +27,12 @@ def _lose_the_first_message(sender: str | None = None, headers: dict[str, Any] |
 
 
 def _install_full_disk() -> None:
-    """With ``QUIRKSCOPE_TEST_DISK_FULL`` = ``all`` (or a number n), every (or each of the first n, per process)
-    file this process writes through ``workers.engine.files`` (the one atomic-write path: the artifact store,
-    rendering, reports) fails half way with ENOSPC, as on a full disk."""
+    """With ``QUIRKSCOPE_TEST_DISK_FULL`` = ``all`` (or a number n), every file (or each of the first n files, counted
+    over all processes) written through ``workers.engine.files`` (the one atomic-write path: the artifact store,
+    rendering, reports) fails half way with ENOSPC, as on a full disk. The n writes are counted with marker files
+    created with O_EXCL under ``QUIRKSCOPE_TEST_DISK_FULL_DIR``: a count per process would start again in every
+    new pool process (a worker replaces its child after ``max_tasks_per_child`` tasks), and one work item could
+    then meet more full-disk writes than it has attempts."""
     spec = os.environ.get("QUIRKSCOPE_TEST_DISK_FULL")
     if not spec:
         return
@@ -38,8 +41,20 @@ def _install_full_disk() -> None:
 
     import workers.engine.files
 
-    left = [-1 if spec == "all" else int(spec)]
+    full_writes = None if spec == "all" else int(spec)
+    markers = Path(os.environ["QUIRKSCOPE_TEST_DISK_FULL_DIR"]) if full_writes is not None else None
     real_open = builtins.open
+
+    def disk_is_full() -> bool:
+        if markers is None:
+            return True
+        for n in range(full_writes or 0):
+            try:
+                os.close(os.open(markers / f"write-{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return True
+            except FileExistsError:
+                continue
+        return False
 
     class FullDiskFile:
         def __init__(self, fh: Any) -> None:
@@ -61,8 +76,7 @@ def _install_full_disk() -> None:
 
     def full_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         fh = real_open(path, mode, *args, **kwargs)
-        if "w" in mode and left[0] != 0:
-            left[0] -= 1 if left[0] > 0 else 0
+        if "w" in mode and disk_is_full():
             return FullDiskFile(fh)
         return fh
 

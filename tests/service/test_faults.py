@@ -86,7 +86,9 @@ def test_a_model_that_returns_nan_or_raises_mid_audit_fails_its_audit_with_the_r
 @pytest.mark.parametrize("disk", ["full", "full-for-two-writes"])
 def test_a_full_disk_under_the_artifact_store_fails_or_retries_the_audit_and_leaves_no_partial_files(
         stack_env, disk: str, tmp_path: Path) -> None:
-    env = {**stack_env, "QUIRKSCOPE_TEST_DISK_FULL": "all" if disk == "full" else "2"}
+    (tmp_path / "disk").mkdir()
+    env = {**stack_env, "QUIRKSCOPE_TEST_DISK_FULL": "all" if disk == "full" else "2",
+           "QUIRKSCOPE_TEST_DISK_FULL_DIR": str(tmp_path / "disk")}
     with running_stack(tmp_path / "home", env) as stack:
         model = upload_tiny_model(stack)  # the API process writes the bundle: its disk is fine
         state = wait_finished(stack, submit_audit(stack, model))
@@ -96,6 +98,7 @@ def test_a_full_disk_under_the_artifact_store_fails_or_retries_the_audit_and_lea
             assert "gave up" in state["error"]["message"] or state["error"]["code"] == "transient_error"
         else:
             assert state["status"] == "done", state["error"]
+            assert sorted(os.listdir(tmp_path / "disk")) == ["write-0", "write-1"]  # two writes really failed
         root = Path(stack.app.extensions["quirkscope_artifacts"].root)
         partial = [p for p in root.rglob("*") if p.is_file() and p.name.endswith((".tmp", ".part"))]
         assert partial == []
