@@ -55,6 +55,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         conf["visibility_timeout"] = settings.visibility_timeout_s
     elif settings.broker_url.startswith("filesystem"):
         dirs = settings.broker_dirs
+        conf["broker_transport"] = "workers.filesystem_broker:Transport"  # whole-message writes
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
