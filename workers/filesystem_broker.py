@@ -4,9 +4,12 @@ kombu's own transport creates a message file under its final name and then write
 folder in between claims the empty file, fails to decode it and stops with an unrecoverable error (seen in
 the fault tests: the gpu worker died on ``JSONDecodeError`` and the audit waited for ever). Here a message is
 written in full under a name no queue reads and renamed into place, so a reader sees a whole
-message or none. Selected with the ``broker_transport`` setting (``workers.celery_app``)."""
+message or none. A message that still cannot be decoded (a file some other writer left) is dropped with an error in
+the log instead of stopping the worker; the reaper sends lost work again. Selected with the ``broker_transport``
+setting (``workers.celery_app``)."""
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from time import monotonic_ns
@@ -16,6 +19,8 @@ from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
+
+log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"  # never matches ``<stamp>_<uuid>.<queue>.msg``, so no queue reads it
 
@@ -42,6 +47,15 @@ class Channel(filesystem.Channel):
             except OSError:
                 pass
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _get(self, queue: str) -> Any:
+        """The oldest message of ``queue``; one that does not decode is taken off the queue and skipped."""
+        while True:
+            try:
+                return super()._get(queue)
+            except ValueError as exc:  # JSONDecodeError: kombu has already taken the file off the queue
+                log.error("dropped a message of queue %s that does not decode (%s); the reaper re-sends lost work",
+                          queue, exc)
 
 
 class Transport(filesystem.Transport):

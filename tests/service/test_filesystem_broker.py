@@ -90,3 +90,16 @@ def test_the_embedded_settings_select_this_transport(tmp_path: Path) -> None:
     conf = celery_config(load_settings({"QUIRKSCOPE_HOME": str(tmp_path)}))
     assert conf["broker_url"].startswith("filesystem://")
     assert conf["broker_transport"] == "workers.filesystem_broker:Transport"
+
+
+def test_a_message_that_does_not_decode_is_dropped_and_the_next_one_read(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    with broker(tmp_path) as conn:
+        channel = conn.default_channel
+        (tmp_path / "queue" / f"{0:020d}_torn.gpu.msg").write_bytes(b"")  # older than any message put now
+        channel._put("gpu", {"n": 1})
+        assert channel._get("gpu") == {"n": 1}
+        assert "does not decode" in caplog.text
+        assert list((tmp_path / "queue").iterdir()) == []
+        with pytest.raises(Empty):
+            channel._get("gpu")
