@@ -19,13 +19,12 @@ from pathlib import Path
 from planted_cases import (  # the sibling script (this directory is first on sys.path)
     case_inputs,
     load_rows,
-    rescored_outcomes,
     stored_scores,
 )
 
 from workers.audit.analysis import PairScores
 from workers.audit.flags import FlagThresholds, derive_flags, local_probe_flags
-from workers.engine.reference import scoring
+from workers.engine.reference import cases, scoring
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "planted_case_scores.json"
 
@@ -58,10 +57,10 @@ def main() -> None:
     planted: dict[str, dict] = {}
     by_probe: dict[str, dict] = {}
     clean: dict[str, dict] = {}
-    for r, full, outcome in zip(rows, stored_scores(rows), rescored_outcomes(rows, FlagThresholds())):
-        cue = outcome.cue
-        # the scores with the case's audit baseline, which the test derives the flags from, the probes' levers to 4
-        # significant digits (a row is recorded only if the rules read the rounded scores as they read the full ones)
+    for r, full in zip(rows, stored_scores(rows)):
+        cue = cases.Cue.from_json(r["cue"]) if r["cue"] else None
+        # the scores with the case's audit baseline, the probes' levers to 4 significant digits: the rows are chosen
+        # by the flags of these rounded scores, which are the ones the test derives its flags from
         scores = PairScores.from_json(compact(full.to_json()), r["a"], r["b"])
         flags = derive_flags(scores, specs[r["case_id"]], FlagThresholds())
         record = {**{k: r[k] for k in ("case_id", "architecture", "a", "b", "cue")}, "scores": scores.to_json(),
