@@ -71,12 +71,12 @@ LeverCache = dict[tuple[str, str, int, int, int], Lever]
 @dataclass(frozen=True)
 class ProbeSpace:
     """The parameters of one probe on one stream and how they become the stream's unit-space input. A local probe
-    (``windows`` > 0) is rendered through (1, G', H, W) window masks: from parameters per window, (N, G', *shape),
-    when ``per_window``, else from one (N, *shape) whose pixels the masks keep."""
+    (``local``) is rendered through (1, G', H, W) window masks (``window_masks``): from parameters per window,
+    (N, G', *shape), when ``per_window``, else from one (N, *shape) whose pixels the masks keep."""
 
     shape: tuple[int, ...]                               # per row (per row and window when per_window)
     render: Callable[..., torch.Tensor]                  # -> (N, C, T, H, W) unit space
-    windows: int = 0
+    local: bool = False
     per_window: bool = False
 
 
@@ -114,13 +114,12 @@ def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
                           .expand(-1, c, t, h, w))
     if probe == "camera":
         return ProbeSpace((c, t), lambda p: torch.tanh(p).view(-1, c, t, 1, 1).expand(-1, c, t, h, w))
-    windows = LOCAL_GRID * LOCAL_GRID
     if probe == "patch":      # any static content, within one window
         return ProbeSpace((c, h, w), lambda p, m: (torch.tanh(p) * m.sum(dim=1)[:, None])[:, :, None]
-                          .expand(-1, c, t, h, w), windows)
+                          .expand(-1, c, t, h, w), local=True)
     if probe == "spot":       # one displacement per frame over one window, changing from frame to frame
         return ProbeSpace((c, t), lambda p, m: torch.einsum("ngct,nghw->ncthw", _changing(p), m.expand(
-            len(p), -1, -1, -1)), windows, per_window=True)
+            len(p), -1, -1, -1)), local=True, per_window=True)
     raise ValueError(f"unknown probe {probe!r}")
 
 
@@ -149,11 +148,11 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
         logits = forward_model(model, specs, inputs, bf16=bf16, channels_last=channels_last).float()
         return logits[at, ix] - logits[at, iy]
 
-    if space.windows:
+    if space.local:
         _, _, h, w = streams_mod.canonical_shape(spec)
         masks = window_masks(h, w).to(device)
         render = lambda p: space.render(p, masks[None])                                      # noqa: E731
-        shape = (space.windows, *space.shape) if space.per_window else space.shape
+        shape = (len(masks), *space.shape) if space.per_window else space.shape
     else:
         render, shape = space.render, space.shape
     params = _row_params(rows, shape).to(device).requires_grad_(True)
@@ -166,10 +165,10 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
             (-margins(render(params)).sum()).backward()
             optimiser.step()
         with torch.no_grad():
-            if not space.windows:
+            if not space.local:
                 return [float(v) for v in (margins(render(params)) - base).cpu().numpy()]
             alone = torch.stack([margins(space.render(params[:, g:g + 1] if space.per_window else params,
-                                                      masks[None, g:g + 1])) - base for g in range(space.windows)],
+                                                      masks[None, g:g + 1])) - base for g in range(len(masks))],
                                 dim=1)
     return [[float(v) for v in row] for row in alone.cpu().numpy()]
 
