@@ -299,7 +299,7 @@ def test_found_as_expected_needs_an_expected_code() -> None:
 def test_expected_codes_follow_the_table() -> None:
     assert scoring.expected_codes(LOGO, "twostream_flatten") == ["LOCALIZED_CUE", "APPEARANCE_ONLY_SEPARATION"]
     assert scoring.expected_codes(LOGO, "twostream_gap") == ["APPEARANCE_ONLY_SEPARATION"]
-    assert scoring.expected_codes(SHAKE, "c3d_single") == ["MOTION_ONLY_SEPARATION", "MOTION_FACTOR_CUE"]
+    assert scoring.expected_codes(SHAKE, "c3d_single") == ["MOTION_ONLY_SEPARATION"]
     assert scoring.expected_codes(SHAKE, "twostream_gap") == ["MOTION_ONLY_SEPARATION", "MOTION_FACTOR_CUE"]
     cast = dataclasses.replace(SHAKE, family="colour_cast", stream="clip")
     assert scoring.expected_codes(cast, "c3d_single") == ["GLOBAL_APPEARANCE_CUE", "APPEARANCE_ONLY_SEPARATION",

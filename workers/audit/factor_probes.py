@@ -15,17 +15,7 @@ probe         modality  what may change
 ``patch``     rgb       static content of one window of the frame (a logo, a caption, a watermark); local
 ``spot``      flow      one displacement per frame over one window, less its mean over the frames (a flicker, a
                         jittering overlay, a blinking light read as motion); local
-``pan``       rgb       one shift per frame of a fixed pattern (``pan_pattern``), less its mean over the frames, up to
-                        ``PAN_RANGE`` of the frame's side: whole-frame motion (camera motion, shake); frame motion
-``flash``     rgb       one colour per frame over one window, less its mean over the frames (a blinking light, a
-                        flicker); local; frame motion
 ============  ========  ==============================================================================================
-
-*Frame motion* probes (``probe_outcomes.FRAME_MOTION_PROBES``) ask how an RGB clip's own frames move and change, and
-are measured only on a model with no flow input (a single-stream clip model: a 3D CNN), whose motion evidence is in
-its frames. A lever is how far the probe raises the margin above the probe at rest (its parameters zero): for every
-probe but ``pan`` that is the blank clip; for ``pan`` it is the same pattern standing still, so only its motion
-counts.
 
 A *local* probe (``probe_outcomes.LOCAL_PROBES``) tiles the frame into ``LOCAL_GRID`` x ``LOCAL_GRID`` windows
 (``window_masks``), optimises its content in every window at once, then measures each window's part alone: its
@@ -45,8 +35,8 @@ model in eval mode), so the pairs of one audit share them through a ``LeverCache
 
 Unlike every other piece of evidence, probes do not read the visualisations: they ask the model directly, so
 they neither depend on what the visualisations happened to draw nor on the decisiveness gate. What they cannot
-see: cues that need the clip's content (a patch on the moving object, a speed difference), and frame motion on a
-two-stream net's RGB input (its flow input is probed instead).
+see: cues that need the clip's content (a patch on the moving object, a speed difference), and, on a model whose
+only input is a clip of frames, motion of the whole frame (no probe moves frames yet).
 
 Measured on the calibration split of the planted cases (docs/planted_cases.md, rounds 9, 10 and 13).
 """
@@ -58,7 +48,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from workers.audit.global_factors import border_mask
 from workers.audit.probe_outcomes import LOCAL_PROBES, probe_classes, probes_of
@@ -71,9 +60,6 @@ LEARNING_RATE = 0.1
 INIT_SCALE = 0.01
 ROW_SEED = 1_000_003   # each row (x, y) starts from its own draw, seeded ROW_SEED * x + y: the same in any batch
 LOCAL_GRID = 4         # local probes tile the frame into LOCAL_GRID x LOCAL_GRID windows
-PAN_RANGE = 0.1        # ``pan`` shifts a frame by up to this share of the frame's shorter side, either way
-PAN_AMPLITUDE = 0.5    # ``pan``'s pattern in unit space (+-0.25 of the pixel range on a std-1 input)
-PAN_SEED = 20_181      # the pattern is the same for every model, pair and row
 
 # (stream, probe, steps, x, y) -> the lever of class index x over y (a probe of the whole frame) or its lever in each
 # window alone (a local probe, ``window_masks`` order): the levers already measured on one model, on one device and
@@ -113,37 +99,6 @@ def _changing(p: torch.Tensor) -> torch.Tensor:
     return v - v.mean(dim=-1, keepdim=True)
 
 
-def _window_changes(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """(N, C, T, H, W): each window of (1, G', H, W) masks ``m`` at its own value per channel and frame, from (N,
-    G', C, T) parameters less their mean over the frames (``spot``, ``flash``)."""
-    return torch.einsum("ngct,nghw->ncthw", _changing(p), m.expand(len(p), -1, -1, -1))
-
-
-def pan_pattern(height: int, width: int) -> torch.Tensor:
-    """(H, W) the pattern ``pan`` moves: seeded Gaussian noise smoothed by a 5 x 5 binomial kernel (edges and
-    blobs of a few pixels, like a scene's), scaled to a largest magnitude of 1. The same for every call."""
-    noise = torch.randn((1, 1, height, width), generator=torch.Generator().manual_seed(PAN_SEED))
-    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
-    kernel = (taps[:, None] * taps[None, :] / taps.sum() ** 2).view(1, 1, 5, 5)
-    smooth = F.conv2d(F.pad(noise, (2, 2, 2, 2), mode="reflect"), kernel)[0, 0]
-    return smooth / smooth.abs().max()
-
-
-def _panned(p: torch.Tensor, pattern: torch.Tensor, channels: int) -> torch.Tensor:
-    """(N, C, T, H, W): ``pattern`` (H, W) shifted in each frame by (N, 2, T) parameters (x, y; ``_changing``, up
-    to ``PAN_RANGE`` of the shorter side), bilinear, the edges reflected; the same in every channel."""
-    n, _, t = p.shape
-    h, w = pattern.shape
-    shift = PAN_RANGE * min(h, w) * _changing(p)                           # (N, 2, T) px
-    dx, dy = shift[:, 0].reshape(-1), shift[:, 1].reshape(-1)
-    one, zero = torch.ones_like(dx), torch.zeros_like(dx)
-    theta = torch.stack([torch.stack([one, zero, -2 * dx / w], -1), torch.stack([zero, one, -2 * dy / h], -1)], -2)
-    grid = F.affine_grid(theta, [n * t, 1, h, w], align_corners=False)
-    frames = F.grid_sample(pattern.to(p.device).expand(n * t, 1, h, w), grid, mode="bilinear",
-                           padding_mode="reflection", align_corners=False)
-    return (PAN_AMPLITUDE * frames).view(n, t, 1, h, w).permute(0, 2, 1, 3, 4).expand(-1, channels, -1, -1, -1)
-
-
 def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
     """``probe``'s parameter shape and renderer on a stream of ``spec``'s shape (``probe_outcomes.PROBES`` names
     which probes apply to which modality)."""
@@ -162,11 +117,9 @@ def probe_space(probe: str, spec: InputSpec) -> ProbeSpace:
     if probe == "patch":      # any static content, within one window
         return ProbeSpace((c, h, w), lambda p, m: (torch.tanh(p) * m.sum(dim=1)[:, None])[:, :, None]
                           .expand(-1, c, t, h, w), local=True)
-    if probe in ("spot", "flash"):   # one displacement (spot) or colour (flash) per frame over one window, changing
-        return ProbeSpace((c, t), _window_changes, local=True, per_window=True)
-    if probe == "pan":
-        pattern = pan_pattern(h, w)
-        return ProbeSpace((2, t), lambda p: _panned(p, pattern, c))
+    if probe == "spot":       # one displacement per frame over one window, changing from frame to frame
+        return ProbeSpace((c, t), lambda p, m: torch.einsum("ngct,nghw->ncthw", _changing(p), m.expand(
+            len(p), -1, -1, -1)), local=True, per_window=True)
     raise ValueError(f"unknown probe {probe!r}")
 
 
@@ -179,9 +132,9 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
                     rows: Sequence[tuple[int, int]], *, steps: int, device: torch.device, bf16: bool = False,
                     channels_last: bool = False) -> list[Lever]:
     """For each (x, y) of class indices, how far ``probe`` on ``stream`` alone, every other stream neutral, raises
-    logit x - logit y above the probe at rest's (its parameters zero: the blank clip but for ``pan``'s still
-    pattern), after ``steps`` Adam steps; one batch for all rows. A local probe is optimised over every window of
-    the frame at once, then each window's part is measured alone: its lever is one per window."""
+    logit x - logit y above the blank clip's, after ``steps`` Adam steps; one batch for all rows. A local probe is
+    optimised over every window of the frame at once, then each window's part is measured alone: its lever is one
+    per window."""
     spec = next(s for s in specs if s.name == stream)
     space = probe_space(probe, spec)
     n = len(rows)
@@ -190,8 +143,8 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
     at = torch.arange(n, device=device)
     blank = {s.name: torch.zeros((n, *streams_mod.canonical_shape(s)), device=device) for s in specs}
 
-    def margins(unit: torch.Tensor) -> torch.Tensor:
-        inputs = {**blank, stream: unit}
+    def margins(unit: torch.Tensor | None) -> torch.Tensor:
+        inputs = dict(blank) if unit is None else {**blank, stream: unit}
         logits = forward_model(model, specs, inputs, bf16=bf16, channels_last=channels_last).float()
         return logits[at, ix] - logits[at, iy]
 
@@ -206,7 +159,7 @@ def directed_levers(model: nn.Module, specs: Sequence[InputSpec], stream: str, p
     optimiser = torch.optim.Adam([params], lr=LEARNING_RATE)
     with frozen(model):
         with torch.no_grad():
-            base = margins(render(torch.zeros_like(params)))
+            base = margins(None)
         for _ in range(steps):
             optimiser.zero_grad(set_to_none=True)
             (-margins(render(params)).sum()).backward()
@@ -235,9 +188,8 @@ def measure_factor_probes(model: nn.Module, specs: Sequence[InputSpec], classes:
     rows = [(index[sample[x]], index[sample[y]]) for x, y in cells]
     cache = {} if cache is None else cache
     out: dict[str, dict[str, dict]] = {}
-    no_flow = not any(s.modality == "flow" for s in specs)
     for spec in specs:
-        for probe in probes_of(spec.modality, moving_frames=no_flow and streams_mod.canonical_shape(spec)[1] > 1):
+        for probe in probes_of(spec.modality):
             missing = [row for row in rows if (spec.name, probe, steps, *row) not in cache]
             if missing:
                 measured = directed_levers(model, specs, spec.name, probe, missing, steps=steps, device=device,

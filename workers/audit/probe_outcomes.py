@@ -25,13 +25,9 @@ import numpy as np
 from scipy.special import stdtr
 
 PROBES = {"rgb": ("colour", "border", "texture", "patch"), "flow": ("camera", "spot")}
-# The motion of an RGB clip's own frames, probed only on a model with no flow input (a single-stream clip model such
-# as a 3D CNN): on a two-stream net the flow input's ``camera`` and ``spot`` ask the same question of the stream the
-# model reads motion from.
-FRAME_MOTION_PROBES = ("pan", "flash")
 KIND = {"colour": "static", "border": "static", "texture": "static", "patch": "static", "camera": "motion",
-        "spot": "motion", "pan": "motion", "flash": "motion"}
-LOCAL_PROBES = ("patch", "spot", "flash")   # one window of the frame (``factor_probes.window_masks``)
+        "spot": "motion"}
+LOCAL_PROBES = ("patch", "spot")   # one window of the frame (``factor_probes.window_masks``)
 DESCRIPTIONS = {
     "colour": "one colour over the whole clip (a tint, a colour cast, lighting or white balance)",
     "border": "the border of the frame alone (letterbox or pillarbox bars, a frame, an overlay along the edges)",
@@ -40,19 +36,12 @@ DESCRIPTIONS = {
     "camera": "whole-frame motion alone (camera motion or shake)",
     "spot": "motion in one small window of the frame that changes from frame to frame (a flicker, a jittering "
             "overlay, a blinking light)",
-    "pan": "whole-frame motion of the frames alone (a fixed pattern moved from frame to frame: camera motion or "
-           "shake)",
-    "flash": "one small window of the frame changing colour or brightness from frame to frame (a blinking light, a "
-             "flicker)",
 }
 AFFINITY_FLOOR = 0.01   # affinities below this share of the largest one count as this (the log needs a floor)
 
 
-def probes_of(modality: str, moving_frames: bool = False) -> tuple[str, ...]:
-    """The probes of a stream of ``modality``; ``moving_frames``: an RGB stream of more than one frame on a model
-    with no flow input, which gets ``FRAME_MOTION_PROBES`` too. Pure."""
-    extra = FRAME_MOTION_PROBES if modality == "rgb" and moving_frames else ()
-    return PROBES.get(modality, ()) + extra
+def probes_of(modality: str) -> tuple[str, ...]:
+    return PROBES.get(modality, ())
 
 
 def probe_classes(classes: Sequence[str], a: str, b: str, limit: int) -> list[str]:

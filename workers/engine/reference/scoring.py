@@ -25,8 +25,8 @@ for colour casts and borders on every architecture; the one-stream code
 of the cue's kind (APPEARANCE_ONLY_SEPARATION for static cues, MOTION_ONLY_SEPARATION for motion cues) on every
 architecture (a single-stream net gets them from its still frames and its motion); CONTEXT_CUE for background;
 STATIC_FACTOR_CUE for colour casts, borders and backgrounds on every architecture, and MOTION_FACTOR_CUE for camera
-shake on every architecture (the factor probes, ``workers.audit.factor_probes``: the flow input's ``camera`` on the
-two-stream nets, the frames' ``pan`` on c3d_single, which has no flow input).
+shake on the two-stream nets (the factor probes, ``workers.audit.factor_probes``: a c3d_single has no flow input to
+probe).
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from workers.engine.reference.cases import (
 
 WINDOW_FRACTION = 1 / 8
 GLOBAL_STATIC_FAMILIES = ("colour_cast", "border")     # what the global factors colour and border test
+TWO_STREAM = tuple(a for a in ARCHITECTURES if a.startswith("twostream"))   # the nets with a flow input
 NOT_A_FINDING = "WEAK_VISUALISATION"
 
 # Which flag code each cue should raise: (code, cue families, architectures). A cue expects every code whose row
@@ -58,7 +59,7 @@ EXPECTED_CODES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("MOTION_ONLY_SEPARATION", MOTION_FAMILIES, ARCHITECTURES),
     ("CONTEXT_CUE", ("background",), ARCHITECTURES),
     ("STATIC_FACTOR_CUE", ("colour_cast", "border", "background"), ARCHITECTURES),
-    ("MOTION_FACTOR_CUE", ("shake",), ARCHITECTURES),
+    ("MOTION_FACTOR_CUE", ("shake",), TWO_STREAM),
 )
 # The kind of evidence (a cue's ``kind``) a code reports, for the codes that say.
 CODE_KIND = {"APPEARANCE_ONLY_SEPARATION": "static", "CONTEXT_CUE": "static", "MOTION_ONLY_SEPARATION": "motion",
