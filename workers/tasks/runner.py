@@ -58,6 +58,13 @@ def run_item(task: Task, audit_id: int, kind: str, key: int, body: Body) -> str:
     return outcome
 
 
+def end_snapshot(session: Session) -> None:
+    """End the read transaction before a long computation: an SQLite reader whose snapshot predates
+    another process's commit (a heartbeat) can no longer write, and would fail with "database is locked"
+    at once, without waiting out the busy timeout."""
+    session.commit()
+
+
 def _run_claimed(task: Task, audit_id: int, kind: str, key: int, body: Body) -> str:
     conf = runtime.current().settings
     bound = runtime.current().database
@@ -70,11 +77,9 @@ def _run_claimed(task: Task, audit_id: int, kind: str, key: int, body: Body) -> 
             return "failed"
         assert got.item_id is not None
         item = session.get(WorkItem, got.item_id)
-        # End that read before the body: the heartbeat commits while the body runs, and on SQLite a transaction
-        # whose read snapshot is older than another connection's commit cannot write ("database is locked", at
-        # once, no busy wait). A body slow before its first write (a fresh worker's first import of the model
-        # stack) failed so; the body's first statement now opens a fresh transaction.
-        session.commit()
+        # the heartbeat commits while the body runs: a body slow before its first write (a fresh worker's first
+        # import of the model stack) would otherwise write from this read's snapshot
+        end_snapshot(session)
         log.info("audit %s: %s %s started (attempt %d)", audit_id, kind, key, got.attempt)
         try:
             with heartbeat(bound.sessionmaker, got.item_id, conf.heartbeat_s):

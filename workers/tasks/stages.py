@@ -23,7 +23,7 @@ from workers import runtime
 from workers.tasks import metrics
 from workers.tasks.chunking import gpu_memory_probe, planned_chunk_size
 from workers.tasks.flow import TASK_OPTIONS, _after_reaped, advance_audit, pair_by_rank
-from workers.tasks.runner import run_item
+from workers.tasks.runner import end_snapshot, run_item
 
 if TYPE_CHECKING:
     from workers.audit.analysis import AuditLeanings
@@ -118,12 +118,6 @@ def load_visualizations(session: Session, audit_id: int, classes: set[str] | Non
                        logit=float(first.objective or 0.0), probability=float(first.probability or 0.0),
                        config=first.config))
     return out
-
-
-def end_snapshot(session: Session) -> None:
-    """End the read transaction before a long computation: an SQLite reader whose snapshot predates
-    another process's commit (a heartbeat) can no longer write, and would fail with "database is locked"."""
-    session.commit()
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
